@@ -1,0 +1,119 @@
+/**
+ * The controller's persistent state: sessions, connection tokens, blades and counters.
+ * Two backends implement it with identical behaviour (checked by one contract suite, test/integration/store-contract.test.ts):
+ * SQLite through better-sqlite3 (the embedded default) and MongoDB through the official driver.
+ * Every method that decides something under concurrency (one live session per user, single-use tokens, counters)
+ * is atomic in the backend itself, so several controllers may share one MongoDB.
+ */
+
+/** Lifecycle of a session record. `starting`: reserved, the agent call is in flight. `running`: the blade runs it. */
+export type SessionState = 'starting' | 'running' | 'ended';
+
+export interface SessionRecord {
+  /** Controller-side id (UUID), used in the REST API and bound into tokens. */
+  id: string;
+  username: string;
+  state: SessionState;
+  /** Blade name; null while `starting` has not picked one yet. */
+  blade: string | null;
+  /** The agent's own session id on that blade. */
+  agentSessionId: string | null;
+  display: number | null;
+  /** The VNC TCP port on the blade. */
+  port: number | null;
+  /** The Xvnc pid on the blade. */
+  pid: number | null;
+  /** The VNC password: only the proxy reads it. Never returned by the API, never logged. */
+  password: string | null;
+  /** Client IP given when the session was requested, if any. */
+  clientIp: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+  endedAt: Date | null;
+  /** Why it ended: 'deleted', 'desktop-exited', 'start-failed', 'reconciled', ... */
+  endReason: string | null;
+}
+
+export interface NewSession {
+  id: string;
+  username: string;
+  clientIp: string | null;
+  now: Date;
+}
+
+/** Fields that may change after creation. */
+export type SessionPatch = Partial<
+  Pick<SessionRecord, 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp'>
+>;
+
+export interface TokenRecord {
+  /** SHA-256 of the token, hex. The token itself is never stored. */
+  hash: string;
+  sessionId: string;
+  expiresAt: Date;
+  /** When set, only this client IP may use the token. */
+  clientIp: string | null;
+  createdAt: Date;
+  usedAt: Date | null;
+  revokedAt: Date | null;
+}
+
+export type TokenRejection = 'unknown' | 'expired' | 'revoked' | 'used';
+
+export type ConsumeResult =
+  | { ok: true; token: TokenRecord; session: SessionRecord }
+  | { ok: false; reason: TokenRejection };
+
+/** Operator-set state of a blade. Liveness (UP/DOWN) is not stored: it is observed. */
+export type BladeAdminState = 'ACTIVE' | 'CORDONED' | 'DRAINING';
+
+export interface BladeRecord {
+  name: string;
+  /** HOST:PORT of the blade's agent. */
+  address: string;
+  adminState: BladeAdminState;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface Store {
+  /** Creates tables/indexes. Idempotent. */
+  init(): Promise<void>;
+  close(): Promise<void>;
+
+  /**
+   * Atomically reserves the one live (starting or running) session of a user: creates it in state `starting`, or,
+   * if the user already has a live session, returns that one with `created: false`.
+   */
+  createSession(input: NewSession): Promise<{ created: boolean; session: SessionRecord }>;
+  /** Applies a patch to a live session; returns null if it is unknown or ended. */
+  updateSession(id: string, patch: SessionPatch, now: Date): Promise<SessionRecord | null>;
+  getSession(id: string): Promise<SessionRecord | null>;
+  getLiveSessionByUser(username: string): Promise<SessionRecord | null>;
+  /** Newest first. */
+  listSessions(filter?: { live?: boolean; blade?: string; limit?: number }): Promise<SessionRecord[]>;
+  /** Marks a live session ended and revokes its tokens, atomically; returns null if it was unknown or already ended. */
+  endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
+  /** Live sessions per blade name (blades with none are absent). */
+  countLiveSessionsByBlade(): Promise<Map<string, number>>;
+
+  insertToken(token: TokenRecord): Promise<void>;
+  /**
+   * Atomically checks a token and, when `singleUse`, marks it used so a replay fails. A token is accepted only if
+   * it exists, is not revoked, has not expired at `now`, is unused (when `singleUse`) and its session is live.
+   */
+  consumeToken(hash: string, now: Date, options: { singleUse: boolean }): Promise<ConsumeResult>;
+  /** Revokes every unrevoked token of a session; returns how many. */
+  revokeTokens(sessionId: string, now: Date): Promise<number>;
+  /** Deletes tokens that expired before `before`; returns how many. */
+  pruneTokens(before: Date): Promise<number>;
+
+  /** Inserts a blade or updates its address; keeps its admin state. */
+  upsertBlade(input: { name: string; address: string }, now: Date): Promise<BladeRecord>;
+  getBlade(name: string): Promise<BladeRecord | null>;
+  listBlades(): Promise<BladeRecord[]>;
+  setBladeAdminState(name: string, state: BladeAdminState, now: Date): Promise<BladeRecord | null>;
+
+  /** Atomically increments a named counter and returns the new value (1 for the first call). */
+  nextCounter(name: string): Promise<number>;
+}
