@@ -27,6 +27,11 @@ export interface SessionRecord {
   password: string | null;
   /** Client IP given when the session was requested, if any. */
   clientIp: string | null;
+  /**
+   * SHA-256 (hex) of the viewer's reconnect key: a session-lifetime secret the viewer page may exchange for a fresh
+   * connection token while the session is live (controller/web). Null if none was issued.
+   */
+  reconnectKeyHash: string | null;
   createdAt: Date;
   updatedAt: Date;
   endedAt: Date | null;
@@ -43,7 +48,7 @@ export interface NewSession {
 
 /** Fields that may change after creation. */
 export type SessionPatch = Partial<
-  Pick<SessionRecord, 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp'>
+  Pick<SessionRecord, 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp' | 'reconnectKeyHash'>
 >;
 
 export interface TokenRecord {
@@ -94,6 +99,8 @@ export interface Store {
   listSessions(filter?: { live?: boolean; blade?: string; limit?: number }): Promise<SessionRecord[]>;
   /** Marks a live session ended and revokes its tokens, atomically; returns null if it was unknown or already ended. */
   endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
+  /** Live session with this reconnect-key hash, or null. */
+  getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null>;
   /** Live sessions per blade name (blades with none are absent). */
   countLiveSessionsByBlade(): Promise<Map<string, number>>;
 
@@ -103,6 +110,8 @@ export interface Store {
    * it exists, is not revoked, has not expired at `now`, is unused (when `singleUse`) and its session is live.
    */
   consumeToken(hash: string, now: Date, options: { singleUse: boolean }): Promise<ConsumeResult>;
+  /** Looks a token up by hash without changing it (the proxy re-checks live connections with it). */
+  getToken(hash: string): Promise<TokenRecord | null>;
   /** Revokes every unrevoked token of a session; returns how many. */
   revokeTokens(sessionId: string, now: Date): Promise<number>;
   /** Deletes tokens that expired before `before`; returns how many. */
