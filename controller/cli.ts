@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+/**
+ * `vncdispatch`: operator commands.
+ *   vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir DIR]
+ *   vncdispatch pki ca DIR | pki agent DIR NAME HOST... | pki controller DIR [NAME]
+ */
+import { ensureCa, issueCert } from './cli/pki.js';
+import { up } from './cli/up.js';
+
+const USAGE = `usage:
+  vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir /var/lib/vncdispatch-local]
+      run an agent and a controller on this machine (as root), with mutual TLS and an API key
+  vncdispatch pki ca DIR                      create DIR/ca.crt and DIR/ca.key
+  vncdispatch pki agent DIR NAME HOST...      issue DIR/NAME.crt for an agent reachable as HOST (names or IPs)
+  vncdispatch pki controller DIR [NAME]       issue DIR/NAME.crt (default: controller) for the controller
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === 'up') {
+    await up(rest);
+    return 0;
+  }
+  if (cmd === 'pki') {
+    const [what, dir, ...args] = rest;
+    if (what === 'ca' && dir && args.length === 0) {
+      process.stdout.write(`${ensureCa(dir)}\n`);
+      return 0;
+    }
+    if (what === 'agent' && dir && args.length >= 2) {
+      const [name, ...hosts] = args;
+      process.stdout.write(`${issueCert(dir, name!, hosts, 'serverAuth').cert}\n`);
+      return 0;
+    }
+    if (what === 'controller' && dir && args.length <= 1) {
+      process.stdout.write(`${issueCert(dir, args[0] ?? 'controller', [], 'clientAuth').cert}\n`);
+      return 0;
+    }
+  }
+  process.stderr.write(USAGE);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    process.stderr.write(`vncdispatch: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
