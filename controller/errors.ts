@@ -31,8 +31,27 @@ export const ERROR_CODES = {
   VD_ERR_UNAUTHORIZED: [401, 'A valid API key is required (Authorization: Bearer <key>).'],
   VD_ERR_BAD_REQUEST: [400, 'The request is malformed.'],
   VD_ERR_NOT_FOUND: [404, 'Not found.'],
+  // WebSocket-to-VNC proxy (controller/proxy/): refusals answered before the upgrade, and VNC-side failures.
+  VD_ERR_TOKEN_REQUIRED: [401, 'A connection token is required (?token=...).'],
+  VD_ERR_ORIGIN_FORBIDDEN: [403, 'This Origin may not open desktop connections.'],
+  VD_ERR_TOO_MANY_CONNECTIONS: [429, 'Too many concurrent desktop connections from this address.'],
+  VD_ERR_TOO_MANY_BAD_TOKENS: [429, 'Too many refused tokens from this address; try again later.'],
+  VD_ERR_PROXY_UNAVAILABLE: [503, 'The desktop proxy cannot check tokens right now.'],
+  VD_ERR_VNC_CONNECT: [502, 'The desktop cannot be reached.'],
+  VD_ERR_VNC_HANDSHAKE: [502, 'The desktop server broke the RFB handshake.'],
+  VD_ERR_VNC_AUTH_FAILED: [502, 'The desktop server refused the session password.'],
+  VD_ERR_BROWSER_HANDSHAKE: [400, 'The browser broke the RFB handshake.'],
 } as const satisfies Record<string, readonly [number, string]>;
 
 export const UnauthorizedError = define('VD_ERR_UNAUTHORIZED', ...ERROR_CODES.VD_ERR_UNAUTHORIZED);
 export const BadRequestError = define('VD_ERR_BAD_REQUEST', ...ERROR_CODES.VD_ERR_BAD_REQUEST);
 export const NotFoundError = define('VD_ERR_NOT_FOUND', ...ERROR_CODES.VD_ERR_NOT_FOUND);
+export const TokenRequiredError = define('VD_ERR_TOKEN_REQUIRED', ...ERROR_CODES.VD_ERR_TOKEN_REQUIRED);
+export const OriginForbiddenError = define('VD_ERR_ORIGIN_FORBIDDEN', ...ERROR_CODES.VD_ERR_ORIGIN_FORBIDDEN);
+export const TooManyConnectionsError = define('VD_ERR_TOO_MANY_CONNECTIONS', ...ERROR_CODES.VD_ERR_TOO_MANY_CONNECTIONS);
+export const TooManyBadTokensError = define('VD_ERR_TOO_MANY_BAD_TOKENS', ...ERROR_CODES.VD_ERR_TOO_MANY_BAD_TOKENS);
+export const ProxyUnavailableError = define('VD_ERR_PROXY_UNAVAILABLE', ...ERROR_CODES.VD_ERR_PROXY_UNAVAILABLE);
+export const VncConnectError = define('VD_ERR_VNC_CONNECT', ...ERROR_CODES.VD_ERR_VNC_CONNECT);
+export const VncHandshakeError = define('VD_ERR_VNC_HANDSHAKE', ...ERROR_CODES.VD_ERR_VNC_HANDSHAKE);
+export const VncAuthFailedError = define('VD_ERR_VNC_AUTH_FAILED', ...ERROR_CODES.VD_ERR_VNC_AUTH_FAILED);
+export const BrowserHandshakeError = define('VD_ERR_BROWSER_HANDSHAKE', ...ERROR_CODES.VD_ERR_BROWSER_HANDSHAKE);
