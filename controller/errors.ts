@@ -41,6 +41,18 @@ export const ERROR_CODES = {
   VD_ERR_VNC_HANDSHAKE: [502, 'The desktop server broke the RFB handshake.'],
   VD_ERR_VNC_AUTH_FAILED: [502, 'The desktop server refused the session password.'],
   VD_ERR_BROWSER_HANDSHAKE: [400, 'The browser broke the RFB handshake.'],
+  // REST API and dispatch (controller/api/, controller/sessions/, controller/blades/, controller/agent-client/).
+  VD_ERR_PAYLOAD_TOO_LARGE: [413, 'The request body is too large.'],
+  VD_ERR_UNSUPPORTED_MEDIA_TYPE: [415, 'The request body must be application/json.'],
+  VD_ERR_UNKNOWN_USER: [422, 'No such user on the blades.'],
+  VD_ERR_USER_NOT_ALLOWED: [403, 'This user may not have a desktop.'],
+  VD_ERR_AGENT_REJECTED: [422, 'The blade agent refused the request.'],
+  VD_ERR_AGENT_UNAVAILABLE: [503, 'The blade agent did not answer.'],
+  VD_ERR_NO_BLADE_AVAILABLE: [503, 'No blade can start a desktop right now.'],
+  VD_ERR_SESSION_STARTING: [503, 'The session is still starting; retry shortly.'],
+  VD_ERR_SESSION_ENDED: [409, 'The session has ended.'],
+  VD_ERR_BLADE_EXISTS: [409, 'A blade with this name is already registered at another address.'],
+  VD_ERR_INTERNAL: [500, 'Internal error.'],
 } as const satisfies Record<string, readonly [number, string]>;
 
 export const UnauthorizedError = define('VD_ERR_UNAUTHORIZED', ...ERROR_CODES.VD_ERR_UNAUTHORIZED);
@@ -55,3 +67,38 @@ export const VncConnectError = define('VD_ERR_VNC_CONNECT', ...ERROR_CODES.VD_ER
 export const VncHandshakeError = define('VD_ERR_VNC_HANDSHAKE', ...ERROR_CODES.VD_ERR_VNC_HANDSHAKE);
 export const VncAuthFailedError = define('VD_ERR_VNC_AUTH_FAILED', ...ERROR_CODES.VD_ERR_VNC_AUTH_FAILED);
 export const BrowserHandshakeError = define('VD_ERR_BROWSER_HANDSHAKE', ...ERROR_CODES.VD_ERR_BROWSER_HANDSHAKE);
+export const PayloadTooLargeError = define('VD_ERR_PAYLOAD_TOO_LARGE', ...ERROR_CODES.VD_ERR_PAYLOAD_TOO_LARGE);
+export const UnsupportedMediaTypeError = define('VD_ERR_UNSUPPORTED_MEDIA_TYPE', ...ERROR_CODES.VD_ERR_UNSUPPORTED_MEDIA_TYPE);
+export const UnknownUserError = define('VD_ERR_UNKNOWN_USER', ...ERROR_CODES.VD_ERR_UNKNOWN_USER);
+export const UserNotAllowedError = define('VD_ERR_USER_NOT_ALLOWED', ...ERROR_CODES.VD_ERR_USER_NOT_ALLOWED);
+export const NoBladeAvailableError = define('VD_ERR_NO_BLADE_AVAILABLE', ...ERROR_CODES.VD_ERR_NO_BLADE_AVAILABLE);
+export const SessionStartingError = define('VD_ERR_SESSION_STARTING', ...ERROR_CODES.VD_ERR_SESSION_STARTING);
+export const SessionEndedError = define('VD_ERR_SESSION_ENDED', ...ERROR_CODES.VD_ERR_SESSION_ENDED);
+export const BladeExistsError = define('VD_ERR_BLADE_EXISTS', ...ERROR_CODES.VD_ERR_BLADE_EXISTS);
+export const InternalError = define('VD_ERR_INTERNAL', ...ERROR_CODES.VD_ERR_INTERNAL);
+
+/**
+ * An agent call failed because the agent could not be reached or did not answer in time (gRPC UNAVAILABLE,
+ * DEADLINE_EXCEEDED, CANCELLED, ...): another blade may still serve. `grpcCode` is the numeric gRPC status.
+ */
+export class AgentUnavailableError extends VncDispatchError {
+  static readonly code = 'VD_ERR_AGENT_UNAVAILABLE';
+  readonly grpcCode: number;
+  constructor(message: string = ERROR_CODES.VD_ERR_AGENT_UNAVAILABLE[1], grpcCode = 14, options?: { cause?: unknown }) {
+    super('VD_ERR_AGENT_UNAVAILABLE', ERROR_CODES.VD_ERR_AGENT_UNAVAILABLE[0], message, options);
+    this.grpcCode = grpcCode;
+  }
+}
+
+/**
+ * The agent answered with an error status (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...).
+ * `grpcCode` is the numeric gRPC status; controller/sessions/ decides what it means for the request.
+ */
+export class AgentRejectedError extends VncDispatchError {
+  static readonly code = 'VD_ERR_AGENT_REJECTED';
+  readonly grpcCode: number;
+  constructor(message: string, grpcCode: number, options?: { cause?: unknown }) {
+    super('VD_ERR_AGENT_REJECTED', ERROR_CODES.VD_ERR_AGENT_REJECTED[0], message, options);
+    this.grpcCode = grpcCode;
+  }
+}
