@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   VD_ERR_UNAUTHORIZED: [401, 'A valid API key is required (Authorization: Bearer <key>).'],
   VD_ERR_BAD_REQUEST: [400, 'The request is malformed.'],
   VD_ERR_NOT_FOUND: [404, 'Not found.'],
+  VD_ERR_RATE_LIMITED: [429, 'Too many requests; try again later.'],
   // WebSocket-to-VNC proxy (controller/proxy/): refusals answered before the upgrade, and VNC-side failures.
   VD_ERR_TOKEN_REQUIRED: [401, 'A connection token is required (?token=...).'],
   VD_ERR_ORIGIN_FORBIDDEN: [403, 'This Origin may not open desktop connections.'],
@@ -58,6 +59,7 @@ export const ERROR_CODES = {
 export const UnauthorizedError = define('VD_ERR_UNAUTHORIZED', ...ERROR_CODES.VD_ERR_UNAUTHORIZED);
 export const BadRequestError = define('VD_ERR_BAD_REQUEST', ...ERROR_CODES.VD_ERR_BAD_REQUEST);
 export const NotFoundError = define('VD_ERR_NOT_FOUND', ...ERROR_CODES.VD_ERR_NOT_FOUND);
+export const RateLimitedError = define('VD_ERR_RATE_LIMITED', ...ERROR_CODES.VD_ERR_RATE_LIMITED);
 export const TokenRequiredError = define('VD_ERR_TOKEN_REQUIRED', ...ERROR_CODES.VD_ERR_TOKEN_REQUIRED);
 export const OriginForbiddenError = define('VD_ERR_ORIGIN_FORBIDDEN', ...ERROR_CODES.VD_ERR_ORIGIN_FORBIDDEN);
 export const TooManyConnectionsError = define('VD_ERR_TOO_MANY_CONNECTIONS', ...ERROR_CODES.VD_ERR_TOO_MANY_CONNECTIONS);
