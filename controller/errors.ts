@@ -53,6 +53,16 @@ export const ERROR_CODES = {
   VD_ERR_SESSION_STARTING: [503, 'The session is still starting; retry shortly.'],
   VD_ERR_SESSION_ENDED: [409, 'The session has ended.'],
   VD_ERR_BLADE_EXISTS: [409, 'A blade with this name is already registered at another address.'],
+  // Connection tokens (controller/tokens/): why a token was refused. 401 = present but not valid (get a new one);
+  // 403 = valid but not for this client or this session.
+  VD_ERR_TOKEN_MALFORMED: [401, 'The connection token is malformed.'],
+  VD_ERR_TOKEN_UNKNOWN: [401, 'The connection token is not known.'],
+  VD_ERR_TOKEN_EXPIRED: [401, 'The connection token has expired.'],
+  VD_ERR_TOKEN_REVOKED: [401, 'The connection token has been revoked.'],
+  VD_ERR_TOKEN_USED: [401, 'The connection token has already been used.'],
+  VD_ERR_TOKEN_SESSION_ENDED: [401, "The connection token's session has ended."],
+  VD_ERR_TOKEN_IP_MISMATCH: [403, 'The connection token was issued to another client address.'],
+  VD_ERR_TOKEN_WRONG_SESSION: [403, 'The connection token belongs to another session.'],
   VD_ERR_INTERNAL: [500, 'Internal error.'],
 } as const satisfies Record<string, readonly [number, string]>;
 
@@ -77,6 +87,14 @@ export const NoBladeAvailableError = define('VD_ERR_NO_BLADE_AVAILABLE', ...ERRO
 export const SessionStartingError = define('VD_ERR_SESSION_STARTING', ...ERROR_CODES.VD_ERR_SESSION_STARTING);
 export const SessionEndedError = define('VD_ERR_SESSION_ENDED', ...ERROR_CODES.VD_ERR_SESSION_ENDED);
 export const BladeExistsError = define('VD_ERR_BLADE_EXISTS', ...ERROR_CODES.VD_ERR_BLADE_EXISTS);
+export const TokenMalformedError = define('VD_ERR_TOKEN_MALFORMED', ...ERROR_CODES.VD_ERR_TOKEN_MALFORMED);
+export const TokenUnknownError = define('VD_ERR_TOKEN_UNKNOWN', ...ERROR_CODES.VD_ERR_TOKEN_UNKNOWN);
+export const TokenExpiredError = define('VD_ERR_TOKEN_EXPIRED', ...ERROR_CODES.VD_ERR_TOKEN_EXPIRED);
+export const TokenRevokedError = define('VD_ERR_TOKEN_REVOKED', ...ERROR_CODES.VD_ERR_TOKEN_REVOKED);
+export const TokenUsedError = define('VD_ERR_TOKEN_USED', ...ERROR_CODES.VD_ERR_TOKEN_USED);
+export const TokenSessionEndedError = define('VD_ERR_TOKEN_SESSION_ENDED', ...ERROR_CODES.VD_ERR_TOKEN_SESSION_ENDED);
+export const TokenIpMismatchError = define('VD_ERR_TOKEN_IP_MISMATCH', ...ERROR_CODES.VD_ERR_TOKEN_IP_MISMATCH);
+export const TokenWrongSessionError = define('VD_ERR_TOKEN_WRONG_SESSION', ...ERROR_CODES.VD_ERR_TOKEN_WRONG_SESSION);
 export const InternalError = define('VD_ERR_INTERNAL', ...ERROR_CODES.VD_ERR_INTERNAL);
 
 /**

@@ -63,7 +63,11 @@ export interface TokenRecord {
   revokedAt: Date | null;
 }
 
-export type TokenRejection = 'unknown' | 'expired' | 'revoked' | 'used';
+/**
+ * Why consumeToken refused a token, checked in this order. `session-ended`: the token was valid but its session is
+ * no longer live (a token issued while the session was ending); the backend then revokes it.
+ */
+export type TokenRejection = 'unknown' | 'expired' | 'revoked' | 'used' | 'session-ended';
 
 export type ConsumeResult =
   | { ok: true; token: TokenRecord; session: SessionRecord }

@@ -1,0 +1,450 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import type {
+  BladeAdminState,
+  BladeRecord,
+  ConsumeResult,
+  NewSession,
+  SessionPatch,
+  SessionRecord,
+  Store,
+  TokenRecord,
+} from './store.js';
+import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable } from './validate.js';
+
+/** The database file inside the data directory. */
+export const SQLITE_FILE_NAME = 'vncdispatch.db';
+
+/** Bumped whenever the schema changes; init() migrates older files step by step. */
+const SCHEMA_VERSION = 1;
+
+export interface SqliteStoreOptions {
+  /** Directory holding vncdispatch.db (created if missing). Ignored when `filename` is given. */
+  dataDir?: string;
+  /** Explicit database file, or ':memory:' for throwaway stores. */
+  filename?: string;
+  /** How long a write waits for another process holding the lock before failing with SQLITE_BUSY. */
+  busyTimeoutMs?: number;
+}
+
+const MIGRATIONS: Record<number, string> = {
+  1: `
+    CREATE TABLE sessions (
+      id                 TEXT PRIMARY KEY,
+      username           TEXT NOT NULL,
+      state              TEXT NOT NULL CHECK (state IN ('starting', 'running', 'ended')),
+      blade              TEXT,
+      agent_session_id   TEXT,
+      display            INTEGER,
+      port               INTEGER,
+      pid                INTEGER,
+      password           TEXT,
+      client_ip          TEXT,
+      reconnect_key_hash TEXT,
+      created_at         INTEGER NOT NULL,
+      updated_at         INTEGER NOT NULL,
+      ended_at           INTEGER,
+      end_reason         TEXT
+    ) STRICT;
+    -- The one-live-session-per-user rule lives in the database, not in application code.
+    CREATE UNIQUE INDEX sessions_live_username ON sessions(username) WHERE state != 'ended';
+    CREATE INDEX sessions_live_reconnect ON sessions(reconnect_key_hash) WHERE state != 'ended';
+    CREATE INDEX sessions_live_blade ON sessions(blade) WHERE state != 'ended';
+    CREATE INDEX sessions_created ON sessions(created_at DESC, id DESC);
+
+    CREATE TABLE tokens (
+      hash       TEXT PRIMARY KEY,
+      session_id TEXT NOT NULL,
+      expires_at INTEGER NOT NULL,
+      client_ip  TEXT,
+      created_at INTEGER NOT NULL,
+      used_at    INTEGER,
+      revoked_at INTEGER
+    ) STRICT;
+    CREATE INDEX tokens_session ON tokens(session_id);
+    CREATE INDEX tokens_expires ON tokens(expires_at);
+
+    CREATE TABLE blades (
+      name        TEXT PRIMARY KEY,
+      address     TEXT NOT NULL,
+      admin_state TEXT NOT NULL CHECK (admin_state IN ('ACTIVE', 'CORDONED', 'DRAINING')),
+      created_at  INTEGER NOT NULL,
+      updated_at  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE counters (
+      name  TEXT PRIMARY KEY,
+      value INTEGER NOT NULL
+    ) STRICT;
+  `,
+};
+
+interface SessionRow {
+  id: string;
+  username: string;
+  state: SessionRecord['state'];
+  blade: string | null;
+  agent_session_id: string | null;
+  display: number | null;
+  port: number | null;
+  pid: number | null;
+  password: string | null;
+  client_ip: string | null;
+  reconnect_key_hash: string | null;
+  created_at: number;
+  updated_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+}
+
+interface TokenRow {
+  hash: string;
+  session_id: string;
+  expires_at: number;
+  client_ip: string | null;
+  created_at: number;
+  used_at: number | null;
+  revoked_at: number | null;
+}
+
+interface BladeRow {
+  name: string;
+  address: string;
+  admin_state: BladeAdminState;
+  created_at: number;
+  updated_at: number;
+}
+
+const date = (ms: number): Date => new Date(ms);
+const dateOrNull = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+
+function toSession(row: SessionRow): SessionRecord {
+  return {
+    id: row.id,
+    username: row.username,
+    state: row.state,
+    blade: row.blade,
+    agentSessionId: row.agent_session_id,
+    display: row.display,
+    port: row.port,
+    pid: row.pid,
+    password: row.password,
+    clientIp: row.client_ip,
+    reconnectKeyHash: row.reconnect_key_hash,
+    createdAt: date(row.created_at),
+    updatedAt: date(row.updated_at),
+    endedAt: dateOrNull(row.ended_at),
+    endReason: row.end_reason,
+  };
+}
+
+function toToken(row: TokenRow): TokenRecord {
+  return {
+    hash: row.hash,
+    sessionId: row.session_id,
+    expiresAt: date(row.expires_at),
+    clientIp: row.client_ip,
+    createdAt: date(row.created_at),
+    usedAt: dateOrNull(row.used_at),
+    revokedAt: dateOrNull(row.revoked_at),
+  };
+}
+
+function toBlade(row: BladeRow): BladeRecord {
+  return {
+    name: row.name,
+    address: row.address,
+    adminState: row.admin_state,
+    createdAt: date(row.created_at),
+    updatedAt: date(row.updated_at),
+  };
+}
+
+/** Column for each patchable SessionRecord field. */
+const PATCH_COLUMNS: Record<(typeof PATCHABLE_SESSION_FIELDS)[number], string> = {
+  state: 'state',
+  blade: 'blade',
+  agentSessionId: 'agent_session_id',
+  display: 'display',
+  port: 'port',
+  pid: 'pid',
+  password: 'password',
+  clientIp: 'client_ip',
+  reconnectKeyHash: 'reconnect_key_hash',
+};
+
+type Statements = ReturnType<SqliteStore['prepare']>;
+
+/**
+ * The embedded default store: one SQLite file in the data directory, so a single controller needs no database server
+ * and keeps its sessions across restarts. better-sqlite3 is synchronous, so every method runs to completion without
+ * interleaving inside this process; writes that check-then-act run in IMMEDIATE transactions (and the partial unique
+ * index backs the one-live-session rule) so they also stay atomic if another process opens the same file.
+ */
+export class SqliteStore implements Store {
+  readonly filename: string;
+  private readonly options: Required<Omit<SqliteStoreOptions, 'dataDir' | 'filename'>>;
+  private db: Database.Database | null = null;
+  private stmts: Statements | null = null;
+
+  constructor(options: SqliteStoreOptions) {
+    const { dataDir, filename, ...rest } = options;
+    this.options = { busyTimeoutMs: 5_000, ...rest };
+    if (filename !== undefined) this.filename = filename;
+    else if (dataDir !== undefined) this.filename = join(dataDir, SQLITE_FILE_NAME);
+    else throw new TypeError('SqliteStore needs dataDir or filename');
+    if (!Number.isInteger(this.options.busyTimeoutMs) || this.options.busyTimeoutMs < 0) {
+      throw new TypeError('busyTimeoutMs must be a non-negative integer');
+    }
+  }
+
+  async init(): Promise<void> {
+    if (this.db) return;
+    if (this.filename !== ':memory:') mkdirSync(dirname(this.filename), { recursive: true, mode: 0o700 });
+    const db = new Database(this.filename);
+    try {
+      db.pragma(`busy_timeout = ${this.options.busyTimeoutMs}`);
+      db.pragma('journal_mode = WAL');
+      // WAL + NORMAL is durable against application crashes; only an OS crash may lose the last transactions.
+      db.pragma('synchronous = NORMAL');
+      this.migrate(db);
+      this.db = db;
+      this.stmts = this.prepare(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stmts = null;
+    const db = this.db;
+    this.db = null;
+    db?.close();
+  }
+
+  private migrate(db: Database.Database): void {
+    db.transaction(() => {
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current > SCHEMA_VERSION) {
+        throw new Error(`${this.filename} has schema version ${current}, newer than this controller's ${SCHEMA_VERSION}`);
+      }
+      for (let v = current + 1; v <= SCHEMA_VERSION; v++) {
+        db.exec(MIGRATIONS[v]!);
+        db.pragma(`user_version = ${v}`);
+      }
+    }).immediate();
+  }
+
+  /** Every statement is prepared once, here. */
+  private prepare(db: Database.Database) {
+    const patchSet = PATCHABLE_SESSION_FIELDS.map(
+      (f) => `${PATCH_COLUMNS[f]} = CASE WHEN @has_${f} THEN @${f} ELSE ${PATCH_COLUMNS[f]} END`,
+    ).join(', ');
+    return {
+      liveSessionByUser: db.prepare<[string], SessionRow>(
+        `SELECT * FROM sessions WHERE username = ? AND state != 'ended'`,
+      ),
+      insertSession: db.prepare(
+        `INSERT INTO sessions (id, username, state, client_ip, created_at, updated_at)
+         VALUES (@id, @username, 'starting', @clientIp, @now, @now) RETURNING *`,
+      ),
+      updateSession: db.prepare(
+        `UPDATE sessions SET ${patchSet}, updated_at = @now WHERE id = @id AND state != 'ended' RETURNING *`,
+      ),
+      getSession: db.prepare<[string], SessionRow>(`SELECT * FROM sessions WHERE id = ?`),
+      listSessions: db.prepare(
+        `SELECT * FROM sessions
+         WHERE (@live IS NULL OR (@live = 1 AND state != 'ended') OR (@live = 0 AND state = 'ended'))
+           AND (@blade IS NULL OR blade = @blade)
+         ORDER BY created_at DESC, id DESC LIMIT @limit`,
+      ),
+      // The password is only needed while the desktop runs; dropping it at the end keeps no dead secrets at rest.
+      endSession: db.prepare(
+        `UPDATE sessions SET state = 'ended', ended_at = @now, end_reason = @reason, updated_at = @now, password = NULL
+         WHERE id = @id AND state != 'ended' RETURNING *`,
+      ),
+      liveSessionByReconnectKey: db.prepare<[string], SessionRow>(
+        `SELECT * FROM sessions WHERE reconnect_key_hash = ? AND state != 'ended'`,
+      ),
+      countLiveByBlade: db.prepare<[], { blade: string; n: number }>(
+        `SELECT blade, COUNT(*) AS n FROM sessions WHERE state != 'ended' AND blade IS NOT NULL GROUP BY blade`,
+      ),
+      insertToken: db.prepare(
+        `INSERT INTO tokens (hash, session_id, expires_at, client_ip, created_at, used_at, revoked_at)
+         VALUES (@hash, @sessionId, @expiresAt, @clientIp, @createdAt, @usedAt, @revokedAt)`,
+      ),
+      getToken: db.prepare<[string], TokenRow>(`SELECT * FROM tokens WHERE hash = ?`),
+      markTokenUsed: db.prepare<[number, string]>(`UPDATE tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL`),
+      revokeToken: db.prepare<[number, string]>(`UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL`),
+      revokeTokens: db.prepare<[number, string]>(
+        `UPDATE tokens SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL`,
+      ),
+      pruneTokens: db.prepare<[number]>(`DELETE FROM tokens WHERE expires_at < ?`),
+      upsertBlade: db.prepare<[{ name: string; address: string; now: number }], BladeRow>(
+        `INSERT INTO blades (name, address, admin_state, created_at, updated_at)
+         VALUES (@name, @address, 'ACTIVE', @now, @now)
+         ON CONFLICT (name) DO UPDATE SET address = excluded.address, updated_at = excluded.updated_at RETURNING *`,
+      ),
+      getBlade: db.prepare<[string], BladeRow>(`SELECT * FROM blades WHERE name = ?`),
+      listBlades: db.prepare<[], BladeRow>(`SELECT * FROM blades ORDER BY name`),
+      setBladeAdminState: db.prepare<[string, number, string], BladeRow>(
+        `UPDATE blades SET admin_state = ?, updated_at = ? WHERE name = ? RETURNING *`,
+      ),
+      nextCounter: db.prepare<[string], { value: number }>(
+        `INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value`,
+      ),
+    };
+  }
+
+  private get s(): Statements {
+    if (!this.stmts) throw new Error('SqliteStore is not open: call init() first');
+    return this.stmts;
+  }
+
+  private get database(): Database.Database {
+    if (!this.db) throw new Error('SqliteStore is not open: call init() first');
+    return this.db;
+  }
+
+  async createSession(input: NewSession): Promise<{ created: boolean; session: SessionRecord }> {
+    return this.database
+      .transaction(() => {
+        const live = this.s.liveSessionByUser.get(input.username);
+        if (live) return { created: false, session: toSession(live) };
+        const row = this.s.insertSession.get({
+          id: input.id,
+          username: input.username,
+          clientIp: input.clientIp,
+          now: input.now.getTime(),
+        }) as SessionRow;
+        return { created: true, session: toSession(row) };
+      })
+      .immediate();
+  }
+
+  async updateSession(id: string, patch: SessionPatch, now: Date): Promise<SessionRecord | null> {
+    assertPatchable(patch);
+    const params: Record<string, unknown> = { id, now: now.getTime() };
+    for (const f of PATCHABLE_SESSION_FIELDS) {
+      const has = patch[f] !== undefined;
+      params[`has_${f}`] = has ? 1 : 0;
+      params[f] = has ? patch[f] : null;
+    }
+    const row = this.s.updateSession.get(params) as SessionRow | undefined;
+    return row ? toSession(row) : null;
+  }
+
+  async getSession(id: string): Promise<SessionRecord | null> {
+    const row = this.s.getSession.get(id);
+    return row ? toSession(row) : null;
+  }
+
+  async getLiveSessionByUser(username: string): Promise<SessionRecord | null> {
+    const row = this.s.liveSessionByUser.get(username);
+    return row ? toSession(row) : null;
+  }
+
+  async listSessions(filter: { live?: boolean; blade?: string; limit?: number } = {}): Promise<SessionRecord[]> {
+    const rows = this.s.listSessions.all({
+      live: filter.live === undefined ? null : filter.live ? 1 : 0,
+      blade: filter.blade ?? null,
+      limit: filter.limit === undefined ? -1 : Math.max(0, filter.limit),
+    }) as SessionRow[];
+    return rows.map(toSession);
+  }
+
+  async endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null> {
+    return this.database
+      .transaction(() => {
+        const row = this.s.endSession.get({ id, reason, now: now.getTime() }) as SessionRow | undefined;
+        if (!row) return null;
+        this.s.revokeTokens.run(now.getTime(), id);
+        return toSession(row);
+      })
+      .immediate();
+  }
+
+  async getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null> {
+    const row = this.s.liveSessionByReconnectKey.get(hash);
+    return row ? toSession(row) : null;
+  }
+
+  async countLiveSessionsByBlade(): Promise<Map<string, number>> {
+    return new Map(this.s.countLiveByBlade.all().map((r) => [r.blade, r.n]));
+  }
+
+  async insertToken(token: TokenRecord): Promise<void> {
+    this.s.insertToken.run({
+      hash: token.hash,
+      sessionId: token.sessionId,
+      expiresAt: token.expiresAt.getTime(),
+      clientIp: token.clientIp,
+      createdAt: token.createdAt.getTime(),
+      usedAt: token.usedAt?.getTime() ?? null,
+      revokedAt: token.revokedAt?.getTime() ?? null,
+    });
+  }
+
+  async consumeToken(hash: string, now: Date, options: { singleUse: boolean }): Promise<ConsumeResult> {
+    const t = now.getTime();
+    return this.database
+      .transaction((): ConsumeResult => {
+        const row = this.s.getToken.get(hash);
+        // Same order of reasons as MongoStore's classification.
+        if (!row) return { ok: false, reason: 'unknown' };
+        if (row.revoked_at !== null) return { ok: false, reason: 'revoked' };
+        if (row.expires_at <= t) return { ok: false, reason: 'expired' };
+        if (options.singleUse) {
+          if (row.used_at !== null) return { ok: false, reason: 'used' };
+          this.s.markTokenUsed.run(t, hash);
+          row.used_at = t;
+        }
+        const session = this.s.getSession.get(row.session_id);
+        if (!session || session.state === 'ended') {
+          // A token issued while its session was ending escaped endSession's revocation: revoke it now.
+          this.s.revokeToken.run(t, hash);
+          return { ok: false, reason: 'session-ended' };
+        }
+        return { ok: true, token: toToken(row), session: toSession(session) };
+      })
+      .immediate();
+  }
+
+  async getToken(hash: string): Promise<TokenRecord | null> {
+    const row = this.s.getToken.get(hash);
+    return row ? toToken(row) : null;
+  }
+
+  async revokeTokens(sessionId: string, now: Date): Promise<number> {
+    return this.s.revokeTokens.run(now.getTime(), sessionId).changes;
+  }
+
+  async pruneTokens(before: Date): Promise<number> {
+    return this.s.pruneTokens.run(before.getTime()).changes;
+  }
+
+  async upsertBlade(input: { name: string; address: string }, now: Date): Promise<BladeRecord> {
+    return toBlade(this.s.upsertBlade.get({ name: input.name, address: input.address, now: now.getTime() })!);
+  }
+
+  async getBlade(name: string): Promise<BladeRecord | null> {
+    const row = this.s.getBlade.get(name);
+    return row ? toBlade(row) : null;
+  }
+
+  async listBlades(): Promise<BladeRecord[]> {
+    return this.s.listBlades.all().map(toBlade);
+  }
+
+  async setBladeAdminState(name: string, state: BladeAdminState, now: Date): Promise<BladeRecord | null> {
+    assertBladeAdminState(state);
+    const row = this.s.setBladeAdminState.get(state, now.getTime(), name);
+    return row ? toBlade(row) : null;
+  }
+
+  async nextCounter(name: string): Promise<number> {
+    return this.s.nextCounter.get(name)!.value;
+  }
+}
