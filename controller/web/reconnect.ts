@@ -1,0 +1,97 @@
+/**
+ * POST /viewer/reconnect: the viewer page trades its session-lifetime reconnect key for a fresh connection token
+ * while the session is live, so a dropped connection (network blip, controller restart, single-use token already
+ * spent) resumes without asking the portal again. The key is stored only as a SHA-256 hash (store.reconnectKeyHash).
+ *
+ * An unknown key, a key for another session and an ended session all get the same 410 answer, so the endpoint
+ * reveals nothing about which keys or sessions exist.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../log.js';
+import { RateLimitedError, SessionEndedError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { hashSecret } from '../tokens/secrets.js';
+import { errorBody } from './error-reply.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/** What this route needs from the TokenService (controller/tokens). */
+export interface ReconnectTokenIssuer {
+  issue(sessionId: string, clientIp: string | null): Promise<{ token: string; expiresAt: Date }>;
+}
+
+export interface ReconnectOptions {
+  /** Reconnect requests allowed per client IP per minute. */
+  perIpPerMinute: number;
+}
+
+const DEFAULTS: ReconnectOptions = {
+  perIpPerMinute: 30,
+};
+
+/**
+ * The viewer reacts to this status, so it stays 410 Gone ("will not come back") here even though the REST API
+ * maps VD_ERR_SESSION_ENDED to 409 for operations on an ended session.
+ */
+export const SESSION_ENDED_STATUS = 410;
+
+interface ReconnectBody {
+  session: string;
+  key: string;
+}
+
+const bodySchema = {
+  type: 'object',
+  required: ['session', 'key'],
+  additionalProperties: false,
+  properties: {
+    // Session ids are UUIDs; keys are exactly what controller/tokens newReconnectKey() makes (base64url of 32 bytes),
+    // so nothing odd reaches the store or the logs.
+    session: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' },
+    key: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' },
+  },
+} as const;
+
+/** Adds POST /viewer/reconnect to `app` (an encapsulated scope of registerWeb). */
+export function registerReconnect(
+  app: FastifyInstance,
+  deps: { store: Store; tokens: ReconnectTokenIssuer; log: Logger },
+  options: Partial<ReconnectOptions> = {},
+): void {
+  const opts = { ...DEFAULTS, ...options };
+  const limiter = new RateLimiter({ limit: opts.perIpPerMinute, windowMs: 60_000 });
+  const log = deps.log;
+
+  app.post<{ Body: ReconnectBody }>(
+    '/viewer/reconnect',
+    { bodyLimit: 1024, schema: { body: bodySchema } },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      const decision = limiter.hit(request.ip);
+      if (!decision.allowed) {
+        const err = new RateLimitedError();
+        log.warn({ clientIp: request.ip }, 'viewer reconnect rate limit hit');
+        return reply
+          .code(err.status)
+          .header('retry-after', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))))
+          .send(errorBody(err.code, err.message));
+      }
+
+      const { session: sessionId, key } = request.body;
+      const session = await deps.store.getLiveSessionByReconnectKey(hashSecret(key));
+      if (!session || session.id !== sessionId || session.state === 'ended') {
+        log.info({ sessionId, clientIp: request.ip, found: session !== null }, 'viewer reconnect refused: session ended or key unknown');
+        const err = new SessionEndedError('This desktop session has ended.');
+        return reply.code(SESSION_ENDED_STATUS).send(errorBody(err.code, err.message));
+      }
+
+      // Bind the new token to the IP the session was requested for, exactly like the API's first token.
+      const { token, expiresAt } = await deps.tokens.issue(session.id, session.clientIp);
+      log.info({ sessionId: session.id, username: session.username, clientIp: request.ip }, 'viewer reconnect token issued');
+      return reply.send({
+        token,
+        expiresAt: expiresAt.toISOString(),
+        websocketPath: `/websockify?token=${encodeURIComponent(token)}`,
+      });
+    },
+  );
+}
