@@ -1,0 +1,236 @@
+/**
+ * One browser-to-desktop connection after the upgrade was accepted: connects to the target, runs both RFB handshakes
+ * (client to Xvnc with VNC authentication, server to the browser with security None) in parallel, forwards the
+ * browser's ClientInit, then becomes a byte pipe. Whichever side ends, the other is closed, and the connection is
+ * logged once at open and once at close.
+ */
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { VncConnectError, VncDispatchError, VncHandshakeError } from '../errors.js';
+import { pipeBytes, type ByteCounters } from './byte-pipe.js';
+import type { CloseReason, ProxyMetrics } from './metrics.js';
+import { RfbBrowserHandshake } from './rfb-browser-handshake.js';
+import { RfbClientHandshake } from './rfb-handshake.js';
+import type { ProxyTarget } from './index.js';
+
+export interface ConnectionSettings {
+  maxBufferedBytes: number;
+  handshakeTimeoutMs: number;
+  connectTimeoutMs: number;
+  maxReasonLength: number;
+}
+
+/** WebSocket close codes (RFC 6455 §7.4.1) the proxy uses towards the browser. */
+const WS_NORMAL = 1000;
+const WS_GOING_AWAY = 1001;
+const WS_UNSUPPORTED_DATA = 1003;
+const WS_POLICY = 1008;
+const WS_INTERNAL = 1011;
+
+/** Bytes a browser may send between ClientInit and the end of the VNC handshake (it should send none). */
+const MAX_EARLY_UPSTREAM = 64 * 1024;
+
+export class ProxyConnection implements ByteCounters {
+  down = 0;
+  up = 0;
+  /** Heartbeat: set by pong, cleared by each ping round. */
+  alive = true;
+  /** Idle tracking: byte total at the last sweep and when it last changed. */
+  lastTotal = 0;
+  lastActivityAt: number;
+  readonly openedAt: number;
+  private tcp: Socket | null = null;
+  private closed = false;
+  private piping = false;
+  private timer: NodeJS.Timeout | null = null;
+  private vncHs: RfbClientHandshake | null;
+  private browserHs: RfbBrowserHandshake | null = new RfbBrowserHandshake();
+  private vncReady = false;
+  private early: Buffer[] | null = null;
+  private earlyBytes = 0;
+
+  constructor(
+    readonly target: ProxyTarget,
+    readonly clientIp: string,
+    private readonly ws: WebSocket,
+    private readonly wsSocket: Duplex,
+    private readonly settings: ConnectionSettings,
+    private readonly log: Logger,
+    private readonly metrics: ProxyMetrics,
+    private readonly onClosed: (conn: ProxyConnection) => void,
+  ) {
+    this.openedAt = Date.now();
+    this.lastActivityAt = this.openedAt;
+    this.vncHs = new RfbClientHandshake({ password: target.password, maxReasonLength: settings.maxReasonLength });
+  }
+
+  /** Starts connecting and both handshakes. */
+  start(): void {
+    const { target, ws } = this;
+    this.log.info(this.describe(), 'desktop connection opened');
+    this.timer = setTimeout(() => this.fail('handshake-timeout', new VncHandshakeError('RFB handshake timed out')), this.settings.handshakeTimeoutMs);
+
+    ws.on('close', () => this.close('browser-closed'));
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws has already answered with the right close code (1009 for maxPayload, 1002 for bad frames).
+      const reason: CloseReason = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'payload-too-large' : 'protocol-error';
+      this.close(reason, undefined, undefined, err);
+    });
+    ws.on('pong', () => {
+      this.alive = true;
+    });
+    ws.on('message', this.onBrowserHandshake);
+    ws.send(this.browserHs!.start());
+
+    const tcp = connect({ host: target.host, port: target.port, noDelay: true });
+    this.tcp = tcp;
+    const connectTimer = setTimeout(() => {
+      this.fail('connect-failed', new VncConnectError(`no connection to ${target.host}:${target.port} within ${this.settings.connectTimeoutMs} ms`));
+    }, this.settings.connectTimeoutMs);
+    tcp.once('connect', () => clearTimeout(connectTimer));
+    tcp.on('data', this.onVncHandshake);
+    tcp.on('error', (err) => {
+      clearTimeout(connectTimer);
+      if (!tcp.connecting && tcp.remoteAddress !== undefined) this.close('vnc-error', WS_INTERNAL, 'desktop connection failed', err);
+      else this.fail('connect-failed', new VncConnectError(`cannot connect to ${target.host}:${target.port}`, { cause: err }));
+    });
+    tcp.on('close', () => {
+      clearTimeout(connectTimer);
+      if (this.piping) this.close('vnc-closed', WS_NORMAL, 'desktop closed the connection');
+      else this.fail('handshake-failed', new VncHandshakeError('desktop server closed the connection during the RFB handshake'));
+    });
+  }
+
+  /** Closes both sides. Idempotent; logs and counts once. */
+  close(reason: CloseReason, code = WS_NORMAL, text = '', err?: unknown, detail?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.tcp?.destroy();
+    if (reason === 'heartbeat-timeout') this.ws.terminate();
+    else if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code, text);
+    this.vncHs = null;
+    this.browserHs = null;
+    this.early = null;
+    const failedInHandshake = !this.piping && err instanceof VncDispatchError;
+    const entry = {
+      ...this.describe(),
+      reason,
+      ...(detail ? { detail } : {}),
+      bytesDown: this.down,
+      bytesUp: this.up,
+      durationMs: Date.now() - this.openedAt,
+      ...(err ? { err } : {}),
+    };
+    if (failedInHandshake) this.log.warn(entry, 'desktop connection closed: %s', (err as Error).message);
+    else this.log.info(entry, 'desktop connection closed');
+    if (failedInHandshake) this.metrics.handshakeFailed((err as VncDispatchError).code);
+    this.metrics.connectionClosed(reason);
+    this.onClosed(this);
+  }
+
+  /** A failure before the pipe is up: the browser gets 1011 with the error code as close reason. */
+  private fail(reason: CloseReason, err: VncDispatchError, code = WS_INTERNAL): void {
+    this.close(reason, code, err.code, err);
+  }
+
+  /** One heartbeat round: terminate if the previous ping went unanswered, else ping again. */
+  ping(): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    if (!this.alive) {
+      this.close('heartbeat-timeout');
+      return;
+    }
+    this.alive = false;
+    this.ws.ping();
+  }
+
+  /** Going-away close used by shutdown and the controller. */
+  shutdown(reason: CloseReason, text: string, detail?: string): void {
+    this.close(reason, reason === 'proxy-shutdown' ? WS_GOING_AWAY : WS_POLICY, text, undefined, detail);
+  }
+
+  private describe() {
+    const t = this.target;
+    return { sessionId: t.sessionId, user: t.username, blade: t.blade, clientIp: this.clientIp };
+  }
+
+  private readonly onVncHandshake = (chunk: Buffer): void => {
+    if (this.closed || !this.vncHs) return;
+    try {
+      const out = this.vncHs.feed(chunk);
+      for (const b of out.send) this.tcp!.write(b);
+      if (out.done) {
+        // Hold anything further from Xvnc until the browser has caught up; it all belongs to the byte pipe.
+        this.tcp!.pause();
+        this.vncReady = true;
+        this.maybeStartPipe();
+      }
+    } catch (err) {
+      this.fail('handshake-failed', toProxyError(err));
+    }
+  };
+
+  private readonly onBrowserHandshake = (data: Buffer, isBinary: boolean): void => {
+    if (this.closed) return;
+    if (!isBinary) {
+      this.close('protocol-error', WS_UNSUPPORTED_DATA, 'binary frames only');
+      return;
+    }
+    if (this.early) {
+      // ClientInit already received; Xvnc has not finished yet. A well-behaved browser sends nothing here.
+      this.earlyBytes += data.length;
+      if (this.earlyBytes > MAX_EARLY_UPSTREAM) this.close('protocol-error', WS_POLICY, 'too much data before ServerInit');
+      else this.early.push(data);
+      return;
+    }
+    try {
+      const out = this.browserHs!.feed(data);
+      for (const b of out.send) this.ws.send(b);
+      if (out.clientInit) {
+        this.early = [out.clientInit];
+        this.earlyBytes = out.clientInit.length;
+        this.maybeStartPipe();
+      }
+    } catch (err) {
+      const reply = (err as { reply?: Buffer }).reply;
+      if (reply) this.ws.send(reply);
+      const e = toProxyError(err);
+      this.close('handshake-failed', WS_POLICY, e.code, e);
+    }
+  };
+
+  private maybeStartPipe(): void {
+    if (!this.vncReady || !this.early || this.closed) return;
+    const tcp = this.tcp!;
+    const rest = this.vncHs!.takeRest();
+    const early = this.early;
+    this.vncHs = null;
+    this.browserHs = null;
+    this.early = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.ws.off('message', this.onBrowserHandshake);
+    tcp.off('data', this.onVncHandshake);
+    this.piping = true;
+    for (const b of early) {
+      this.up += b.length;
+      tcp.write(b);
+    }
+    if (rest.length > 0) {
+      this.down += rest.length;
+      this.ws.send(rest);
+    }
+    pipeBytes(this.ws, this.wsSocket, tcp, this, {
+      maxBufferedBytes: this.settings.maxBufferedBytes,
+      onTextFrame: () => this.close('protocol-error', WS_UNSUPPORTED_DATA, 'binary frames only'),
+    });
+    tcp.resume();
+  }
+}
+
+function toProxyError(err: unknown): VncDispatchError {
+  return err instanceof VncDispatchError ? err : new VncHandshakeError('unexpected error in the RFB handshake', { cause: err });
+}

@@ -1,0 +1,341 @@
+/**
+ * The WebSocket-to-VNC proxy (issue 4): `GET /websockify?token=...` upgrades to a WebSocket that noVNC speaks RFB
+ * over. Everything that can refuse a request happens BEFORE the upgrade and before any connection to a desktop:
+ * path, per-IP back-off, Origin, per-IP connection cap, then the token via the injected `authorize()`. The desktop's
+ * address and VNC password come only from authorize()'s result (the session record and its registered blade), never
+ * from the request (SECURITY.md threat 4). Live connections are re-checked with `revalidate()` so a deleted session
+ * or a revoked token closes its sockets within a second, even when another controller sharing the store did it.
+ *
+ * The controller wires it into its HTTP server: `server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(...))`.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import proxyaddr from '@fastify/proxy-addr';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  NotFoundError,
+  OriginForbiddenError,
+  ProxyUnavailableError,
+  TokenRequiredError,
+  TooManyBadTokensError,
+  TooManyConnectionsError,
+  VncDispatchError,
+} from '../errors.js';
+import { ProxyConnection } from './connection.js';
+import { refuseUpgrade } from './http-refusal.js';
+import { BadTokenBackoff, ConnectionCounter } from './ip-limits.js';
+import { ProxyMetrics } from './metrics.js';
+import { normaliseOrigin, originAllowed } from './origin-check.js';
+
+/** Where a token leads: resolved by the controller from the session record and its registered blade. */
+export interface ProxyTarget {
+  sessionId: string;
+  username: string;
+  blade: string;
+  host: string;
+  port: number;
+  /** The session's VNC password; used for the RFB handshake with Xvnc only, never sent to the browser or logged. */
+  password: string;
+  /** SHA-256 of the token the connection was opened with (what revalidate() answers about). */
+  tokenHash: string;
+}
+
+export interface ProxyOptions {
+  /** Resolves a token to its target; throws VncDispatchError (controller/errors.ts) with status 401/403 on refusal. Called BEFORE the upgrade. */
+  authorize(token: string, clientIp: string): Promise<ProxyTarget>;
+  /**
+   * Called every `revalidateIntervalMs` with the open connections' targets (one per token); returns the tokenHashes
+   * still allowed (session live, token not revoked). Connections not in the set are closed. If it throws, the error
+   * is logged and connections stay open (a store outage should not cut every desktop).
+   */
+  revalidate(targets: ProxyTarget[]): Promise<Set<string>>;
+  log: Logger;
+  /** Metrics: connections open/total by close reason, bytes each way, handshake failures, refusals. */
+  registry?: Registry;
+  /** Upgrade path; other paths get 404. */
+  path?: string;
+  /** Exact origins allowed; [] means "the controller's own origin" (scheme + Host of the request). */
+  allowedOrigins?: string[];
+  /** Addresses/CIDRs (or 'loopback', ...) whose X-Forwarded-For / -Proto / -Host are trusted; default none. */
+  trustProxy?: string[];
+  /** Largest browser->server WebSocket message; larger ones close the connection with 1009. */
+  maxPayload?: number;
+  /** No bytes either way for this long closes the connection. */
+  idleTimeoutMs?: number;
+  /** Ping interval; a connection that has not answered the previous ping is terminated. */
+  heartbeatMs?: number;
+  /** Both RFB handshakes must finish within this (also bounds authorize()). */
+  handshakeTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  maxConnectionsPerIp?: number;
+  /** Bytes queued towards the browser before the desktop socket is paused. */
+  maxBufferedBytes?: number;
+  /** After `limit` refused tokens from one IP within `windowMs`, that IP gets 429 until the window ends. */
+  badTokenBackoff?: { limit: number; windowMs: number };
+  /** How often revalidate() runs. */
+  revalidateIntervalMs?: number;
+  /** Longest failure-reason string accepted from a VNC server. */
+  maxReasonLength?: number;
+}
+
+const DEFAULTS = {
+  path: '/websockify',
+  allowedOrigins: [] as string[],
+  trustProxy: [] as string[],
+  maxPayload: 64 * 1024,
+  idleTimeoutMs: 30 * 60_000,
+  heartbeatMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+  connectTimeoutMs: 5_000,
+  maxConnectionsPerIp: 20,
+  maxBufferedBytes: 1024 * 1024,
+  badTokenBackoff: { limit: 20, windowMs: 60_000 },
+  revalidateIntervalMs: 500,
+  maxReasonLength: 4096,
+};
+
+type Resolved = Omit<ProxyOptions, keyof typeof DEFAULTS> & typeof DEFAULTS;
+
+/** Why the controller may close connections, as logged. */
+const CLOSE_TEXT = 'session ended';
+
+export class VncProxy {
+  private readonly options: Resolved;
+  private readonly log: Logger;
+  private readonly wss: WebSocketServer;
+  private readonly trust: (addr: string, i: number) => boolean;
+  private readonly allowedOrigins: ReadonlySet<string>;
+  private readonly perIp: ConnectionCounter;
+  private readonly backoff: BadTokenBackoff;
+  private readonly metrics: ProxyMetrics;
+  private readonly live = new Set<ProxyConnection>();
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly revalidator: NodeJS.Timeout;
+  private readonly heartbeat: NodeJS.Timeout;
+  private revalidating = false;
+  private closing = false;
+  private closedBytesDown = 0;
+  private closedBytesUp = 0;
+
+  constructor(options: ProxyOptions) {
+    const o: Resolved = { ...DEFAULTS, ...options };
+    for (const key of ['maxPayload', 'idleTimeoutMs', 'heartbeatMs', 'handshakeTimeoutMs', 'connectTimeoutMs', 'maxConnectionsPerIp', 'maxBufferedBytes', 'revalidateIntervalMs', 'maxReasonLength'] as const) {
+      if (!Number.isFinite(o[key]) || o[key] <= 0) throw new TypeError(`VncProxy: ${key} must be a positive number`);
+    }
+    if (!o.path.startsWith('/')) throw new TypeError('VncProxy: path must start with /');
+    this.options = o;
+    this.log = o.log.child({ module: 'proxy' });
+    this.allowedOrigins = new Set(
+      o.allowedOrigins.map((origin) => {
+        const n = normaliseOrigin(origin);
+        if (n === null) throw new TypeError(`VncProxy: invalid allowed origin ${JSON.stringify(origin)}`);
+        return n;
+      }),
+    );
+    this.trust = proxyaddr.compile(o.trustProxy);
+    this.perIp = new ConnectionCounter(o.maxConnectionsPerIp);
+    this.backoff = new BadTokenBackoff(o.badTokenBackoff.limit, o.badTokenBackoff.windowMs);
+    this.metrics = new ProxyMetrics(o.registry, () => this.stats());
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: o.maxPayload,
+      // RFB is already compressed where it matters (Tight/ZRLE); deflate would cost CPU and memory per connection.
+      perMessageDeflate: false,
+      // Only binary frames are relayed; text frames close the connection, so their UTF-8 is never looked at.
+      skipUTF8Validation: true,
+      // noVNC offers 'binary'; clients that offer nothing get no subprotocol; anything else gets none of theirs.
+      handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
+    });
+
+    const sweepMs = Math.min(1000, o.idleTimeoutMs);
+    this.sweeper = setInterval(() => this.sweep(), sweepMs).unref();
+    this.revalidator = setInterval(() => void this.revalidateNow(), o.revalidateIntervalMs).unref();
+    this.heartbeat = setInterval(() => this.ping(), o.heartbeatMs).unref();
+  }
+
+  /** Open connection count (for /metrics and the dashboard). */
+  get connections(): number {
+    return this.live.size;
+  }
+
+  /** For http.Server 'upgrade'. Handles only `path`; other paths get 404 and the socket is destroyed. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // A client that resets during authorize() must not become an uncaught 'error'.
+    socket.on('error', noop);
+    const url = new URL(req.url ?? '/', 'http://upgrade.invalid');
+    if (url.pathname !== this.options.path) {
+      this.refuse(socket, new NotFoundError(), 'unknown upgrade path', req.socket.remoteAddress ?? '');
+      return;
+    }
+    if (this.closing) {
+      this.refuse(socket, new ProxyUnavailableError('The proxy is shutting down.'), 'shutting down', '');
+      return;
+    }
+    const peer = req.socket.remoteAddress ?? '';
+    const peerIsTrustedProxy = peer !== '' && this.trust(peer, 0);
+    const clientIp = proxyaddr(req, this.trust);
+    const now = Date.now();
+
+    const wait = this.backoff.blockedFor(clientIp, now);
+    if (wait > 0) {
+      this.refuse(socket, new TooManyBadTokensError(), 'bad-token back-off', clientIp, Math.ceil(wait / 1000));
+      return;
+    }
+    if (!originAllowed(req, this.allowedOrigins, peerIsTrustedProxy)) {
+      this.refuse(socket, new OriginForbiddenError(), 'origin not allowed', clientIp, undefined, { origin: String(req.headers.origin).slice(0, 200) });
+      return;
+    }
+    const token = url.searchParams.get('token');
+    if (!token) {
+      this.backoff.record(clientIp, now);
+      this.refuse(socket, new TokenRequiredError(), 'no token', clientIp);
+      return;
+    }
+    // Reserve the slot before authorize() so a refused excess request never consumes a single-use token.
+    if (!this.perIp.acquire(clientIp)) {
+      this.refuse(socket, new TooManyConnectionsError(), 'per-IP connection cap', clientIp, 5);
+      return;
+    }
+    void this.admit(req, socket, head, token, clientIp);
+  }
+
+  /** Closes every live connection of a session now; returns how many. */
+  closeSession(sessionId: string, reason: string): number {
+    let n = 0;
+    for (const conn of [...this.live]) {
+      if (conn.target.sessionId !== sessionId) continue;
+      conn.shutdown('session-closed', CLOSE_TEXT, reason);
+      n++;
+    }
+    return n;
+  }
+
+  /** Stops accepting, closes every connection (1001 to browsers) and waits briefly for them to go. */
+  async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.sweeper);
+    clearInterval(this.revalidator);
+    clearInterval(this.heartbeat);
+    for (const conn of [...this.live]) conn.shutdown('proxy-shutdown', 'server shutting down');
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+
+  private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, token: string, clientIp: string): Promise<void> {
+    let target: ProxyTarget;
+    try {
+      target = await withTimeout(this.options.authorize(token, clientIp), this.options.handshakeTimeoutMs);
+    } catch (err) {
+      this.perIp.release(clientIp);
+      if (err instanceof VncDispatchError && (err.status === 401 || err.status === 403)) {
+        this.backoff.record(clientIp, Date.now());
+        this.refuse(socket, err, 'token refused', clientIp);
+      } else {
+        this.log.error({ err, clientIp }, 'token check failed');
+        this.refuse(socket, err instanceof VncDispatchError ? err : new ProxyUnavailableError(), 'token check failed', clientIp);
+      }
+      return;
+    }
+    if (this.closing || socket.destroyed) {
+      this.perIp.release(clientIp);
+      socket.destroy();
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      socket.off('error', noop);
+      const conn = new ProxyConnection(
+        target,
+        clientIp,
+        ws,
+        socket,
+        this.options,
+        this.log,
+        this.metrics,
+        (c) => {
+          if (this.live.delete(c)) {
+            this.perIp.release(c.clientIp);
+            this.closedBytesDown += c.down;
+            this.closedBytesUp += c.up;
+          }
+        },
+      );
+      this.live.add(conn);
+      conn.start();
+    });
+    // ws refused the request itself (bad Sec-WebSocket-Key/Version): it answered 400 and destroyed the socket.
+    if (socket.destroyed) this.perIp.release(clientIp);
+  }
+
+  private refuse(socket: Duplex, err: VncDispatchError, why: string, clientIp: string, retryAfter?: number, extra?: object): void {
+    this.metrics.refused(err.code);
+    this.log.info({ clientIp, code: err.code, status: err.status, ...extra }, `desktop connection refused: ${why}`);
+    refuseUpgrade(socket, { status: err.status, code: err.code, message: err.message, retryAfter });
+  }
+
+  private stats() {
+    let down = this.closedBytesDown;
+    let up = this.closedBytesUp;
+    for (const c of this.live) {
+      down += c.down;
+      up += c.up;
+    }
+    return { open: this.live.size, bytesDown: down, bytesUp: up };
+  }
+
+  /** Idle check (no bytes either way since the last change) and back-off table pruning. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const conn of [...this.live]) {
+      const total = conn.down + conn.up;
+      if (total !== conn.lastTotal) {
+        conn.lastTotal = total;
+        conn.lastActivityAt = now;
+      } else if (now - conn.lastActivityAt >= this.options.idleTimeoutMs) {
+        conn.shutdown('idle-timeout', 'idle timeout');
+      }
+    }
+    this.backoff.prune(now);
+  }
+
+  private ping(): void {
+    for (const conn of [...this.live]) conn.ping();
+  }
+
+  private async revalidateNow(): Promise<void> {
+    if (this.revalidating || this.live.size === 0) return;
+    this.revalidating = true;
+    const snapshot = [...this.live];
+    const byToken = new Map<string, ProxyTarget>();
+    for (const c of snapshot) byToken.set(c.target.tokenHash, c.target);
+    try {
+      const allowed = await this.options.revalidate([...byToken.values()]);
+      for (const conn of snapshot) {
+        if (!allowed.has(conn.target.tokenHash)) conn.shutdown('revoked', CLOSE_TEXT, 'token revoked or session ended');
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'revalidating open desktop connections failed; keeping them open');
+    } finally {
+      this.revalidating = false;
+    }
+  }
+}
+
+function noop(): void {}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new ProxyUnavailableError('The token check timed out.')), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
