@@ -1,0 +1,181 @@
+/**
+ * The agent's configuration: parsed once from the command line, validated, and passed down. Nothing else in the
+ * agent reads process.argv or process.env.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { defaultSessionScript } from './paths.js';
+
+export interface AgentConfig {
+  /** Host to bind the gRPC server to. */
+  listenHost: string;
+  /** Port to bind; 0 picks a free one (logged as `address`). */
+  listenPort: number;
+  /** PEM contents, present unless `insecure`. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  insecure: boolean;
+  stateDir: string;
+  maxSessions: number;
+  minUid: number;
+  allowGroup?: string;
+  /** Passed to Xvnc as `-interface`; undefined listens on all interfaces. */
+  vncListen?: string;
+  geometry: string;
+  depth: number;
+  sessionScript: string;
+  xvnc: string;
+  logLevel: string;
+  /** Milliseconds between SIGTERM and SIGKILL when stopping a session. */
+  stopGraceMs: number;
+}
+
+export const defaults = {
+  listen: '0.0.0.0:7443',
+  stateDir: '/var/lib/vncdispatch-agent',
+  maxSessions: 50,
+  minUid: 1000,
+  geometry: '1280x800',
+  depth: 24,
+  xvnc: 'Xvnc',
+  logLevel: 'info',
+  stopGraceMs: 3000,
+} as const;
+
+export const USAGE = `usage: vncdispatch-agent [options]
+  --listen HOST:PORT     gRPC address (default ${defaults.listen}; port 0 picks a free port)
+  --tls-cert FILE        server certificate (PEM)
+  --tls-key FILE         server private key (PEM)
+  --tls-ca FILE          CA that signs client certificates (clients must present one)
+  --insecure             no TLS, no client authentication (local development only)
+  --state-dir DIR        where session records are kept (default ${defaults.stateDir})
+  --max-sessions N       most concurrent desktops (default ${defaults.maxSessions})
+  --min-uid N            lowest uid allowed a desktop (default ${defaults.minUid})
+  --allow-group GROUP    only members of GROUP may have a desktop
+  --vnc-listen ADDR      address Xvnc listens on (-interface; default all interfaces)
+  --geometry WxH         default desktop size (default ${defaults.geometry})
+  --depth N              default colour depth 16, 24 or 32 (default ${defaults.depth})
+  --session-script PATH  session script when the user has no executable ~/.vnc/xstartup (default: shipped script)
+  --xvnc PATH            Xvnc binary (default ${defaults.xvnc})
+  --stop-grace-ms N      wait before SIGKILL when stopping a session (default ${defaults.stopGraceMs})
+  --log-level LEVEL      pino level (default ${defaults.logLevel})
+`;
+
+/** A bad command line; main prints the message and the usage and exits 2. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const GEOMETRY = /^(\d{3,5})x(\d{3,5})$/;
+/** Xvnc refuses sizes beyond its framebuffer limits; keep requests sane. */
+export const GEOMETRY_BOUNDS = { minW: 320, minH: 200, maxW: 8192, maxH: 8192 } as const;
+export const DEPTHS = [16, 24, 32] as const;
+
+/** True if `g` is WIDTHxHEIGHT within GEOMETRY_BOUNDS. */
+export function validGeometry(g: string): boolean {
+  const m = GEOMETRY.exec(g);
+  if (!m) return false;
+  const w = Number(m[1]);
+  const h = Number(m[2]);
+  const b = GEOMETRY_BOUNDS;
+  return w >= b.minW && w <= b.maxW && h >= b.minH && h <= b.maxH;
+}
+
+function integer(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value)) throw new ConfigError(`--${name} must be an integer, got ${JSON.stringify(value)}`);
+  const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}`);
+  return n;
+}
+
+function splitHostPort(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!m) throw new ConfigError(`--listen must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(listen)}`);
+  return { host: m[1] ?? m[2]!, port: integer('listen port', m[3]!, 0, 65535) };
+}
+
+function readPem(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`--${flag} ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Parses and validates the agent's command line. Throws ConfigError on any mistake. */
+export function parseConfig(argv: string[]): AgentConfig {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        listen: { type: 'string', default: defaults.listen },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        insecure: { type: 'boolean', default: false },
+        'state-dir': { type: 'string', default: defaults.stateDir },
+        'max-sessions': { type: 'string', default: String(defaults.maxSessions) },
+        'min-uid': { type: 'string', default: String(defaults.minUid) },
+        'allow-group': { type: 'string' },
+        'vnc-listen': { type: 'string' },
+        geometry: { type: 'string', default: defaults.geometry },
+        depth: { type: 'string', default: String(defaults.depth) },
+        'session-script': { type: 'string', default: defaultSessionScript },
+        xvnc: { type: 'string', default: defaults.xvnc },
+        'stop-grace-ms': { type: 'string', default: String(defaults.stopGraceMs) },
+        'log-level': { type: 'string', default: defaults.logLevel },
+        help: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (values.help) throw new ConfigError('');
+
+  const { host, port } = splitHostPort(values.listen);
+  const tlsFlags = [values['tls-cert'], values['tls-key'], values['tls-ca']];
+  let tls: AgentConfig['tls'];
+  if (values.insecure) {
+    if (tlsFlags.some((f) => f !== undefined)) throw new ConfigError('--insecure cannot be combined with --tls-*');
+  } else {
+    if (tlsFlags.some((f) => f === undefined)) {
+      throw new ConfigError('--tls-cert, --tls-key and --tls-ca are all required (or --insecure for development)');
+    }
+    tls = {
+      cert: readPem('tls-cert', values['tls-cert']!),
+      key: readPem('tls-key', values['tls-key']!),
+      ca: readPem('tls-ca', values['tls-ca']!),
+    };
+  }
+  if (!validGeometry(values.geometry)) throw new ConfigError(`--geometry must be WxH, got ${values.geometry}`);
+  const depth = integer('depth', values.depth, 0, 64);
+  if (!(DEPTHS as readonly number[]).includes(depth)) throw new ConfigError('--depth must be 16, 24 or 32');
+  const allowGroup = values['allow-group'];
+  if (allowGroup !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(allowGroup)) {
+    throw new ConfigError(`--allow-group is not a valid group name: ${allowGroup}`);
+  }
+  const logLevel = values['log-level'];
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
+    throw new ConfigError(`--log-level must be a pino level, got ${logLevel}`);
+  }
+
+  return {
+    listenHost: host,
+    listenPort: port,
+    tls,
+    insecure: values.insecure,
+    stateDir: values['state-dir'],
+    maxSessions: integer('max-sessions', values['max-sessions'], 1, 10_000),
+    minUid: integer('min-uid', values['min-uid'], 1, 2 ** 31),
+    allowGroup,
+    vncListen: values['vnc-listen'],
+    geometry: values.geometry,
+    depth,
+    sessionScript: values['session-script'],
+    xvnc: values.xvnc,
+    logLevel,
+    stopGraceMs: integer('stop-grace-ms', values['stop-grace-ms'], 0, 600_000),
+  };
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+/**
+ * vncdispatch-agent: the blade daemon. Parses flags, re-adopts sessions, serves gRPC, and on SIGTERM/SIGINT stops
+ * accepting calls and exits without touching running desktops.
+ */
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { ConfigError, parseConfig, USAGE, type AgentConfig } from './config.js';
+import { buildServer, listen } from './grpc/server.js';
+import { createLogger } from './logger.js';
+import { agentVersion } from './paths.js';
+import { SessionManager } from './sessions/manager.js';
+import { SessionStore } from './sessions/store.js';
+
+/** Xvnc running as a user cannot create the X socket directory; systemd-tmpfiles normally does, but may not have. */
+function ensureX11SocketDir(): void {
+  const dir = '/tmp/.X11-unix';
+  try {
+    statSync(dir);
+  } catch {
+    mkdirSync(dir, { mode: 0o1777 });
+    chmodSync(dir, 0o1777);
+  }
+}
+
+async function run(config: AgentConfig): Promise<void> {
+  const log = createLogger(config.logLevel);
+  if (process.geteuid?.() !== 0) {
+    log.fatal('vncdispatch-agent must run as root: it starts desktops as other users');
+    process.exit(1);
+  }
+  if (config.insecure) {
+    log.warn({ insecure: true }, 'INSECURE MODE: no TLS and no client authentication; anyone who can reach this ' +
+      'port can start desktops as any allowed user. Use only for local development.');
+  }
+  ensureX11SocketDir();
+  const hostname = osHostname();
+  const store = new SessionStore(config.stateDir);
+  const sessions = new SessionManager({ config, store, log, hostname });
+  sessions.open();
+  const { server } = buildServer({ config, sessions, log, hostname, version: agentVersion });
+  const { address, port } = await listen(server, config);
+  log.info({ address, port, version: agentVersion, tls: !config.insecure, stateDir: config.stateDir,
+    maxSessions: config.maxSessions }, 'listening');
+
+  let shuttingDown = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ signal }, 'shutting down; desktops keep running');
+    sessions.close();
+    const force = setTimeout(() => server.forceShutdown(), 5000);
+    force.unref();
+    server.tryShutdown(() => {
+      log.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
+
+let config: AgentConfig;
+try {
+  config = parseConfig(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof ConfigError) {
+    if (err.message) process.stderr.write(`vncdispatch-agent: ${err.message}\n`);
+    process.stderr.write(USAGE);
+    process.exit(err.message ? 2 : 0);
+  }
+  throw err;
+}
+run(config).catch((err: unknown) => {
+  createLogger('info').fatal({ err }, 'agent failed');
+  process.exit(1);
+});

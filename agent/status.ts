@@ -1,0 +1,29 @@
+/** What GetStatus reports about the blade. */
+import { readFileSync } from 'node:fs';
+import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
+
+export interface HostStatus {
+  load1: number;
+  load5: number;
+  load15: number;
+  memoryTotalBytes: number;
+  memoryAvailableBytes: number;
+  cpus: number;
+}
+
+/** MemAvailable (what can be used without swapping), which is what capacity planning wants, not MemFree. */
+function memAvailable(): number {
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'latin1'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // Not Linux: fall back.
+  }
+  return freemem();
+}
+
+export function hostStatus(): HostStatus {
+  const [load1, load5, load15] = loadavg() as [number, number, number];
+  return { load1, load5, load15, memoryTotalBytes: totalmem(), memoryAvailableBytes: memAvailable(),
+    cpus: availableParallelism() };
+}

@@ -1,0 +1,148 @@
+/**
+ * A small RFB (VNC) client for tests and the proxy: protocol 3.8 handshake, VNC authentication, ClientInit, and the
+ * ServerInit fields a person would notice (desktop name and size). Bounded reads, a timeout, no dependencies.
+ */
+import { createCipheriv } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+
+/** The fixed key of the `vncpasswd -f` file format (already bit-reversed for standard DES). */
+const OBFUSCATION_KEY = Buffer.from('e84ad660c4721ae0', 'hex');
+
+/** Single DES in ECB mode on whole 8-byte blocks (OpenSSL 3 has no des-ecb; 3DES with K,K,K is the same cipher). */
+function desEcb(key8: Buffer, data: Buffer): Buffer {
+  const c = createCipheriv('des-ede3-ecb', Buffer.concat([key8, key8, key8]), null);
+  c.setAutoPadding(false);
+  return Buffer.concat([c.update(data), c.final()]);
+}
+
+function pad8(password: string): Buffer {
+  const b = Buffer.alloc(8);
+  Buffer.from(password, 'latin1').copy(b, 0, 0, 8);
+  return b;
+}
+
+function reverseBits(byte: number): number {
+  let r = 0;
+  for (let i = 0; i < 8; i++) r |= ((byte >> i) & 1) << (7 - i);
+  return r;
+}
+
+/** The 8 bytes `vncpasswd -f` writes for `pw` (e.g. "password" -> dbd83cfd727a1458). */
+export function vncPasswordObfuscate(pw: string): Buffer {
+  return desEcb(OBFUSCATION_KEY, pad8(pw));
+}
+
+/** The 16-byte answer to a VNC authentication challenge: DES with the bit-reversed, zero-padded password as key. */
+export function vncAuthResponse(password: string, challenge: Buffer): Buffer {
+  const key = Buffer.from(pad8(password).map(reverseBits));
+  return desEcb(key, challenge);
+}
+
+export interface RfbResult {
+  ok: boolean;
+  /** Why it failed: 'auth-failed', 'no-vnc-auth', 'timeout', 'closed', 'protocol', or a socket error code. */
+  reason?: string;
+  /** The server's failure reason string, if it sent one. */
+  serverReason?: string;
+  serverVersion?: string;
+  serverName?: string;
+  width?: number;
+  height?: number;
+  securityTypes?: number[];
+}
+
+export interface RfbConnectOptions {
+  host: string;
+  port: number;
+  password: string;
+  timeoutMs?: number;
+  /** Ask the server to share the desktop with other clients (default true, like noVNC). */
+  shared?: boolean;
+}
+
+/** Reads exactly n bytes (and never more than `limit` buffered) from a socket. */
+class Reader {
+  private buf = Buffer.alloc(0);
+  private waiter?: () => void;
+  private ended = false;
+  constructor(private readonly sock: Socket, private readonly limit = 1 << 20) {
+    sock.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      if (this.buf.length > this.limit) sock.destroy(new Error('EOVERFLOW'));
+      this.waiter?.();
+    });
+    const end = () => {
+      this.ended = true;
+      this.waiter?.();
+    };
+    sock.on('close', end);
+    sock.on('end', end);
+  }
+  async read(n: number): Promise<Buffer> {
+    while (this.buf.length < n) {
+      if (this.ended) throw Object.assign(new Error('closed'), { rfbReason: 'closed' });
+      await new Promise<void>((r) => (this.waiter = r));
+      this.waiter = undefined;
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+}
+
+/** Connects, authenticates with VNC authentication and reads ServerInit; never throws, reports `reason` instead. */
+export async function rfbConnect(opts: RfbConnectOptions): Promise<RfbResult> {
+  const sock = connect({ host: opts.host, port: opts.port });
+  const reader = new Reader(sock);
+  const result: RfbResult = { ok: false };
+  let socketError: string | undefined;
+  sock.on('error', (e: NodeJS.ErrnoException) => {
+    socketError = e.code ?? e.message;
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<RfbResult>((res) => {
+    timer = setTimeout(() => res({ ...result, ok: false, reason: 'timeout' }), opts.timeoutMs ?? 10_000);
+  });
+  const handshake = (async (): Promise<RfbResult> => {
+    try {
+      const version = (await reader.read(12)).toString('latin1');
+      result.serverVersion = version.trim();
+      if (!/^RFB \d{3}\.\d{3}\n$/.test(version)) return { ...result, reason: 'protocol' };
+      sock.write('RFB 003.008\n');
+      const n = (await reader.read(1))[0]!;
+      if (n === 0) {
+        const len = (await reader.read(4)).readUInt32BE(0);
+        const reason = (await reader.read(Math.min(len, 4096))).toString('utf8');
+        return { ...result, reason: 'protocol', serverReason: reason };
+      }
+      const types = [...(await reader.read(n))];
+      result.securityTypes = types;
+      if (!types.includes(2)) return { ...result, reason: 'no-vnc-auth' };
+      sock.write(Buffer.from([2]));
+      const challenge = await reader.read(16);
+      sock.write(vncAuthResponse(opts.password, challenge));
+      const status = (await reader.read(4)).readUInt32BE(0);
+      if (status !== 0) {
+        let serverReason: string | undefined;
+        try {
+          const len = (await reader.read(4)).readUInt32BE(0);
+          serverReason = (await reader.read(Math.min(len, 4096))).toString('utf8');
+        } catch {
+          // 3.8 servers send a reason; tolerate ones that just close.
+        }
+        return { ...result, reason: 'auth-failed', serverReason };
+      }
+      sock.write(Buffer.from([opts.shared === false ? 0 : 1]));
+      const init = await reader.read(24);
+      const nameLen = init.readUInt32BE(20);
+      const name = (await reader.read(Math.min(nameLen, 4096))).toString('utf8');
+      return { ...result, ok: true, width: init.readUInt16BE(0), height: init.readUInt16BE(2), serverName: name };
+    } catch (err) {
+      return { ...result, reason: socketError ?? (err as { rfbReason?: string }).rfbReason ?? 'closed' };
+    }
+  })();
+  const out = await Promise.race([handshake, timeout]);
+  clearTimeout(timer);
+  sock.destroy();
+  return out;
+}
