@@ -8,9 +8,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
-import { RateLimitedError, SessionEndedError } from '../errors.js';
+import { BadRequestError, RateLimitedError, SessionEndedError } from '../errors.js';
 import type { Store } from '../store/store.js';
-import { hashSecret } from '../tokens/secrets.js';
+import { hashSecret, isWellFormedSecret } from '../tokens/secrets.js';
 import { errorBody } from './error-reply.js';
 import { RateLimiter } from './rate-limiter.js';
 
@@ -39,17 +39,25 @@ interface ReconnectBody {
   key: string;
 }
 
-const bodySchema = {
-  type: 'object',
-  required: ['session', 'key'],
-  additionalProperties: false,
-  properties: {
-    // Session ids are UUIDs; keys are exactly what controller/tokens newReconnectKey() makes (base64url of 32 bytes),
-    // so nothing odd reaches the store or the logs.
-    session: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' },
-    key: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' },
-  },
-} as const;
+// Session ids are UUIDs; keys are exactly what controller/tokens newReconnectKey() makes (base64url of 32 bytes), so
+// nothing odd reaches the store or the logs.
+const SESSION_ID = /^[A-Za-z0-9-]{1,64}$/;
+
+/**
+ * Checks the body by hand rather than with a route schema: fastify's default Ajv silently drops unknown properties
+ * and coerces types, and this endpoint should refuse anything but exactly `{ session, key }`.
+ */
+function parseBody(body: unknown): ReconnectBody {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BadRequestError('The body must be a JSON object { "session", "key" }.');
+  }
+  const extra = Object.keys(body).filter((k) => k !== 'session' && k !== 'key');
+  if (extra.length > 0) throw new BadRequestError('The body may contain only "session" and "key".');
+  const { session, key } = body as Record<string, unknown>;
+  if (typeof session !== 'string' || !SESSION_ID.test(session)) throw new BadRequestError('"session" must be a session id.');
+  if (!isWellFormedSecret(key)) throw new BadRequestError('"key" must be a reconnect key.');
+  return { session, key };
+}
 
 /** Adds POST /viewer/reconnect to `app` (an encapsulated scope of registerWeb). */
 export function registerReconnect(
@@ -61,22 +69,22 @@ export function registerReconnect(
   const limiter = new RateLimiter({ limit: opts.perIpPerMinute, windowMs: 60_000 });
   const log = deps.log;
 
-  app.post<{ Body: ReconnectBody }>(
+  app.post(
     '/viewer/reconnect',
-    { bodyLimit: 1024, schema: { body: bodySchema } },
-    async (request, reply) => {
-      reply.header('cache-control', 'no-store');
-      const decision = limiter.hit(request.ip);
-      if (!decision.allowed) {
-        const err = new RateLimitedError();
+    {
+      bodyLimit: 1024,
+      // Counted before the body is read, so malformed requests count too.
+      onRequest: async (request, reply) => {
+        reply.header('cache-control', 'no-store');
+        const decision = limiter.hit(request.ip);
+        if (decision.allowed) return;
         log.warn({ clientIp: request.ip }, 'viewer reconnect rate limit hit');
-        return reply
-          .code(err.status)
-          .header('retry-after', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))))
-          .send(errorBody(err.code, err.message));
-      }
-
-      const { session: sessionId, key } = request.body;
+        reply.header('retry-after', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
+        throw new RateLimitedError();
+      },
+    },
+    async (request, reply) => {
+      const { session: sessionId, key } = parseBody(request.body);
       const session = await deps.store.getLiveSessionByReconnectKey(hashSecret(key));
       if (!session || session.id !== sessionId || session.state === 'ended') {
         log.info({ sessionId, clientIp: request.ip, found: session !== null }, 'viewer reconnect refused: session ended or key unknown');
