@@ -37,6 +37,7 @@ interface CounterDoc {
 }
 
 const DUPLICATE_KEY = 11000;
+const INDEX_OPTIONS_CONFLICT = 85;
 /** Bounded retries for the rare races that surface as duplicate-key errors (concurrent upserts, a live session ending). */
 const MAX_ATTEMPTS = 5;
 
@@ -106,10 +107,10 @@ export class MongoStore implements Store {
     if (!Number.isInteger(this.options.tokenTtlGraceSeconds) || this.options.tokenTtlGraceSeconds < 0) {
       throw new TypeError('tokenTtlGraceSeconds must be a non-negative integer');
     }
-    // Majority writes and reads so a decision made through one controller is seen by the others after a failover.
+    // Majority writes so a decision made through one controller survives a failover. Reads stay on the primary at
+    // the default 'local' level: after a duplicate-key error the winner's document must be visible at once.
     this.client = new MongoClient(this.options.url, {
       writeConcern: { w: 'majority' },
-      readConcern: { level: 'majority' },
       retryWrites: true,
       ...this.options.clientOptions,
     });
@@ -136,27 +137,34 @@ export class MongoStore implements Store {
     if (this.db) return;
     await this.client.connect();
     this.db = this.client.db(this.options.dbName);
-    // createIndex is idempotent for identical specs, so every controller may run this at start.
-    await Promise.all([
-      this.sessions.createIndex({ id: 1 }, { unique: true, name: 'sessions_id' }),
-      this.sessions.createIndex(
-        { username: 1 },
-        { unique: true, partialFilterExpression: { live: true }, name: 'sessions_live_username' },
-      ),
-      this.sessions.createIndex(
-        { reconnectKeyHash: 1 },
-        { partialFilterExpression: { live: true }, name: 'sessions_live_reconnect' },
-      ),
-      this.sessions.createIndex({ blade: 1 }, { partialFilterExpression: { live: true }, name: 'sessions_live_blade' }),
-      this.sessions.createIndex({ createdAt: -1, id: -1 }, { name: 'sessions_created' }),
-      this.tokens.createIndex({ hash: 1 }, { unique: true, name: 'tokens_hash' }),
-      this.tokens.createIndex({ sessionId: 1 }, { name: 'tokens_session' }),
-      this.tokens.createIndex(
-        { expiresAt: 1 },
-        { expireAfterSeconds: this.options.tokenTtlGraceSeconds, name: 'tokens_expires_ttl' },
-      ),
-      this.blades.createIndex({ name: 1 }, { unique: true, name: 'blades_name' }),
-    ]);
+    // createIndex is idempotent for identical specs, so every controller may run this at start. One at a time: parallel
+    // createIndex calls that implicitly create the same collection can conflict on older servers.
+    await this.sessions.createIndex({ id: 1 }, { unique: true, name: 'sessions_id' });
+    await this.sessions.createIndex(
+      { username: 1 },
+      { unique: true, partialFilterExpression: { live: true }, name: 'sessions_live_username' },
+    );
+    await this.sessions.createIndex(
+      { reconnectKeyHash: 1 },
+      { partialFilterExpression: { live: true }, name: 'sessions_live_reconnect' },
+    );
+    await this.sessions.createIndex({ blade: 1 }, { partialFilterExpression: { live: true }, name: 'sessions_live_blade' });
+    await this.sessions.createIndex({ createdAt: -1, id: -1 }, { name: 'sessions_created' });
+    await this.tokens.createIndex({ hash: 1 }, { unique: true, name: 'tokens_hash' });
+    await this.tokens.createIndex({ sessionId: 1 }, { name: 'tokens_session' });
+    await this.ensureTokenTtlIndex();
+    await this.blades.createIndex({ name: 1 }, { unique: true, name: 'blades_name' });
+  }
+
+  /** The TTL index; if it exists with another grace period (configuration changed), collMod adjusts it in place. */
+  private async ensureTokenTtlIndex(): Promise<void> {
+    const expireAfterSeconds = this.options.tokenTtlGraceSeconds;
+    try {
+      await this.tokens.createIndex({ expiresAt: 1 }, { expireAfterSeconds, name: 'tokens_expires_ttl' });
+    } catch (err) {
+      if (!(err instanceof MongoServerError && err.code === INDEX_OPTIONS_CONFLICT)) throw err;
+      await this.database.command({ collMod: 'tokens', index: { name: 'tokens_expires_ttl', expireAfterSeconds } });
+    }
   }
 
   async close(): Promise<void> {
@@ -319,7 +327,8 @@ export class MongoStore implements Store {
         { name: input.name },
         {
           $set: { address: input.address, updatedAt: now },
-          $setOnInsert: { name: input.name, adminState: 'ACTIVE', createdAt: now },
+          // `name` comes from the filter's equality on insert.
+          $setOnInsert: { adminState: 'ACTIVE', createdAt: now },
         },
         { upsert: true, returnDocument: 'after', projection: PLAIN_PROJECTION },
       ),

@@ -1,0 +1,552 @@
+/**
+ * One behavioural contract for every Store backend (controller/store/store.ts). The embedded SQLite store runs on a
+ * real file in a temp dir; MongoStore runs only when MONGODB_URL points at a real server (none can run on this
+ * machine), each test in its own freshly created database that is dropped afterwards:
+ *
+ *   MONGODB_URL=mongodb://localhost:27017 npx vitest run test/integration/store-contract.test.ts
+ *
+ * Concurrency cases spread their calls over several store instances opened on the same storage, as several
+ * controllers sharing one database would.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MongoClient } from 'mongodb';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MongoStore } from '../../controller/store/mongo-store.js';
+import { SQLITE_FILE_NAME, SqliteStore } from '../../controller/store/sqlite-store.js';
+import type { SessionRecord, Store, TokenRecord } from '../../controller/store/store.js';
+
+/** A storage location that can be opened many times (each open() is a new, initialized Store on the same data). */
+export interface StoreHarness {
+  open(): Promise<Store>;
+  /** Closes nothing the test opened (the suite does that); removes the storage itself. */
+  destroy(): Promise<void>;
+}
+
+const T0 = new Date('2030-01-01T00:00:00.000Z');
+const at = (ms: number): Date => new Date(T0.getTime() + ms);
+const hashOf = (n: number | string): string => `${String(n).padStart(8, '0')}${'ab'.repeat(28)}`;
+
+function tokenRecord(sessionId: string, overrides: Partial<TokenRecord> = {}): TokenRecord {
+  return {
+    hash: hashOf(randomUUID().replace(/-/g, '').slice(0, 8)),
+    sessionId,
+    expiresAt: at(60_000),
+    clientIp: null,
+    createdAt: T0,
+    usedAt: null,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+/** Registers the contract suite for one backend. */
+export function describeStoreContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
+  describe(`Store contract: ${name}`, () => {
+    let harness: StoreHarness;
+    let opened: Store[];
+    let store: Store;
+
+    const open = async (): Promise<Store> => {
+      const s = await harness.open();
+      opened.push(s);
+      return s;
+    };
+    /** `n` extra instances on the same storage (plus the main one), for spreading concurrent calls. */
+    const instances = async (n: number): Promise<Store[]> => [store, ...(await Promise.all(Array.from({ length: n }, open)))];
+
+    const newSession = async (username: string, now = T0, s: Store = store): Promise<SessionRecord> => {
+      const { created, session } = await s.createSession({ id: randomUUID(), username, clientIp: null, now });
+      expect(created).toBe(true);
+      return session;
+    };
+
+    beforeEach(async () => {
+      opened = [];
+      harness = await makeHarness();
+      store = await open();
+    });
+
+    afterEach(async () => {
+      await Promise.all(opened.map((s) => s.close()));
+      await harness.destroy();
+    });
+
+    describe('sessions', () => {
+      it('creates a session in state starting with nothing assigned yet', async () => {
+        const id = randomUUID();
+        const { created, session } = await store.createSession({ id, username: 'vdtest16', clientIp: '10.0.0.7', now: T0 });
+        expect(created).toBe(true);
+        expect(session).toEqual({
+          id,
+          username: 'vdtest16',
+          state: 'starting',
+          blade: null,
+          agentSessionId: null,
+          display: null,
+          port: null,
+          pid: null,
+          password: null,
+          clientIp: '10.0.0.7',
+          reconnectKeyHash: null,
+          createdAt: T0,
+          updatedAt: T0,
+          endedAt: null,
+          endReason: null,
+        });
+        expect(await store.getSession(id)).toEqual(session);
+        expect(await store.getLiveSessionByUser('vdtest16')).toEqual(session);
+        expect(await store.getSession(randomUUID())).toBeNull();
+        expect(await store.getLiveSessionByUser('vdtest17')).toBeNull();
+      });
+
+      it('keeps one live session per user under 50 concurrent createSession calls for 10 users', async () => {
+        const stores = await instances(2);
+        const users = Array.from({ length: 10 }, (_, i) => `vdtest${16 + i}`);
+        const results = await Promise.all(
+          Array.from({ length: 50 }, (_, i) =>
+            stores[i % stores.length]!.createSession({ id: randomUUID(), username: users[i % 10]!, clientIp: null, now: at(i) }),
+          ),
+        );
+        expect(results.filter((r) => r.created)).toHaveLength(10);
+        for (const user of users) {
+          const ids = new Set(results.filter((r) => r.session.username === user).map((r) => r.session.id));
+          expect(ids.size, `${user} got more than one session`).toBe(1);
+        }
+        const live = await store.listSessions({ live: true });
+        expect(live).toHaveLength(10);
+        expect(new Set(live.map((s) => s.username))).toEqual(new Set(users));
+      });
+
+      it('returns the live session with created:false, and allows a new one once it has ended', async () => {
+        const first = await newSession('vdtest16');
+        const again = await store.createSession({ id: randomUUID(), username: 'vdtest16', clientIp: null, now: at(1) });
+        expect(again).toEqual({ created: false, session: first });
+
+        await store.updateSession(first.id, { state: 'running' }, at(2));
+        const stillLive = await store.createSession({ id: randomUUID(), username: 'vdtest16', clientIp: null, now: at(3) });
+        expect(stillLive.created).toBe(false);
+        expect(stillLive.session.id).toBe(first.id);
+
+        await store.endSession(first.id, 'deleted', at(4));
+        const second = await newSession('vdtest16', at(5));
+        expect(second.id).not.toBe(first.id);
+        expect((await store.getLiveSessionByUser('vdtest16'))?.id).toBe(second.id);
+        expect((await store.getSession(first.id))?.state).toBe('ended');
+      });
+
+      it('refuses to reuse a session id', async () => {
+        const first = await newSession('vdtest16');
+        await store.endSession(first.id, 'deleted', at(1));
+        await expect(store.createSession({ id: first.id, username: 'vdtest17', clientIp: null, now: at(2) })).rejects.toThrow();
+        expect(await store.getLiveSessionByUser('vdtest17')).toBeNull();
+      });
+
+      it('updateSession applies a patch to a live session, leaving unspecified fields alone', async () => {
+        const s = await newSession('vdtest16');
+        const updated = await store.updateSession(
+          s.id,
+          { state: 'running', blade: 'blade-a', agentSessionId: 'ag-1', display: 7, port: 5907, pid: 4242, password: 'Ab3dE6gH' },
+          at(10),
+        );
+        expect(updated).toEqual({
+          ...s,
+          state: 'running',
+          blade: 'blade-a',
+          agentSessionId: 'ag-1',
+          display: 7,
+          port: 5907,
+          pid: 4242,
+          password: 'Ab3dE6gH',
+          updatedAt: at(10),
+        });
+        const again = await store.updateSession(s.id, { reconnectKeyHash: hashOf(1), clientIp: null, pid: undefined }, at(11));
+        expect(again).toEqual({ ...updated, reconnectKeyHash: hashOf(1), updatedAt: at(11) });
+        expect(await store.getSession(s.id)).toEqual(again);
+      });
+
+      it('updateSession returns null for unknown and ended sessions and changes nothing', async () => {
+        expect(await store.updateSession(randomUUID(), { display: 1 }, T0)).toBeNull();
+        const s = await newSession('vdtest16');
+        const ended = await store.endSession(s.id, 'deleted', at(1));
+        expect(await store.updateSession(s.id, { state: 'running', display: 3 }, at(2))).toBeNull();
+        expect(await store.getSession(s.id)).toEqual(ended);
+      });
+
+      it('updateSession refuses to end a session or to touch fields outside the patch type', async () => {
+        const s = await newSession('vdtest16');
+        await expect(store.updateSession(s.id, { state: 'ended' }, at(1))).rejects.toThrow(TypeError);
+        await expect(store.updateSession(s.id, { username: 'root' } as never, at(1))).rejects.toThrow(TypeError);
+        expect(await store.getSession(s.id)).toEqual(s);
+      });
+
+      it('endSession ends the session, drops its password, revokes its tokens, and a second call returns null', async () => {
+        const s = await newSession('vdtest16');
+        await store.updateSession(s.id, { state: 'running', blade: 'blade-a', password: 'Ab3dE6gH' }, at(1));
+        const tokens = [tokenRecord(s.id), tokenRecord(s.id), tokenRecord(s.id, { revokedAt: at(1) })];
+        for (const t of tokens) await store.insertToken(t);
+        const other = await newSession('vdtest17');
+        const otherToken = tokenRecord(other.id);
+        await store.insertToken(otherToken);
+
+        const ended = await store.endSession(s.id, 'deleted', at(5));
+        expect(ended).toMatchObject({ id: s.id, state: 'ended', endedAt: at(5), endReason: 'deleted', updatedAt: at(5) });
+        expect(ended?.password).toBeNull();
+        expect(ended?.blade).toBe('blade-a');
+        expect(await store.getSession(s.id)).toEqual(ended);
+        expect(await store.getLiveSessionByUser('vdtest16')).toBeNull();
+        expect((await store.getToken(tokens[0]!.hash))?.revokedAt).toEqual(at(5));
+        expect((await store.getToken(tokens[1]!.hash))?.revokedAt).toEqual(at(5));
+        expect((await store.getToken(tokens[2]!.hash))?.revokedAt).toEqual(at(1));
+        expect((await store.getToken(otherToken.hash))?.revokedAt).toBeNull();
+
+        expect(await store.endSession(s.id, 'again', at(6))).toBeNull();
+        expect((await store.getSession(s.id))?.endReason).toBe('deleted');
+        expect(await store.endSession(randomUUID(), 'deleted', at(6))).toBeNull();
+      });
+
+      it('ends a session exactly once under concurrent endSession calls', async () => {
+        const stores = await instances(2);
+        const s = await newSession('vdtest16');
+        const results = await Promise.all(Array.from({ length: 10 }, (_, i) => stores[i % 3]!.endSession(s.id, `r${i}`, at(i))));
+        expect(results.filter((r) => r !== null)).toHaveLength(1);
+      });
+
+      it('listSessions lists newest first and filters by liveness, blade and limit', async () => {
+        const a = await newSession('vdtest16', at(1));
+        const b = await newSession('vdtest17', at(2));
+        const c = await newSession('vdtest18', at(3));
+        const d = await newSession('vdtest19', at(4));
+        await store.updateSession(a.id, { blade: 'blade-a' }, at(5));
+        await store.updateSession(b.id, { blade: 'blade-b' }, at(5));
+        await store.updateSession(c.id, { blade: 'blade-a' }, at(5));
+        await store.endSession(c.id, 'deleted', at(6));
+
+        const ids = (list: SessionRecord[]) => list.map((s) => s.id);
+        expect(ids(await store.listSessions())).toEqual([d.id, c.id, b.id, a.id]);
+        expect(ids(await store.listSessions({}))).toEqual([d.id, c.id, b.id, a.id]);
+        expect(ids(await store.listSessions({ live: true }))).toEqual([d.id, b.id, a.id]);
+        expect(ids(await store.listSessions({ live: false }))).toEqual([c.id]);
+        expect(ids(await store.listSessions({ blade: 'blade-a' }))).toEqual([c.id, a.id]);
+        expect(ids(await store.listSessions({ blade: 'blade-a', live: true }))).toEqual([a.id]);
+        expect(ids(await store.listSessions({ blade: 'nowhere' }))).toEqual([]);
+        expect(ids(await store.listSessions({ limit: 2 }))).toEqual([d.id, c.id]);
+        expect(ids(await store.listSessions({ limit: 0 }))).toEqual([]);
+      });
+
+      it('countLiveSessionsByBlade counts only live sessions that have a blade', async () => {
+        expect(await store.countLiveSessionsByBlade()).toEqual(new Map());
+        const sessions = await Promise.all(['vdtest16', 'vdtest17', 'vdtest18', 'vdtest19', 'vdtest20'].map((u) => newSession(u)));
+        const blades = ['blade-a', 'blade-a', 'blade-b', null, 'blade-b'];
+        for (const [i, s] of sessions.entries()) await store.updateSession(s.id, { blade: blades[i] ?? null }, at(1));
+        await store.endSession(sessions[4]!.id, 'deleted', at(2));
+        expect(await store.countLiveSessionsByBlade()).toEqual(
+          new Map([
+            ['blade-a', 2],
+            ['blade-b', 1],
+          ]),
+        );
+      });
+
+      it('finds a session by reconnect-key hash only while it is live', async () => {
+        const s = await newSession('vdtest16');
+        expect(await store.getLiveSessionByReconnectKey(hashOf(7))).toBeNull();
+        await store.updateSession(s.id, { state: 'running', reconnectKeyHash: hashOf(7) }, at(1));
+        expect((await store.getLiveSessionByReconnectKey(hashOf(7)))?.id).toBe(s.id);
+        expect(await store.getLiveSessionByReconnectKey(hashOf(8))).toBeNull();
+        await store.endSession(s.id, 'deleted', at(2));
+        expect(await store.getLiveSessionByReconnectKey(hashOf(7))).toBeNull();
+      });
+    });
+
+    describe('tokens', () => {
+      let session: SessionRecord;
+      beforeEach(async () => {
+        session = await newSession('vdtest16');
+        await store.updateSession(session.id, { state: 'running', blade: 'blade-a', port: 5901 }, at(1));
+      });
+
+      it('getToken returns the stored record, unchanged by reading', async () => {
+        const t = tokenRecord(session.id, { clientIp: '192.0.2.1' });
+        await store.insertToken(t);
+        expect(await store.getToken(t.hash)).toEqual(t);
+        expect(await store.getToken(t.hash)).toEqual(t);
+        expect(await store.getToken(hashOf('nothere'))).toBeNull();
+      });
+
+      it('refuses a second token with the same hash', async () => {
+        const t = tokenRecord(session.id);
+        await store.insertToken(t);
+        await expect(store.insertToken({ ...t, expiresAt: at(999_999) })).rejects.toThrow();
+        expect(await store.getToken(t.hash)).toEqual(t);
+      });
+
+      it('consumeToken accepts a valid token once, returning it and its live session', async () => {
+        const t = tokenRecord(session.id);
+        await store.insertToken(t);
+        const result = await store.consumeToken(t.hash, at(10), { singleUse: true });
+        expect(result.ok).toBe(true);
+        if (!result.ok) return;
+        expect(result.token).toEqual({ ...t, usedAt: at(10) });
+        expect(result.session).toMatchObject({ id: session.id, state: 'running', blade: 'blade-a', port: 5901 });
+        expect(await store.consumeToken(t.hash, at(11), { singleUse: true })).toEqual({ ok: false, reason: 'used' });
+        expect((await store.getToken(t.hash))?.usedAt).toEqual(at(10));
+      });
+
+      it('consumeToken says why it refuses: unknown, expired, revoked, used, session-ended', async () => {
+        expect(await store.consumeToken(hashOf('nothere'), at(10), { singleUse: true })).toEqual({ ok: false, reason: 'unknown' });
+
+        const expiring = tokenRecord(session.id, { expiresAt: at(100) });
+        await store.insertToken(expiring);
+        // Expiry is exclusive: at expiresAt the token is already dead.
+        expect(await store.consumeToken(expiring.hash, at(100), { singleUse: true })).toEqual({ ok: false, reason: 'expired' });
+        expect(await store.consumeToken(expiring.hash, at(100), { singleUse: false })).toEqual({ ok: false, reason: 'expired' });
+
+        const revoked = tokenRecord(session.id);
+        await store.insertToken(revoked);
+        expect(await store.revokeTokens(session.id, at(20))).toBe(2);
+        expect(await store.revokeTokens(session.id, at(21))).toBe(0);
+        expect(await store.consumeToken(revoked.hash, at(30), { singleUse: true })).toEqual({ ok: false, reason: 'revoked' });
+        // Revocation is reported before expiry.
+        expect(await store.consumeToken(expiring.hash, at(200), { singleUse: true })).toEqual({ ok: false, reason: 'revoked' });
+
+        const used = tokenRecord(session.id);
+        await store.insertToken(used);
+        expect((await store.consumeToken(used.hash, at(30), { singleUse: true })).ok).toBe(true);
+        expect(await store.consumeToken(used.hash, at(31), { singleUse: true })).toEqual({ ok: false, reason: 'used' });
+
+        // A token inserted after its session ended (issue racing with delete) is refused, and revoked for good.
+        await store.endSession(session.id, 'deleted', at(40));
+        const late = tokenRecord(session.id);
+        await store.insertToken(late);
+        expect(await store.consumeToken(late.hash, at(41), { singleUse: true })).toEqual({ ok: false, reason: 'session-ended' });
+        expect(await store.consumeToken(late.hash, at(42), { singleUse: true })).toEqual({ ok: false, reason: 'revoked' });
+        const orphan = tokenRecord(randomUUID());
+        await store.insertToken(orphan);
+        expect(await store.consumeToken(orphan.hash, at(43), { singleUse: false })).toEqual({ ok: false, reason: 'session-ended' });
+      });
+
+      it('endSession makes its tokens unusable', async () => {
+        const t = tokenRecord(session.id);
+        await store.insertToken(t);
+        await store.endSession(session.id, 'deleted', at(5));
+        expect(await store.consumeToken(t.hash, at(6), { singleUse: true })).toEqual({ ok: false, reason: 'revoked' });
+        expect(await store.consumeToken(t.hash, at(6), { singleUse: false })).toEqual({ ok: false, reason: 'revoked' });
+      });
+
+      it('accepts a single-use token exactly once under 20 concurrent consumes', async () => {
+        const stores = await instances(3);
+        const t = tokenRecord(session.id);
+        await store.insertToken(t);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => stores[i % stores.length]!.consumeToken(t.hash, at(10), { singleUse: true })),
+        );
+        expect(results.filter((r) => r.ok)).toHaveLength(1);
+        expect(results.filter((r) => !r.ok && r.reason === 'used')).toHaveLength(19);
+      });
+
+      it('reuse mode accepts a token repeatedly until it expires, without marking it used', async () => {
+        const t = tokenRecord(session.id, { expiresAt: at(1000) });
+        await store.insertToken(t);
+        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => store.consumeToken(t.hash, at(10 + i), { singleUse: false })));
+        expect(results.every((r) => r.ok)).toBe(true);
+        expect((await store.consumeToken(t.hash, at(999), { singleUse: false })).ok).toBe(true);
+        expect(await store.consumeToken(t.hash, at(1000), { singleUse: false })).toEqual({ ok: false, reason: 'expired' });
+        expect((await store.getToken(t.hash))?.usedAt).toBeNull();
+      });
+
+      it('pruneTokens deletes only tokens that expired before the cut-off', async () => {
+        const old1 = tokenRecord(session.id, { expiresAt: at(100) });
+        const old2 = tokenRecord(session.id, { expiresAt: at(200), revokedAt: at(150) });
+        const edge = tokenRecord(session.id, { expiresAt: at(300) });
+        const fresh = tokenRecord(session.id, { expiresAt: at(400) });
+        for (const t of [old1, old2, edge, fresh]) await store.insertToken(t);
+        expect(await store.pruneTokens(at(300))).toBe(2);
+        expect(await store.getToken(old1.hash)).toBeNull();
+        expect(await store.getToken(old2.hash)).toBeNull();
+        expect(await store.getToken(edge.hash)).toEqual(edge);
+        expect(await store.getToken(fresh.hash)).toEqual(fresh);
+        expect(await store.pruneTokens(at(300))).toBe(0);
+        expect(await store.consumeToken(old1.hash, at(301), { singleUse: true })).toEqual({ ok: false, reason: 'unknown' });
+      });
+    });
+
+    describe('blades', () => {
+      it('upsertBlade registers an ACTIVE blade, updates its address and keeps its admin state', async () => {
+        const b = await store.upsertBlade({ name: 'blade-a', address: '127.0.0.1:7001' }, at(1));
+        expect(b).toEqual({ name: 'blade-a', address: '127.0.0.1:7001', adminState: 'ACTIVE', createdAt: at(1), updatedAt: at(1) });
+        expect(await store.setBladeAdminState('blade-a', 'CORDONED', at(2))).toEqual({ ...b, adminState: 'CORDONED', updatedAt: at(2) });
+        const moved = await store.upsertBlade({ name: 'blade-a', address: '127.0.0.1:7002' }, at(3));
+        expect(moved).toEqual({ name: 'blade-a', address: '127.0.0.1:7002', adminState: 'CORDONED', createdAt: at(1), updatedAt: at(3) });
+        expect(await store.getBlade('blade-a')).toEqual(moved);
+        expect(await store.setBladeAdminState('blade-a', 'DRAINING', at(4))).toMatchObject({ adminState: 'DRAINING' });
+        expect(await store.setBladeAdminState('blade-a', 'ACTIVE', at(5))).toMatchObject({ adminState: 'ACTIVE' });
+      });
+
+      it('lists blades by name and answers null for unknown ones', async () => {
+        await store.upsertBlade({ name: 'blade-c', address: '127.0.0.1:7003' }, T0);
+        await store.upsertBlade({ name: 'blade-a', address: '127.0.0.1:7001' }, T0);
+        await store.upsertBlade({ name: 'blade-b', address: '127.0.0.1:7002' }, T0);
+        expect((await store.listBlades()).map((b) => b.name)).toEqual(['blade-a', 'blade-b', 'blade-c']);
+        expect(await store.getBlade('blade-z')).toBeNull();
+        expect(await store.setBladeAdminState('blade-z', 'CORDONED', T0)).toBeNull();
+        expect(await store.listBlades()).toHaveLength(3);
+      });
+
+      it('refuses an unknown admin state', async () => {
+        await store.upsertBlade({ name: 'blade-a', address: '127.0.0.1:7001' }, T0);
+        await expect(store.setBladeAdminState('blade-a', 'UP' as never, at(1))).rejects.toThrow(TypeError);
+        expect((await store.getBlade('blade-a'))?.adminState).toBe('ACTIVE');
+      });
+
+      it('registers a blade once under concurrent upserts', async () => {
+        const stores = await instances(2);
+        await Promise.all(
+          Array.from({ length: 12 }, (_, i) => stores[i % 3]!.upsertBlade({ name: 'blade-a', address: `127.0.0.1:${7000 + i}` }, at(i))),
+        );
+        const blades = await store.listBlades();
+        expect(blades).toHaveLength(1);
+        expect(blades[0]?.adminState).toBe('ACTIVE');
+      });
+    });
+
+    describe('counters', () => {
+      it('starts at 1 and counts each name separately', async () => {
+        expect(await store.nextCounter('round-robin')).toBe(1);
+        expect(await store.nextCounter('round-robin')).toBe(2);
+        expect(await store.nextCounter('other')).toBe(1);
+        expect(await store.nextCounter('round-robin')).toBe(3);
+      });
+
+      it('hands out strictly increasing values with no duplicates under 100 concurrent calls', async () => {
+        const stores = await instances(3);
+        const values = await Promise.all(Array.from({ length: 100 }, (_, i) => stores[i % stores.length]!.nextCounter('rr')));
+        expect([...values].sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+        // Each caller sees a strictly increasing sequence.
+        for (const s of stores) {
+          const seen = values.filter((_, i) => stores[i % stores.length] === s);
+          expect(seen).toEqual([...seen].sort((x, y) => x - y));
+        }
+        expect(await store.nextCounter('rr')).toBe(101);
+      });
+    });
+
+    describe('restarts', () => {
+      it('init() is idempotent', async () => {
+        await store.init();
+        await newSession('vdtest16');
+        await store.init();
+        expect(await store.listSessions()).toHaveLength(1);
+      });
+
+      it('closing and reopening keeps sessions, tokens, blades and counters, and the one-live-session rule', async () => {
+        const s = await newSession('vdtest16');
+        const running = await store.updateSession(s.id, { state: 'running', blade: 'blade-a', display: 4, password: 'Ab3dE6gH' }, at(1));
+        const ended = await newSession('vdtest17');
+        const endedRecord = await store.endSession(ended.id, 'desktop-exited', at(2));
+        const t = tokenRecord(s.id);
+        await store.insertToken(t);
+        await store.upsertBlade({ name: 'blade-a', address: '127.0.0.1:7001' }, at(3));
+        const blade = await store.setBladeAdminState('blade-a', 'DRAINING', at(4));
+        await store.nextCounter('rr');
+        await store.nextCounter('rr');
+
+        await store.close();
+        opened = opened.filter((x) => x !== store);
+        const reopened = await open();
+
+        expect(await reopened.getSession(s.id)).toEqual(running);
+        expect(await reopened.getSession(ended.id)).toEqual(endedRecord);
+        expect(await reopened.getToken(t.hash)).toEqual(t);
+        expect(await reopened.getBlade('blade-a')).toEqual(blade);
+        expect(await reopened.nextCounter('rr')).toBe(3);
+        const again = await reopened.createSession({ id: randomUUID(), username: 'vdtest16', clientIp: null, now: at(5) });
+        expect(again).toEqual({ created: false, session: running });
+        expect((await reopened.consumeToken(t.hash, at(6), { singleUse: true })).ok).toBe(true);
+        expect(await reopened.consumeToken(t.hash, at(7), { singleUse: true })).toEqual({ ok: false, reason: 'used' });
+      });
+    });
+  });
+}
+
+// ---- SQLite: always runs, on a real file ----
+
+describeStoreContract('SqliteStore', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'vd-store-'));
+  return {
+    open: async () => {
+      const s = new SqliteStore({ dataDir });
+      await s.init();
+      return s;
+    },
+    destroy: () => rm(dataDir, { recursive: true, force: true }),
+  };
+});
+
+describe('SqliteStore file', () => {
+  it(`keeps everything in <dataDir>/${SQLITE_FILE_NAME}, creating the directory if needed`, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'vd-store-'));
+    try {
+      const dataDir = join(root, 'nested', 'data');
+      const store = new SqliteStore({ dataDir });
+      await store.init();
+      await store.nextCounter('x');
+      await store.close();
+      expect(await readdir(dataDir)).toContain(SQLITE_FILE_NAME);
+      const reopened = new SqliteStore({ dataDir });
+      await reopened.init();
+      expect(await reopened.nextCounter('x')).toBe(2);
+      await reopened.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to run on a file written by a newer schema', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'vd-store-'));
+    try {
+      const { default: Database } = await import('better-sqlite3');
+      const db = new Database(join(dataDir, SQLITE_FILE_NAME));
+      db.pragma('user_version = 999');
+      db.close();
+      const store = new SqliteStore({ dataDir });
+      await expect(store.init()).rejects.toThrow(/newer/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---- MongoDB: runs only against a real server ----
+
+const MONGODB_URL = process.env.MONGODB_URL;
+if (MONGODB_URL) {
+  describeStoreContract('MongoStore', async () => {
+    const dbName = `vd_contract_${process.pid}_${randomUUID().slice(0, 8)}`;
+    return {
+      open: async () => {
+        const s = new MongoStore({ url: MONGODB_URL, dbName });
+        await s.init();
+        return s;
+      },
+      destroy: async () => {
+        const client = new MongoClient(MONGODB_URL);
+        try {
+          await client.db(dbName).dropDatabase();
+        } finally {
+          await client.close();
+        }
+      },
+    };
+  });
+} else {
+  console.warn(
+    'MongoDB contract tests SKIPPED: set MONGODB_URL=mongodb://... to run them ' +
+      '(e.g. MONGODB_URL=mongodb://localhost:27017 npx vitest run test/integration/store-contract.test.ts)',
+  );
+  describe.skip('Store contract: MongoStore (SKIPPED: set MONGODB_URL=mongodb://... to run it)', () => {
+    it('runs the same contract against a real MongoDB', () => {});
+  });
+}
