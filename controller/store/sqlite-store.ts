@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type {
@@ -204,6 +204,9 @@ export class SqliteStore implements Store {
     if (this.filename !== ':memory:') mkdirSync(dirname(this.filename), { recursive: true, mode: 0o700 });
     const db = new Database(this.filename);
     try {
+      // The file holds live sessions' VNC passwords: owner-only, whatever the umask (SQLite gives the -wal and -shm
+      // files the main file's permissions).
+      if (this.filename !== ':memory:') chmodSync(this.filename, 0o600);
       db.pragma(`busy_timeout = ${this.options.busyTimeoutMs}`);
       db.pragma('journal_mode = WAL');
       // WAL + NORMAL is durable against application crashes; only an OS crash may lose the last transactions.

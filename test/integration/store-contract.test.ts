@@ -9,7 +9,7 @@
  * controllers sharing one database would.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -486,7 +486,7 @@ describeStoreContract('SqliteStore', async () => {
 });
 
 describe('SqliteStore file', () => {
-  it(`keeps everything in <dataDir>/${SQLITE_FILE_NAME}, creating the directory if needed`, async () => {
+  it(`keeps everything in <dataDir>/${SQLITE_FILE_NAME}, owner-only, creating the directory if needed`, async () => {
     const root = await mkdtemp(join(tmpdir(), 'vd-store-'));
     try {
       const dataDir = join(root, 'nested', 'data');
@@ -495,6 +495,9 @@ describe('SqliteStore file', () => {
       await store.nextCounter('x');
       await store.close();
       expect(await readdir(dataDir)).toContain(SQLITE_FILE_NAME);
+      // It holds live sessions' VNC passwords: only the controller's own user may read it.
+      expect((await stat(join(dataDir, SQLITE_FILE_NAME))).mode & 0o777).toBe(0o600);
+      expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
       const reopened = new SqliteStore({ dataDir });
       await reopened.init();
       expect(await reopened.nextCounter('x')).toBe(2);
