@@ -1,0 +1,167 @@
+/**
+ * The only code on the controller side that touches grpc-js: one long-lived channel per blade (with keepalive and a
+ * short reconnect backoff so a restarted agent is seen quickly), promise-wrapped calls that always carry a deadline
+ * and honour an AbortSignal, errors converted to controller errors, and a grpc.health.v1 Watch stream.
+ */
+import { readFileSync } from 'node:fs';
+import {
+  credentials,
+  makeGenericClientConstructor,
+  Metadata,
+  type CallOptions,
+  type ChannelCredentials,
+  type Client,
+  type ClientReadableStream,
+  type ClientUnaryCall,
+  type ServiceError,
+} from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import {
+  AgentClient as GeneratedAgentClient,
+  type GetStatusResponse,
+  type Session,
+  type StartSessionRequest,
+  type StartSessionResponse,
+} from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import type { AgentTls } from '../config.js';
+import { AgentUnavailableError } from '../errors.js';
+import { grpcStatusName, toControllerError } from './grpc-errors.js';
+
+export type { GetStatusResponse, Session as AgentSession, StartSessionResponse } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+
+/** Per-call deadlines. StartSession waits for Xvnc to be ready; the others are quick. */
+export interface AgentDeadlines {
+  startSessionMs: number;
+  defaultMs: number;
+}
+
+export interface AgentClientOptions {
+  name: string;
+  address: string;
+  /** Shared credentials (see createAgentCredentials); one object for all blades. */
+  credentials: ChannelCredentials;
+  deadlines?: Partial<AgentDeadlines>;
+  /** Called after every call with the method and 'ok' or the gRPC status name (metrics). */
+  onCall?: (method: string, result: string) => void;
+}
+
+export interface CallOpts {
+  signal?: AbortSignal;
+  /** Overrides the method's default deadline. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_DEADLINES: AgentDeadlines = { startSessionMs: 10_000, defaultMs: 3_000 };
+
+const CHANNEL_OPTIONS = {
+  // Detects a dead TCP peer (e.g. a blade that lost power) without waiting for the OS.
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  // Reconnect quickly so a restarted agent is UP again within a health interval or two.
+  'grpc.initial_reconnect_backoff_ms': 200,
+  'grpc.max_reconnect_backoff_ms': 1_000,
+  'grpc.max_receive_message_length': 4 * 1024 * 1024,
+};
+
+/** mTLS credentials from the configured files (read once), or insecure ones for --insecure-agents. */
+export function createAgentCredentials(tls: AgentTls | null): ChannelCredentials {
+  if (!tls) return credentials.createInsecure();
+  return credentials.createSsl(readFileSync(tls.ca), readFileSync(tls.key), readFileSync(tls.cert));
+}
+
+type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => ClientUnaryCall;
+
+interface HealthClient extends Client {
+  Watch(req: { service: string }, opts: Partial<CallOptions>): ClientReadableStream<{ status: string }>;
+}
+const HealthClientCtor = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health') as unknown as new (
+  address: string, creds: ChannelCredentials, options: object) => HealthClient;
+
+/** A connection to one blade's agent. */
+export class AgentConnection {
+  readonly name: string;
+  readonly address: string;
+  readonly #client: InstanceType<typeof GeneratedAgentClient>;
+  readonly #health: HealthClient;
+  readonly #deadlines: AgentDeadlines;
+  readonly #onCall: (method: string, result: string) => void;
+  #closed = false;
+
+  constructor(options: AgentClientOptions) {
+    this.name = options.name;
+    this.address = options.address;
+    this.#deadlines = { ...DEFAULT_DEADLINES, ...options.deadlines };
+    this.#onCall = options.onCall ?? (() => {});
+    this.#client = new GeneratedAgentClient(options.address, options.credentials, CHANNEL_OPTIONS);
+    // The health client shares the agent client's channel, so both see the same connection state.
+    this.#health = new HealthClientCtor(options.address, options.credentials, { channelOverride: this.#client.getChannel() });
+  }
+
+  #call<Req, Res>(method: string, fn: Unary<Req, Res>, req: Req, timeoutMs: number, signal?: AbortSignal): Promise<Res> {
+    if (this.#closed) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: connection closed`));
+    if (signal?.aborted) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: ${method} aborted`, 1));
+    return new Promise<Res>((resolve, reject) => {
+      const call = fn.call(this.#client, req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+        signal?.removeEventListener('abort', onAbort);
+        this.#onCall(method, err ? grpcStatusName(err.code) : 'ok');
+        if (err) reject(toControllerError(err, this.name, method));
+        else resolve(res);
+      });
+      const onAbort = () => call.cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Starts (or returns, `existing: true`) the user's desktop. The password goes only into this request. */
+  startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
+    return this.#call('StartSession', this.#client.startSession as Unary<StartSessionRequest, StartSessionResponse>, req,
+      opts.timeoutMs ?? this.#deadlines.startSessionMs, opts.signal);
+  }
+
+  /** Stops a session by the agent's id. Rejects with VD_ERR_AGENT_REJECTED (grpcCode NOT_FOUND) if it is gone. */
+  async stopSession(id: string, opts: CallOpts = {}): Promise<Session | undefined> {
+    const res = await this.#call('StopSession', this.#client.stopSession as Unary<{ id: string }, { session?: Session }>,
+      { id }, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
+    return res.session;
+  }
+
+  async listSessions(opts: CallOpts = {}): Promise<Session[]> {
+    const res = await this.#call('ListSessions', this.#client.listSessions as Unary<object, { sessions: Session[] }>,
+      {}, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
+    return res.sessions;
+  }
+
+  getStatus(opts: CallOpts = {}): Promise<GetStatusResponse> {
+    return this.#call('GetStatus', this.#client.getStatus as Unary<object, GetStatusResponse>, {},
+      opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
+  }
+
+  /**
+   * Watches the agent's overall grpc.health.v1 status (service ""). Calls `onStatus` with 'SERVING', 'NOT_SERVING',
+   * ... on every change, and `onEnd` once when the stream fails or ends (the caller decides when to watch again).
+   * Returns a function that cancels the watch.
+   */
+  watchHealth(onStatus: (status: string) => void, onEnd: (err: Error) => void): () => void {
+    const stream = this.#health.Watch({ service: '' }, {});
+    let ended = false;
+    const end = (err: Error) => {
+      if (ended) return;
+      ended = true;
+      onEnd(err);
+    };
+    stream.on('data', (msg: { status: string }) => onStatus(String(msg.status)));
+    stream.on('error', (err: ServiceError) => end(toControllerError(err, this.name, 'Health.Watch')));
+    stream.on('end', () => end(new AgentUnavailableError(`blade ${this.name}: health watch ended`)));
+    return () => {
+      ended = true;
+      stream.cancel();
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#health.close();
+    this.#client.close();
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Turns grpc-js ServiceErrors into the controller's own errors, in one place: callers see VD_ERR_AGENT_UNAVAILABLE
+ * (could not reach or no answer: try elsewhere) or VD_ERR_AGENT_REJECTED (the agent answered no, with its gRPC code).
+ */
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { AgentRejectedError, AgentUnavailableError, VncDispatchError } from '../errors.js';
+
+/** Statuses meaning "the agent did not (properly) answer": transport trouble, not a decision about the request. */
+const UNAVAILABLE_CODES = new Set<number>([
+  status.UNAVAILABLE,
+  status.DEADLINE_EXCEEDED,
+  status.CANCELLED,
+  status.UNKNOWN,
+  status.INTERNAL,
+  status.UNAUTHENTICATED,
+  status.UNIMPLEMENTED,
+]);
+
+/** Name of a numeric gRPC status, e.g. 5 -> 'NOT_FOUND'. */
+export function grpcStatusName(code: number): string {
+  return (status as unknown as Record<number, string>)[code] ?? `CODE_${code}`;
+}
+
+function isServiceError(err: unknown): err is ServiceError {
+  return err instanceof Error && typeof (err as Partial<ServiceError>).code === 'number';
+}
+
+/** Converts whatever a grpc-js call rejected with into a VncDispatchError, naming the blade and method. */
+export function toControllerError(err: unknown, blade: string, method: string): VncDispatchError {
+  if (err instanceof VncDispatchError) return err;
+  if (!isServiceError(err)) {
+    return new AgentUnavailableError(`blade ${blade}: ${method} failed: ${String((err as Error)?.message ?? err)}`,
+      status.UNKNOWN, { cause: err });
+  }
+  const detail = err.details || err.message;
+  if (UNAVAILABLE_CODES.has(err.code)) {
+    return new AgentUnavailableError(`blade ${blade}: ${method}: ${grpcStatusName(err.code)}: ${detail}`, err.code, { cause: err });
+  }
+  return new AgentRejectedError(`blade ${blade}: ${method}: ${detail}`, err.code, { cause: err });
+}

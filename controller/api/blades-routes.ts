@@ -1,0 +1,95 @@
+/** /api/v1/blades: list, register, and cordon / uncordon / drain blades. */
+import type { FastifyInstance } from 'fastify';
+import type { BladeRegistry } from '../blades/registry.js';
+import { checkBlade, ConfigError } from '../config.js';
+import { BadRequestError, NotFoundError } from '../errors.js';
+import type { BladeAdminState } from '../store/store.js';
+import { BLADE_NAME_PATTERN, commonErrors } from './schemas.js';
+
+const nameParams = {
+  type: 'object',
+  required: ['name'],
+  additionalProperties: false,
+  properties: { name: { type: 'string', pattern: BLADE_NAME_PATTERN } },
+} as const;
+
+const ADMIN_ACTIONS: Record<'cordon' | 'uncordon' | 'drain', { state: BladeAdminState; summary: string }> = {
+  cordon: { state: 'CORDONED', summary: 'Stop placing new sessions on a blade (running ones continue)' },
+  uncordon: { state: 'ACTIVE', summary: 'Place new sessions on a blade again' },
+  drain: { state: 'DRAINING', summary: 'Mark a blade as draining: no new sessions; it is empty once its sessions end' },
+};
+
+export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRegistry }): Promise<void> {
+  const { blades } = deps;
+
+  app.get('/api/v1/blades', {
+    schema: {
+      summary: 'List blades with state, sessions, capacity, load, last seen and last error',
+      tags: ['blades'],
+      response: {
+        200: { type: 'object', required: ['blades'], properties: { blades: { type: 'array', items: { $ref: 'Blade#' } } } },
+        ...commonErrors,
+      },
+    },
+  }, async () => ({ blades: await blades.views() }));
+
+  app.get<{ Params: { name: string } }>('/api/v1/blades/:name', {
+    schema: {
+      summary: 'Show one blade',
+      tags: ['blades'],
+      params: nameParams,
+      response: { 200: { $ref: 'Blade#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+    },
+  }, async (request) => {
+    const b = blades.get(request.params.name);
+    if (!b) throw new NotFoundError(`no blade named ${request.params.name}`);
+    return (await blades.views()).find((v) => v.name === b.name);
+  });
+
+  app.post<{ Body: { name: string; address: string } }>('/api/v1/blades', {
+    schema: {
+      summary: 'Register a blade (or confirm an existing registration)',
+      tags: ['blades'],
+      body: {
+        type: 'object',
+        required: ['name', 'address'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', pattern: BLADE_NAME_PATTERN },
+          address: { type: 'string', maxLength: 260, description: "The agent's HOST:PORT (IPv6 as [ADDR]:PORT)." },
+        },
+      },
+      response: {
+        200: { description: 'Already registered.', $ref: 'Blade#' },
+        201: { description: 'Registered.', $ref: 'Blade#' },
+        ...commonErrors,
+        409: { $ref: 'Error#' },
+      },
+    },
+  }, async (request, reply) => {
+    let spec;
+    try {
+      spec = checkBlade(request.body.name, request.body.address, 'body');
+    } catch (err) {
+      if (err instanceof ConfigError) throw new BadRequestError(err.message);
+      throw err;
+    }
+    const { blade, created } = await blades.register(spec);
+    const view = (await blades.views()).find((v) => v.name === blade.name);
+    return reply.code(created ? 201 : 200).send(view);
+  });
+
+  for (const [action, { state, summary }] of Object.entries(ADMIN_ACTIONS)) {
+    app.post<{ Params: { name: string } }>(`/api/v1/blades/:name/${action}`, {
+      schema: {
+        summary,
+        tags: ['blades'],
+        params: nameParams,
+        response: { 200: { $ref: 'Blade#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+      },
+    }, async (request) => {
+      const b = await blades.setAdminState(request.params.name, state);
+      return (await blades.views()).find((v) => v.name === b.name);
+    });
+  }
+}

@@ -1,0 +1,66 @@
+/** Unauthenticated operational routes: liveness, readiness and Prometheus metrics. */
+import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { BladeRegistry } from '../blades/registry.js';
+import type { Store } from '../store/store.js';
+
+export interface HealthRouteDeps {
+  store: Store;
+  blades: BladeRegistry;
+  registry: Registry;
+}
+
+const readySchema = {
+  type: 'object',
+  required: ['ready', 'store', 'bladesUp'],
+  properties: {
+    ready: { type: 'boolean' },
+    store: { type: 'boolean' },
+    bladesUp: { type: 'integer' },
+    reason: { type: 'string' },
+  },
+} as const;
+
+export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps): Promise<void> {
+  app.get('/healthz', {
+    schema: {
+      summary: 'Liveness: the process answers',
+      tags: ['operations'],
+      security: [],
+      response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } },
+    },
+  }, async () => ({ ok: true }));
+
+  app.get('/readyz', {
+    schema: {
+      summary: 'Readiness: the store answers and at least one blade is UP',
+      tags: ['operations'],
+      security: [],
+      response: { 200: readySchema, 503: readySchema },
+    },
+  }, async (_request, reply) => {
+    let store = true;
+    try {
+      await deps.store.listBlades();
+    } catch {
+      store = false;
+    }
+    const bladesUp = deps.blades.list().filter((b) => b.state === 'UP').length;
+    const ready = store && bladesUp > 0;
+    const reason = !store ? 'the store does not answer' : bladesUp === 0 ? 'no blade is UP' : undefined;
+    return reply.code(ready ? 200 : 503).send({ ready, store, bladesUp, ...(reason && { reason }) });
+  });
+
+  app.get('/metrics', {
+    schema: {
+      summary: 'Prometheus metrics',
+      tags: ['operations'],
+      security: [],
+      produces: ['text/plain'],
+      response: { 200: { type: 'string' } },
+    },
+  }, async (_request, reply) => {
+    const body = await deps.registry.metrics();
+    return reply.type(deps.registry.contentType).send(body);
+  });
+}

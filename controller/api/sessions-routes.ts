@@ -1,0 +1,116 @@
+/** /api/v1/sessions: open (or get back) a user's desktop, list, show and end sessions. */
+import { isIP } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { BadRequestError } from '../errors.js';
+import type { SessionService } from '../sessions/session-service.js';
+import { commonErrors, SESSION_ID_PATTERN, USERNAME_PATTERN } from './schemas.js';
+import { grantView, sessionView } from './session-view.js';
+
+export interface SessionsRouteDeps {
+  sessions: SessionService;
+  publicUrl: () => string;
+}
+
+interface CreateBody {
+  username: string;
+  clientIp?: string;
+}
+
+/** Checks an IP string strictly (JSON-schema formats alone would let through zone ids and odd forms). */
+export function checkClientIp(ip: string | undefined, field: string): string | null {
+  if (ip === undefined) return null;
+  if (!isIP(ip) || ip.includes('%')) throw new BadRequestError(`${field} must be an IPv4 or IPv6 address`);
+  return ip;
+}
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: SESSION_ID_PATTERN } },
+} as const;
+
+export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDeps): Promise<void> {
+  app.post<{ Body: CreateBody }>('/api/v1/sessions', {
+    schema: {
+      summary: 'Open a desktop for a user, or get back the live one with a fresh token',
+      tags: ['sessions'],
+      body: {
+        type: 'object',
+        required: ['username'],
+        additionalProperties: false,
+        properties: {
+          username: { type: 'string', pattern: USERNAME_PATTERN, description: 'Unix login name on the blades.' },
+          clientIp: {
+            type: 'string',
+            maxLength: 45,
+            anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }],
+            description: "The browser's IP address; when given, the connection token works only from it.",
+          },
+        },
+      },
+      response: {
+        200: { description: 'The user already had a live session: it, with a fresh token.', $ref: 'SessionGrant#' },
+        201: { description: 'A new session.', $ref: 'SessionGrant#' },
+        ...commonErrors,
+        403: { $ref: 'Error#' },
+        409: { $ref: 'Error#' },
+        413: { $ref: 'Error#' },
+        415: { $ref: 'Error#' },
+        422: { $ref: 'Error#' },
+        503: { $ref: 'Error#' },
+      },
+    },
+  }, async (request, reply) => {
+    const clientIp = checkClientIp(request.body.clientIp, 'body/clientIp');
+    const grant = await deps.sessions.open(request.body.username, clientIp);
+    return reply.code(grant.created ? 201 : 200).send(grantView(grant, deps.publicUrl()));
+  });
+
+  app.get<{ Querystring: { state: 'live' | 'ended' | 'all'; blade?: string; limit: number } }>('/api/v1/sessions', {
+    schema: {
+      summary: 'List sessions, newest first',
+      tags: ['sessions'],
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          state: { type: 'string', enum: ['live', 'ended', 'all'], default: 'live' },
+          blade: { type: 'string', maxLength: 63 },
+          limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+        },
+      },
+      response: {
+        200: {
+          type: 'object',
+          required: ['sessions'],
+          properties: { sessions: { type: 'array', items: { $ref: 'Session#' } } },
+        },
+        ...commonErrors,
+      },
+    },
+  }, async (request) => {
+    const { state, blade, limit } = request.query;
+    const live = state === 'all' ? undefined : state === 'live';
+    const list = await deps.sessions.list({ ...(live !== undefined && { live }), ...(blade && { blade }), limit });
+    return { sessions: list.map(sessionView) };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', {
+    schema: {
+      summary: 'Show a session',
+      tags: ['sessions'],
+      params: idParams,
+      response: { 200: { $ref: 'Session#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+    },
+  }, async (request) => sessionView(await deps.sessions.get(request.params.id)));
+
+  app.delete<{ Params: { id: string } }>('/api/v1/sessions/:id', {
+    schema: {
+      summary: 'End a session: stop the desktop, revoke its tokens, close its connections',
+      tags: ['sessions'],
+      params: idParams,
+      response: { 200: { $ref: 'Session#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+    },
+  }, async (request) => sessionView(await deps.sessions.end(request.params.id, 'deleted')));
+}

@@ -1,0 +1,179 @@
+/**
+ * Builds the controller (fastify testing-guide style: built separately from listening): REST API, blade registry and
+ * health, session orchestration, reconciliation, the WebSocket-to-VNC proxy on the HTTP server's 'upgrade' event,
+ * and the browser pages. The store is passed in (and closed by whoever created it).
+ */
+import type { AddressInfo } from 'node:net';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { apiKeyAuth } from './api/auth.js';
+import { bladesRoutes } from './api/blades-routes.js';
+import { apiErrorHandler, errorBody } from './api/error-handler.js';
+import { healthRoutes } from './api/health-routes.js';
+import { legacyRoute } from './api/legacy-route.js';
+import { sharedSchemas } from './api/schemas.js';
+import { sessionsRoutes } from './api/sessions-routes.js';
+import { createAgentCredentials } from './agent-client/agent-client.js';
+import { BladeRegistry } from './blades/registry.js';
+import type { Config } from './config.js';
+import { TokenSessionEndedError } from './errors.js';
+import type { Logger } from './log.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { VncProxy, type ProxyTarget } from './proxy/index.js';
+import { Reconciler } from './sessions/reconciler.js';
+import { SessionService } from './sessions/session-service.js';
+import type { Store } from './store/store.js';
+import { TokenService } from './tokens/index.js';
+import { registerWeb } from './web/index.js';
+
+export interface BuildAppOptions {
+  config: Readonly<Config>;
+  store: Store;
+  log: Logger;
+  /** Defaults to a fresh registry with process metrics. */
+  metrics?: Metrics;
+}
+
+export interface ControllerApp {
+  app: FastifyInstance;
+  proxy: VncProxy;
+  blades: BladeRegistry;
+  sessions: SessionService;
+  reconciler: Reconciler;
+  tokens: TokenService;
+  metrics: Metrics;
+  /** The base URL for viewer links (the listening address when --public-url was not given). */
+  publicUrl(): string;
+  /** Stops timers, closes connections and the HTTP server; does not close the store. */
+  close(): Promise<void>;
+}
+
+/** Limits on the REST side; the proxy has its own (issue 4). */
+const BODY_LIMIT = 16 * 1024;
+const TOKEN_PRUNE_MS = 10 * 60_000;
+
+export async function buildApp(options: BuildAppOptions): Promise<ControllerApp> {
+  const { config, store, log } = options;
+  const metrics = options.metrics ?? createMetrics();
+
+  const app = Fastify({
+    loggerInstance: log.child({ module: 'http' }) as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT,
+    connectionTimeout: 60_000,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 5_000,
+    return503OnClosing: true,
+    forceCloseConnections: true,
+    trustProxy: config.trustProxy.length ? [...config.trustProxy] : false,
+    // Reject unknown properties instead of silently dropping them, so a misspelt field is an error the caller sees.
+    ajv: { customOptions: { removeAdditional: false, allErrors: false } },
+  });
+
+  const tokens = new TokenService(store, { ttlMs: config.tokenTtlSeconds * 1000, singleUse: !config.tokenReuse });
+  const blades = new BladeRegistry({ store, config, credentials: createAgentCredentials(config.agentTls), log, metrics });
+  const sessions = new SessionService({ store, blades, tokens, config, log, metrics });
+  const reconciler = new Reconciler({ store, blades, sessions, config, log });
+
+  const publicUrl = (): string => {
+    if (config.publicUrlGiven) return config.publicUrl;
+    const addr = app.server.address() as AddressInfo | null;
+    if (!addr || typeof addr === 'string') return config.publicUrl;
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return `http://${host}:${addr.port}`;
+  };
+
+  const proxy = new VncProxy({
+    log,
+    registry: metrics.registry,
+    allowedOrigins: [...config.allowedOrigins],
+    trustProxy: [...config.trustProxy],
+    ...(config.maxConnectionsPerIp !== null && { maxConnectionsPerIp: config.maxConnectionsPerIp }),
+    ...(config.idleTimeoutSeconds !== null && { idleTimeoutMs: config.idleTimeoutSeconds * 1000 }),
+    // The target comes only from the session record and its registered blade (SECURITY.md threat 4).
+    authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
+      const { session, token: record } = await tokens.consume(token, clientIp);
+      const blade = session.blade ? blades.get(session.blade) : undefined;
+      if (session.state !== 'running' || !blade || session.port === null || !session.password) {
+        throw new TokenSessionEndedError('The session is not running.');
+      }
+      return {
+        sessionId: session.id,
+        username: session.username,
+        blade: blade.name,
+        host: blade.host,
+        port: session.port,
+        password: session.password,
+        tokenHash: record.hash,
+      };
+    },
+    revalidate: async (targets: ProxyTarget[]): Promise<Set<string>> => {
+      const allowed = new Set<string>();
+      const live = new Map<string, boolean>();
+      for (const t of targets) {
+        if (!live.has(t.sessionId)) live.set(t.sessionId, (await store.getSession(t.sessionId))?.state === 'running');
+        if (!live.get(t.sessionId)) continue;
+        const record = await store.getToken(t.tokenHash);
+        if (record && record.revokedAt === null) allowed.add(t.tokenHash);
+      }
+      return allowed;
+    },
+  });
+  sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
+  app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
+
+  app.setErrorHandler(apiErrorHandler(log.child({ module: 'api' })));
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send(errorBody('VD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpRequests.inc({ method: request.method, route: request.routeOptions.url ?? 'none', status: reply.statusCode });
+  });
+
+  for (const schema of sharedSchemas) app.addSchema(schema);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'vncdispatch controller',
+        description: 'Dispatches Linux desktops (TigerVNC on blades) to browsers. Errors: {"error":{"code","message"}}.',
+        version: '1',
+      },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key.' } } },
+      security: [{ apiKey: [] }],
+    },
+    // Only the REST API (tagged routes) is documented; the browser pages are not an API.
+    hideUntagged: true,
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+
+  await app.register(healthRoutes, { store, blades, registry: metrics.registry });
+  await app.register(async (api) => {
+    api.addHook('onRequest', apiKeyAuth(config.apiKeys));
+    await api.register(sessionsRoutes, { sessions, publicUrl });
+    await api.register(bladesRoutes, { blades });
+    await api.register(legacyRoute, { sessions });
+    api.get('/api/v1/openapi.json', {
+      schema: { summary: 'This OpenAPI document', tags: ['operations'], response: { 200: { type: 'object', additionalProperties: true } } },
+    }, async () => app.swagger());
+  });
+  await registerWeb(app, { store, tokens, log, config });
+
+  await blades.init();
+  reconciler.start();
+  const pruner = setInterval(() => {
+    tokens.prune().catch((err: unknown) => log.warn({ err, module: 'tokens' }, 'could not prune tokens'));
+  }, TOKEN_PRUNE_MS).unref();
+
+  let closed: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      clearInterval(pruner);
+      reconciler.stop();
+      await proxy.close().catch((err: unknown) => log.warn({ err }, 'proxy close failed'));
+      await app.close();
+      blades.close();
+    })();
+    return closed;
+  };
+
+  return { app, proxy, blades, sessions, reconciler, tokens, metrics, publicUrl, close };
+}

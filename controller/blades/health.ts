@@ -1,0 +1,136 @@
+/**
+ * Liveness of one blade as a small explicit state machine (after Nomad's heartbeat TTLs):
+ *
+ *   UNKNOWN --success--> UP        UNKNOWN --failure / TTL--> DOWN
+ *   UP      --TTL expires (no success for downAfterMs) or explicit NOT_SERVING--> DOWN
+ *   DOWN    --success--> UP
+ *
+ * An injected probe runs every `intervalMs` (never two at once); each success re-arms a TTL timer of `downAfterMs`.
+ * A blade that stops answering is therefore DOWN at most `downAfterMs` after its last answer, whether its probes
+ * fail fast (connection refused) or hang (a frozen host). Other sources (the grpc.health.v1 Watch stream) feed in
+ * through success()/failure().
+ */
+import { EventEmitter } from 'node:events';
+
+export type Liveness = 'UNKNOWN' | 'UP' | 'DOWN';
+
+export interface HealthChange {
+  from: Liveness;
+  to: Liveness;
+  reason: string;
+}
+
+export interface HealthMonitorOptions<T> {
+  /** Asks the blade; resolves with what it said or rejects. Should carry its own deadline. */
+  probe: () => Promise<T>;
+  intervalMs: number;
+  /** No success for this long makes an UP blade DOWN. */
+  downAfterMs: number;
+  now?: () => number;
+}
+
+export interface HealthMonitorEvents<T> {
+  change: [HealthChange];
+  probe: [T];
+}
+
+/** One blade's liveness. Emits 'change' on every state transition and 'probe' with each successful probe result. */
+export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
+  #state: Liveness = 'UNKNOWN';
+  #lastSeen: number | null = null;
+  #lastError: string | null = null;
+  #ttl: NodeJS.Timeout | null = null;
+  #interval: NodeJS.Timeout | null = null;
+  #inFlight = false;
+  #running = false;
+  readonly #o: Required<HealthMonitorOptions<T>>;
+
+  constructor(options: HealthMonitorOptions<T>) {
+    super();
+    if (!(options.downAfterMs > options.intervalMs)) throw new TypeError('downAfterMs must exceed intervalMs');
+    this.#o = { now: Date.now, ...options };
+  }
+
+  get state(): Liveness {
+    return this.#state;
+  }
+  /** Epoch ms of the last success, or null. */
+  get lastSeen(): number | null {
+    return this.#lastSeen;
+  }
+  get lastError(): string | null {
+    return this.#lastError;
+  }
+
+  /** Starts probing now and every intervalMs. The TTL also starts now, so a blade that never answers becomes DOWN. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#armTtl();
+    this.#interval = setInterval(() => void this.#tick(), this.#o.intervalMs);
+    this.#interval.unref?.();
+    void this.#tick();
+  }
+
+  stop(): void {
+    this.#running = false;
+    if (this.#interval) clearInterval(this.#interval);
+    if (this.#ttl) clearTimeout(this.#ttl);
+    this.#interval = this.#ttl = null;
+  }
+
+  /** Runs one probe now (unless one is in flight). */
+  async probeNow(): Promise<void> {
+    await this.#tick();
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#inFlight || !this.#running) return;
+    this.#inFlight = true;
+    try {
+      const result = await this.#o.probe();
+      if (!this.#running) return;
+      this.success('probe answered');
+      this.emit('probe', result);
+    } catch (err) {
+      if (this.#running) this.failure((err as Error)?.message ?? String(err));
+    } finally {
+      this.#inFlight = false;
+    }
+  }
+
+  /** The blade answered: UP, and the TTL starts over. */
+  success(reason = 'answered'): void {
+    if (!this.#running) return;
+    this.#lastSeen = this.#o.now();
+    this.#lastError = null;
+    this.#armTtl();
+    this.#transition('UP', reason);
+  }
+
+  /**
+   * The blade failed to answer. Not definitive by itself while UP (one lost probe is not an outage: the TTL decides);
+   * an UNKNOWN blade goes DOWN at once, and `definitive` (e.g. health NOT_SERVING) makes any blade DOWN now.
+   */
+  failure(reason: string, definitive = false): void {
+    if (!this.#running) return;
+    this.#lastError = reason;
+    if (definitive || this.#state === 'UNKNOWN') this.#transition('DOWN', reason);
+  }
+
+  #armTtl(): void {
+    if (this.#ttl) clearTimeout(this.#ttl);
+    this.#ttl = setTimeout(() => {
+      this.#ttl = null;
+      this.#transition('DOWN', `no answer for ${this.#o.downAfterMs} ms${this.#lastError ? `: ${this.#lastError}` : ''}`);
+    }, this.#o.downAfterMs);
+    this.#ttl.unref?.();
+  }
+
+  #transition(to: Liveness, reason: string): void {
+    const from = this.#state;
+    if (from === to) return;
+    this.#state = to;
+    this.emit('change', { from, to, reason });
+  }
+}

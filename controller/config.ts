@@ -1,0 +1,293 @@
+/**
+ * The controller's configuration: parsed once from argv (and the files argv names), validated, frozen and passed
+ * down. Nothing else in the controller reads process.argv or process.env.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+
+export type PlacementPolicy = 'least-loaded' | 'round-robin';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface BladeSpec {
+  name: string;
+  /** HOST:PORT of the blade's agent. */
+  address: string;
+}
+
+export interface AgentTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+export interface Config {
+  listen: { host: string; port: number };
+  /** Base URL of the controller as browsers see it, no trailing slash (viewerUrl is built on it). */
+  publicUrl: string;
+  blades: readonly BladeSpec[];
+  /** Paths of the controller's client certificate, key and the CA that signed the agents; null with insecureAgents. */
+  agentTls: AgentTls | null;
+  insecureAgents: boolean;
+  apiKeys: readonly string[];
+  dataDir: string;
+  mongodbUrl: string | null;
+  placement: PlacementPolicy;
+  startAttempts: number;
+  healthIntervalMs: number;
+  downAfterMs: number;
+  reconcileIntervalMs: number;
+  stopUnknownSessions: boolean;
+  /** True if --public-url was given (else publicUrl follows the listening address, resolved after listen). */
+  publicUrlGiven: boolean;
+  /**
+   * Origins allowed to open WebSocket connections: --allowed-origin, else the --public-url origin, else empty, which
+   * the proxy takes as "the controller's own origin" (the request's scheme + Host).
+   */
+  allowedOrigins: readonly string[];
+  /** Addresses/CIDRs of reverse proxies whose X-Forwarded-For is trusted. Empty: trust none. */
+  trustProxy: readonly string[];
+  tokenTtlSeconds: number;
+  tokenReuse: boolean;
+  maxConnectionsPerIp: number | null;
+  idleTimeoutSeconds: number | null;
+  logLevel: LogLevel;
+}
+
+/** The flags, their defaults and one line each; the README's table is made from the same facts. */
+const OPTIONS = {
+  listen: { type: 'string', default: '127.0.0.1:8080' },
+  'public-url': { type: 'string' },
+  blade: { type: 'string', multiple: true, default: [] as string[] },
+  'blades-file': { type: 'string' },
+  'agent-tls-cert': { type: 'string' },
+  'agent-tls-key': { type: 'string' },
+  'agent-tls-ca': { type: 'string' },
+  'insecure-agents': { type: 'boolean', default: false },
+  'api-key': { type: 'string', multiple: true, default: [] as string[] },
+  'api-keys-file': { type: 'string' },
+  'data-dir': { type: 'string', default: '/var/lib/vncdispatch' },
+  'mongodb-url': { type: 'string' },
+  placement: { type: 'string', default: 'least-loaded' },
+  'start-attempts': { type: 'string', default: '3' },
+  'health-interval-ms': { type: 'string', default: '1000' },
+  'down-after-ms': { type: 'string', default: '2500' },
+  'reconcile-interval-ms': { type: 'string', default: '30000' },
+  'stop-unknown-sessions': { type: 'boolean', default: false },
+  'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
+  'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
+  'token-ttl': { type: 'string', default: '60' },
+  'token-reuse': { type: 'boolean', default: false },
+  'max-connections-per-ip': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'log-level': { type: 'string', default: 'info' },
+  help: { type: 'boolean', default: false },
+} as const;
+
+export const USAGE = `usage: vncdispatch-controller [flags]
+  --listen HOST:PORT            REST API, viewer and WebSocket proxy (default 127.0.0.1:8080)
+  --public-url URL              base URL browsers use (default http://LISTEN)
+  --blade NAME=HOST:PORT        a blade agent (repeatable)
+  --blades-file FILE            JSON array of {"name","address"} objects
+  --agent-tls-cert/-key/-ca F   mutual TLS to the agents (required unless --insecure-agents)
+  --insecure-agents             plaintext gRPC to agents: local development only
+  --api-key KEY                 API key for the REST API (repeatable); --api-keys-file FILE: one key per line
+  --data-dir DIR                embedded SQLite store (default /var/lib/vncdispatch)
+  --mongodb-url URL             use MongoDB instead of the embedded store
+  --placement least-loaded|round-robin (default least-loaded)
+  --start-attempts N            blades tried per new session (default 3)
+  --health-interval-ms N        GetStatus poll interval (default 1000)
+  --down-after-ms N             a blade silent this long is DOWN (default 2500)
+  --reconcile-interval-ms N     store/agent reconciliation period (default 30000)
+  --stop-unknown-sessions       stop desktops a blade runs that the store does not know
+  --allowed-origin ORIGIN       WebSocket Origin allowlist (repeatable; default the --public-url origin, else the controller's own)
+  --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
+  --token-ttl SECONDS           connection token lifetime (default 60)
+  --token-reuse                 allow reconnecting with a token until it expires
+  --max-connections-per-ip N    concurrent desktop connections per client IP
+  --idle-timeout SECONDS        close desktop connections idle this long
+  --log-level LEVEL             fatal|error|warn|info|debug|trace|silent (default info)
+`;
+
+const BLADE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Thrown for bad flags; main prints the message and exits 2. */
+export class ConfigError extends TypeError {
+  override readonly name = 'ConfigError';
+}
+
+/** Splits HOST:PORT (IPv6 as [::1]:PORT); throws ConfigError naming `what`. */
+export function parseHostPort(value: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || !host || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigError(`${what} must be HOST:PORT (IPv6 as [ADDR]:PORT), got ${JSON.stringify(value)}`);
+  }
+  if (m[1] ? isIP(host) !== 6 : !(isIP(host) === 4 || HOSTNAME.test(host))) {
+    throw new ConfigError(`${what}: ${JSON.stringify(host)} is not a host name or IP address`);
+  }
+  return { host, port };
+}
+
+/** Validates one blade; used for flags, the blades file and POST /api/v1/blades alike. */
+export function checkBlade(name: unknown, address: unknown, what: string): BladeSpec {
+  if (typeof name !== 'string' || !BLADE_NAME.test(name)) {
+    throw new ConfigError(`${what}: blade name must match ${BLADE_NAME.source}, got ${JSON.stringify(name)}`);
+  }
+  if (typeof address !== 'string') throw new ConfigError(`${what}: blade address must be a string`);
+  const { port } = parseHostPort(address, `${what} address`);
+  if (port === 0) throw new ConfigError(`${what}: blade port must not be 0`);
+  return { name, address };
+}
+
+function int(value: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function readText(path: string, flag: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`--${flag}: cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+function bladesFromFile(path: string): BladeSpec[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readText(path, 'blades-file'));
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`--blades-file ${path}: not JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parsed)) throw new ConfigError(`--blades-file ${path}: must be a JSON array of {"name","address"}`);
+  return parsed.map((b: unknown, i) => {
+    const o = (b ?? {}) as Record<string, unknown>;
+    return checkBlade(o.name, o.address, `--blades-file ${path}[${i}]`);
+  });
+}
+
+function origin(url: string, flag: string): string {
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+    return u.origin;
+  } catch {
+    throw new ConfigError(`--${flag} must be an http(s) URL, got ${JSON.stringify(url)}`);
+  }
+}
+
+/**
+ * Parses and validates the controller's flags. Throws ConfigError with a message naming the flag.
+ * Returns null when --help was given.
+ */
+export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (values.help) return null;
+
+  const listen = parseHostPort(values.listen, '--listen');
+  const listenHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  if (values['public-url']) origin(values['public-url'], 'public-url');
+  const publicUrl = (values['public-url'] ?? `http://${listenHost}:${listen.port}`).replace(/\/+$/, '');
+
+  const blades = new Map<string, BladeSpec>();
+  const fromFlags = values.blade.map((spec) => {
+    const eq = spec.indexOf('=');
+    if (eq < 0) throw new ConfigError(`--blade must be NAME=HOST:PORT, got ${JSON.stringify(spec)}`);
+    return checkBlade(spec.slice(0, eq), spec.slice(eq + 1), '--blade');
+  });
+  const fromFile = values['blades-file'] ? bladesFromFile(values['blades-file']) : [];
+  for (const b of [...fromFile, ...fromFlags]) {
+    const seen = blades.get(b.name);
+    if (seen && seen.address !== b.address) {
+      throw new ConfigError(`blade ${b.name} is given twice with different addresses (${seen.address}, ${b.address})`);
+    }
+    blades.set(b.name, b);
+  }
+
+  const tlsFlags = [values['agent-tls-cert'], values['agent-tls-key'], values['agent-tls-ca']];
+  const insecureAgents = values['insecure-agents'];
+  let agentTls: AgentTls | null = null;
+  if (insecureAgents) {
+    if (tlsFlags.some(Boolean)) throw new ConfigError('--insecure-agents cannot be combined with --agent-tls-*');
+  } else if (tlsFlags.every(Boolean)) {
+    agentTls = { cert: tlsFlags[0]!, key: tlsFlags[1]!, ca: tlsFlags[2]! };
+  } else {
+    throw new ConfigError('agent mutual TLS needs --agent-tls-cert, --agent-tls-key and --agent-tls-ca '
+      + '(or --insecure-agents for local development)');
+  }
+
+  const apiKeys = [...values['api-key']];
+  if (values['api-keys-file']) {
+    for (const line of readText(values['api-keys-file'], 'api-keys-file').split('\n')) {
+      const key = line.trim();
+      if (key && !key.startsWith('#')) apiKeys.push(key);
+    }
+  }
+  if (apiKeys.length === 0) throw new ConfigError('at least one API key is required (--api-key or --api-keys-file)');
+  for (const k of apiKeys) {
+    if (k.length < 16 || /\s/.test(k)) throw new ConfigError('API keys must be at least 16 characters without spaces');
+  }
+
+  const placement = values.placement;
+  if (placement !== 'least-loaded' && placement !== 'round-robin') {
+    throw new ConfigError(`--placement must be least-loaded or round-robin, got ${JSON.stringify(placement)}`);
+  }
+  const logLevel = values['log-level'] as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+
+  const healthIntervalMs = int(values['health-interval-ms'], 'health-interval-ms', 50, 60_000);
+  const downAfterMs = int(values['down-after-ms'], 'down-after-ms', 100, 600_000);
+  if (downAfterMs <= healthIntervalMs) {
+    throw new ConfigError('--down-after-ms must be longer than --health-interval-ms, or a healthy blade would flap');
+  }
+
+  const allowedOrigins = values['allowed-origin'].map((o) => origin(o, 'allowed-origin'));
+  for (const p of values['trust-proxy']) {
+    const [addr, bits, extra] = p.split('/');
+    const family = isIP(addr ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    if (!family || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))) {
+      throw new ConfigError(`--trust-proxy must be an IP address or CIDR, got ${JSON.stringify(p)}`);
+    }
+  }
+
+  const config: Config = {
+    listen,
+    publicUrl,
+    blades: Object.freeze([...blades.values()].map((b) => Object.freeze(b))),
+    agentTls,
+    insecureAgents,
+    apiKeys: Object.freeze(apiKeys),
+    dataDir: values['data-dir'],
+    mongodbUrl: values['mongodb-url'] ?? null,
+    placement,
+    startAttempts: int(values['start-attempts'], 'start-attempts', 1, 100),
+    healthIntervalMs,
+    downAfterMs,
+    reconcileIntervalMs: int(values['reconcile-interval-ms'], 'reconcile-interval-ms', 1000, 86_400_000),
+    stopUnknownSessions: values['stop-unknown-sessions'],
+    publicUrlGiven: Boolean(values['public-url']),
+    allowedOrigins: Object.freeze(allowedOrigins.length ? allowedOrigins
+      : values['public-url'] ? [new URL(publicUrl).origin] : []),
+    trustProxy: Object.freeze([...values['trust-proxy']]),
+    tokenTtlSeconds: int(values['token-ttl'], 'token-ttl', 1, 86_400),
+    tokenReuse: values['token-reuse'],
+    maxConnectionsPerIp: values['max-connections-per-ip'] ? int(values['max-connections-per-ip'], 'max-connections-per-ip', 1) : null,
+    idleTimeoutSeconds: values['idle-timeout'] ? int(values['idle-timeout'], 'idle-timeout', 1) : null,
+    logLevel,
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,245 @@
+/**
+ * Session orchestration: reserve the user's one live session in the store (atomic), pick blades, start the desktop
+ * with a fresh password (trying the next blade on failure, bounded), record where it runs, and hand out a connection
+ * token and a viewer reconnect key. Also ending sessions (agent, store, proxy sockets).
+ */
+import { randomUUID } from 'node:crypto';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import type { Blade, BladeRegistry } from '../blades/registry.js';
+import type { Config } from '../config.js';
+import {
+  AgentRejectedError,
+  AgentUnavailableError,
+  BadRequestError,
+  NoBladeAvailableError,
+  NotFoundError,
+  SessionEndedError,
+  SessionStartingError,
+  UnknownUserError,
+  UserNotAllowedError,
+  VncDispatchError,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { SessionRecord, Store } from '../store/store.js';
+import { hashSecret, newReconnectKey, newVncPassword, type TokenService } from '../tokens/index.js';
+import { SingleFlight } from './single-flight.js';
+
+/** What POST /api/v1/sessions returns (before the route shapes it). */
+export interface SessionGrant {
+  created: boolean;
+  session: SessionRecord;
+  token: string;
+  tokenExpiresAt: Date;
+  reconnectKey: string;
+}
+
+export interface SessionServiceOptions {
+  store: Store;
+  blades: BladeRegistry;
+  tokens: Pick<TokenService, 'issue'>;
+  config: Pick<Config, 'startAttempts'>;
+  log: Logger;
+  metrics: Metrics;
+  /** Closes the session's live WebSocket connections (the proxy); returns how many. */
+  closeConnections?: (sessionId: string, reason: string) => number;
+  /** How long a request waits for a session another request (or controller) is starting. */
+  startingWaitMs?: number;
+}
+
+const POLL_MS = 50;
+
+/** True for agent answers about the user (same on every blade), where trying another blade cannot help. */
+function isUserError(err: unknown): err is AgentRejectedError {
+  return err instanceof AgentRejectedError
+    && (err.grpcCode === grpcStatus.NOT_FOUND || err.grpcCode === grpcStatus.PERMISSION_DENIED
+      || err.grpcCode === grpcStatus.INVALID_ARGUMENT);
+}
+
+/** The REST error for an agent's refusal about the user. */
+function userError(err: AgentRejectedError, username: string): VncDispatchError {
+  // The agent's message is for people and names only the username, which the caller sent: safe to pass on.
+  const detail = err.message.replace(/^blade [^:]+: StartSession: /, '');
+  switch (err.grpcCode) {
+    case grpcStatus.NOT_FOUND:
+      return new UnknownUserError(`no such user ${JSON.stringify(username)}: ${detail}`, { cause: err });
+    case grpcStatus.PERMISSION_DENIED:
+      return new UserNotAllowedError(`user ${JSON.stringify(username)} may not have a desktop: ${detail}`, { cause: err });
+    default:
+      return new BadRequestError(`the blade refused user ${JSON.stringify(username)}: ${detail}`, { cause: err });
+  }
+}
+
+export class SessionService {
+  readonly #o: Required<Omit<SessionServiceOptions, 'closeConnections'>> & Pick<SessionServiceOptions, 'closeConnections'>;
+  readonly #log: Logger;
+  readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
+
+  constructor(options: SessionServiceOptions) {
+    this.#o = { startingWaitMs: 15_000, ...options };
+    this.#log = options.log.child({ module: 'sessions' });
+  }
+
+  /** Lets app.ts attach the proxy after construction. */
+  set closeConnections(fn: (sessionId: string, reason: string) => number) {
+    this.#o.closeConnections = fn;
+  }
+
+  /**
+   * Gives the user a desktop: the live one if there is one (`created: false`), else a new one. Either way with a
+   * fresh connection token (bound to `clientIp` when given) and a fresh reconnect key.
+   */
+  async open(username: string, clientIp: string | null): Promise<SessionGrant> {
+    const t0 = performance.now();
+    let result = 'error';
+    try {
+      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp));
+      const created = value.created && leader;
+      const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
+      const reconnectKey = newReconnectKey();
+      const patched = await this.#o.store.updateSession(value.session.id, { reconnectKeyHash: hashSecret(reconnectKey) }, new Date());
+      if (!patched) throw new SessionEndedError(`session ${value.session.id} ended while it was being opened`);
+      result = created ? 'created' : 'existing';
+      return { created, session: patched, token, tokenExpiresAt: expiresAt, reconnectKey };
+    } catch (err) {
+      if (err instanceof VncDispatchError) result = err.code;
+      throw err;
+    } finally {
+      this.#o.metrics.sessionStartSeconds.observe({ result }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  /** The user's live session, reserving and starting one if needed. */
+  async #ensure(username: string, clientIp: string | null): Promise<{ created: boolean; session: SessionRecord }> {
+    const { store } = this.#o;
+    const { created, session } = await store.createSession({ id: randomUUID(), username, clientIp, now: new Date() });
+    if (!created) {
+      if (session.state === 'running') return { created: false, session };
+      return { created: false, session: await this.#waitRunning(session) };
+    }
+    try {
+      return { created: true, session: await this.#start(session) };
+    } catch (err) {
+      const reason = isUserError(err) ? 'user-rejected' : 'start-failed';
+      await store.endSession(session.id, reason, new Date()).catch((e: unknown) =>
+        this.#log.error({ err: e, sessionId: session.id }, 'could not end a session that failed to start'));
+      this.#o.metrics.sessionsEnded.inc({ reason });
+      throw err;
+    }
+  }
+
+  /** Another request (maybe on another controller) is starting this user's session: wait for it. */
+  async #waitRunning(session: SessionRecord): Promise<SessionRecord> {
+    const deadline = Date.now() + this.#o.startingWaitMs;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      const now = await this.#o.store.getSession(session.id);
+      if (!now || now.state === 'ended') {
+        throw new SessionEndedError(`the session being started for ${session.username} failed to start; retry`);
+      }
+      if (now.state === 'running') return now;
+    }
+    throw new SessionStartingError(`the session for ${session.username} is still starting; retry shortly`);
+  }
+
+  /** Tries blades in placement order until one starts the desktop. */
+  async #start(session: SessionRecord): Promise<SessionRecord> {
+    await this.#o.blades.refresh();
+    const candidates = (await this.#o.blades.candidates(() => this.#o.store.nextCounter('placement')))
+      .slice(0, this.#o.config.startAttempts);
+    if (candidates.length === 0) throw new NoBladeAvailableError();
+    const failures: string[] = [];
+    for (const blade of candidates) {
+      try {
+        return await this.#startOn(blade, session);
+      } catch (err) {
+        if (isUserError(err)) {
+          this.#o.metrics.sessionStarts.inc({ blade: blade.name, result: 'rejected' });
+          throw userError(err, session.username);
+        }
+        if (!(err instanceof AgentUnavailableError || err instanceof AgentRejectedError)) throw err;
+        // UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (full), ...: another blade may serve.
+        this.#o.metrics.sessionStarts.inc({ blade: blade.name, result: 'unavailable' });
+        this.#log.warn({ err, blade: blade.name, sessionId: session.id, username: session.username },
+          'blade could not start the session; trying the next one');
+        failures.push(err.message);
+      }
+    }
+    throw new NoBladeAvailableError(`no blade could start the desktop (${failures.join('; ')})`);
+  }
+
+  async #startOn(blade: Blade, session: SessionRecord): Promise<SessionRecord> {
+    const password = newVncPassword();
+    blade.pending++;
+    let res;
+    try {
+      res = await blade.connection.startSession({ username: session.username, password });
+    } finally {
+      blade.pending--;
+    }
+    const s = res.session;
+    if (!s) throw new AgentUnavailableError(`blade ${blade.name}: StartSession answered without a session`);
+    this.#o.metrics.sessionStarts.inc({ blade: blade.name, result: res.existing ? 'existing' : 'ok' });
+    const patched = await this.#o.store.updateSession(session.id, {
+      state: 'running',
+      blade: blade.name,
+      agentSessionId: s.id,
+      display: s.display,
+      port: s.port,
+      pid: s.pid,
+      password,
+    }, new Date());
+    if (!patched) {
+      // Deleted while starting: the desktop must not outlive its record.
+      await blade.connection.stopSession(s.id).catch(() => {});
+      throw new SessionEndedError(`session ${session.id} was deleted while it was starting`);
+    }
+    this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
+      pid: s.pid, agentExisting: res.existing }, 'session running');
+    return patched;
+  }
+
+  async get(id: string): Promise<SessionRecord> {
+    const s = await this.#o.store.getSession(id);
+    if (!s) throw new NotFoundError(`no session ${id}`);
+    return s;
+  }
+
+  list(filter: { live?: boolean; blade?: string; limit?: number }): Promise<SessionRecord[]> {
+    return this.#o.store.listSessions(filter);
+  }
+
+  /**
+   * Ends a session: stops the desktop on its blade (already gone is fine), ends the record (revoking its tokens) and
+   * closes its live connections. If the blade cannot be reached the record still ends, so nobody can connect; the
+   * desktop is stopped by reconciliation once the blade answers again (it is then an ended session the blade runs).
+   */
+  async end(id: string, reason = 'deleted'): Promise<SessionRecord> {
+    const s = await this.get(id);
+    if (s.state === 'ended') return s;
+    const blade = s.blade ? this.#o.blades.get(s.blade) : undefined;
+    if (blade && s.agentSessionId) {
+      try {
+        await blade.connection.stopSession(s.agentSessionId);
+      } catch (err) {
+        if (!(err instanceof AgentRejectedError && err.grpcCode === grpcStatus.NOT_FOUND)) {
+          this.#log.warn({ err, sessionId: id, blade: s.blade }, 'could not stop the desktop; ending the record anyway');
+        }
+      }
+    }
+    const ended = await this.#o.store.endSession(id, reason, new Date());
+    const closed = this.#o.closeConnections?.(id, reason) ?? 0;
+    this.#o.metrics.sessionsEnded.inc({ reason });
+    this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
+    return ended ?? (await this.get(id));
+  }
+
+  /** Ends a record whose desktop is gone (reconciliation): no agent call. */
+  async markEnded(s: SessionRecord, reason: string): Promise<void> {
+    const ended = await this.#o.store.endSession(s.id, reason, new Date());
+    if (!ended) return;
+    this.#o.closeConnections?.(s.id, reason);
+    this.#o.metrics.sessionsEnded.inc({ reason });
+    this.#log.info({ sessionId: s.id, username: s.username, blade: s.blade, reason }, 'session ended');
+  }
+}
