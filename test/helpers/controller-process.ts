@@ -1,0 +1,167 @@
+/**
+ * Runs the controller for tests, two ways:
+ *   - startController(): the built bin (dist/controller/main.js; run `npm run build` first) as a real process on
+ *     127.0.0.1 port 0, resolved once it logs `"msg":"listening"`. Use it for restart tests and end-to-end tests.
+ *   - buildController(): the same app in-process through buildApp(), listening on 127.0.0.1 port 0, for tests that
+ *     want to reach inside (registry, sessions) or run many apps cheaply.
+ * Both use mTLS to the agents with the test PKI's client certificate and an embedded SQLite store in `dataDir`
+ * (a fresh temp dir by default).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AddressInfo } from 'node:net';
+import { buildApp, type ControllerApp } from '../../controller/app.js';
+import { parseConfig } from '../../controller/config.js';
+import { createLogger } from '../../controller/log.js';
+import { createStore } from '../../controller/store/index.js';
+import type { Store } from '../../controller/store/store.js';
+import type { Pki } from './certs.js';
+
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return dir;
+}
+
+export const CONTROLLER_MAIN = resolve(repoRoot(), 'dist', 'controller', 'main.js');
+
+export interface ControllerOptions {
+  /** Blades given as --blade NAME=ADDRESS. */
+  blades?: { name: string; address: string }[];
+  pki: Pki;
+  /** Extra flags, after the defaults (they may repeat a default flag only where it is repeatable). */
+  args?: string[];
+  /** Embedded store directory; reuse one to test restarts. Default: a fresh temp dir. */
+  dataDir?: string;
+  /** Default: a fresh random key. */
+  apiKey?: string;
+  timeoutMs?: number;
+}
+
+export interface ControllerHandle {
+  url: string;
+  apiKey: string;
+  dataDir: string;
+  /** Headers with the API key (and JSON content type). */
+  headers: Record<string, string>;
+  logs: string[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface ControllerProcess extends ControllerHandle {
+  pid: number;
+}
+
+export interface InProcessController extends ControllerHandle {
+  controller: ControllerApp;
+  store: Store;
+}
+
+function baseArgs(o: ControllerOptions, apiKey: string, dataDir: string): string[] {
+  return [
+    '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', apiKey,
+    '--agent-tls-cert', o.pki.clientCert, '--agent-tls-key', o.pki.clientKey, '--agent-tls-ca', o.pki.caCert,
+    // Tests want quick health transitions; these are the defaults' order of magnitude, not faster than real use.
+    '--health-interval-ms', '500', '--down-after-ms', '2500',
+    ...(o.blades ?? []).flatMap((b) => ['--blade', `${b.name}=${b.address}`]),
+    ...(o.args ?? []),
+  ];
+}
+
+function headersFor(apiKey: string): Record<string, string> {
+  return { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' };
+}
+
+/** Starts dist/controller/main.js and resolves once it listens. */
+export function startController(o: ControllerOptions): Promise<ControllerProcess> {
+  if (!existsSync(CONTROLLER_MAIN)) throw new Error(`${CONTROLLER_MAIN} missing: run npm run build first`);
+  const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
+  const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
+  const child = spawn(process.execPath, [CONTROLLER_MAIN, ...baseArgs(o, apiKey, dataDir)], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  let exited = false;
+  const exit = new Promise<void>((r) => child.once('exit', () => {
+    exited = true;
+    r();
+  }));
+  return new Promise((resolvePromise, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      child.kill('SIGKILL');
+      reject(new Error(`controller did not listen in time; logs:\n${logs.join('\n')}`));
+    }, o.timeoutMs ?? 15_000);
+    const onLine = (line: string) => {
+      if (!line) return;
+      logs.push(line);
+      if (settled) return;
+      let rec: { msg?: string; address?: string };
+      try {
+        rec = JSON.parse(line) as typeof rec;
+      } catch {
+        return;
+      }
+      if (rec.msg === 'listening' && rec.address) {
+        settled = true;
+        clearTimeout(timer);
+        resolvePromise({
+          url: `http://${rec.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs, pid: child.pid!,
+          stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+            if (!exited) child.kill(signal);
+            await exit;
+          },
+        });
+      }
+    };
+    for (const stream of [child.stdout, child.stderr]) {
+      let buf = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          onLine(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+        }
+      });
+    }
+    child.once('exit', (code, signal) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(new Error(`controller exited (${signal ?? code}) before listening; logs:\n${logs.join('\n')}`));
+    });
+  });
+}
+
+/** Builds the controller in this process (buildApp) and listens on 127.0.0.1 port 0. */
+export async function buildController(o: ControllerOptions): Promise<InProcessController> {
+  const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
+  const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
+  const config = parseConfig(baseArgs(o, apiKey, dataDir))!;
+  const logs: string[] = [];
+  const log = createLogger({ logLevel: 'info' }, { write: (line: string) => void logs.push(line.trimEnd()) });
+  const store = createStore({ dataDir });
+  await store.init();
+  const controller = await buildApp({ config, store, log });
+  await controller.app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = controller.app.server.address() as AddressInfo;
+  let stopped = false;
+  return {
+    url: `http://127.0.0.1:${port}`, apiKey, dataDir, headers: headersFor(apiKey), logs, controller, store,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await controller.close();
+      await store.close();
+    },
+  };
+}
