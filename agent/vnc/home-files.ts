@@ -98,19 +98,35 @@ export function xauthEntry(cookie: Buffer): Buffer {
   ]);
 }
 
-/** Files for a new session: password file, X cookie, and a truncated log whose fd is returned (caller closes). */
+/**
+ * Files for a new session: a truncated log whose fd is returned (the caller closes it), the password file and the X
+ * cookie. The log is opened first so that a refused log leaves no secret behind.
+ */
 export function prepareSessionFiles(user: HomeUser, paths: HomePaths, obfuscated: Buffer): { logFd: number } {
   return asUser(user, () => {
     ensureDir(user, paths.dir);
-    writePrivateFile(user, paths.passwd, obfuscated);
-    writePrivateFile(user, paths.xauth, xauthEntry(randomBytes(16)));
+    let logFd: number;
     try {
-      const logFd = openSync(paths.log,
+      logFd = openSync(paths.log,
         constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND | constants.O_NOFOLLOW, 0o600);
-      return { logFd };
     } catch (err) {
       throw unusable(user, `open ${paths.log}`, err);
     }
+    try {
+      writePrivateFile(user, paths.passwd, obfuscated);
+      writePrivateFile(user, paths.xauth, xauthEntry(randomBytes(16)));
+    } catch (err) {
+      closeSync(logFd);
+      for (const p of [paths.passwd, paths.xauth]) {
+        try {
+          unlinkSync(p);
+        } catch {
+          // Not written.
+        }
+      }
+      throw err;
+    }
+    return { logFd };
   });
 }
 

@@ -4,7 +4,7 @@
  * own sessions): tests that start sessions must stop them (StopSession, or kill by pid) in afterAll.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,4 +144,92 @@ export function call<Req, Res>(client: AgentClient, method: UnaryMethod<Req, Res
     method.call(client, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, out) =>
       (err ? rej(err) : res(out)));
   });
+}
+
+/** Uid, Gid and Groups lines of /proc/PID/status (real uid/gid first), or undefined if the process is gone. */
+export function procIds(pid: number): { uid: number; gid: number; groups: number[] } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const line = (k: string) => (new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(text)?.[1] ?? '').trim().split(/\s+/)
+    .filter(Boolean).map(Number);
+  return { uid: line('Uid')[0]!, gid: line('Gid')[0]!, groups: line('Groups').sort((a, b) => a - b) };
+}
+
+/** True if a process with this pid exists and is not a zombie. */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** Live processes whose session id (setsid) is `sid`: a desktop's session script and what it started. */
+export function sessionPids(sid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[3]) === sid && f[0] !== 'Z') out.push(Number(name));
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return out;
+}
+
+/** Pids of live processes owned by `uid`. */
+export function pidsOfUid(uid: number): number[] {
+  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)
+    .filter((pid) => procIds(pid)?.uid === uid && alive(pid));
+}
+
+/** Live descendants of `pid` (children, grandchildren...), from the PPid fields in /proc. */
+export function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const m = /^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'));
+      if (m && alive(Number(name))) parent.set(Number(name), Number(m[1]));
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  const out: number[] = [];
+  for (const p of parent.keys()) {
+    for (let q = parent.get(p); q !== undefined && q > 1; q = parent.get(q)) {
+      if (q === pid) {
+        out.push(p);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** Kills a desktop left behind by a failed test: its Xvnc (its X clients then exit with the display). */
+export function killDesktop(xvncPid: number): void {
+  try {
+    process.kill(xvncPid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Waits until `cond()` is true, polling; throws with `what` after `timeoutMs`. Not a timing assertion. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

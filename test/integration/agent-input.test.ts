@@ -1,0 +1,162 @@
+/**
+ * Bad input gets the right gRPC status, a message a person understands, and spawns and writes nothing.
+ * Users vdtest10..vdtest12 (and vdoutsider, root, daemon, which never get a desktop).
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import {
+  agentClient, call, descendants, killDesktop, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
+} from '../helpers/agent-process.js';
+import { makePki, type Pki } from '../helpers/certs.js';
+import { rfbConnect } from '../helpers/rfb-client.js';
+import { idsOf, OUTSIDER, testUser } from '../helpers/users.js';
+
+const U = testUser(10);
+const U2 = testUser(11);
+const U3 = testUser(12);
+
+let pki: Pki;
+const agents: AgentProcess[] = [];
+const started: { client: AgentClient; session: Session }[] = [];
+
+async function agentWith(args: string[] = []): Promise<{ agent: AgentProcess; client: AgentClient }> {
+  const agent = await startAgent({ pki, args });
+  agents.push(agent);
+  return { agent, client: agentClient(agent.address, pki) };
+}
+
+function sessionFiles(agent: AgentProcess): string[] {
+  const dir = join(agent.stateDir, 'sessions');
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/** Modification time of a file, or 'absent': to show a refused request wrote nothing. */
+function stamp(path: string): string {
+  try {
+    return String(statSync(path).mtimeMs);
+  } catch {
+    return 'absent';
+  }
+}
+
+beforeAll(() => {
+  pki = makePki();
+});
+
+afterAll(async () => {
+  for (const { client, session } of started) {
+    try {
+      await call(client, client.stopSession, { id: session.id });
+    } catch {
+      killDesktop(session.pid);
+    }
+  }
+  for (const a of agents) await a.stop();
+});
+
+describe('refused usernames', () => {
+  let agent: AgentProcess;
+  let client: AgentClient;
+  beforeAll(async () => ({ agent, client } = await agentWith()));
+
+  const cases: [string, string, status][] = [
+    ['a shell separator', 'a;id', status.INVALID_ARGUMENT],
+    ['a command substitution', '$(id)', status.INVALID_ARGUMENT],
+    ['an option', '-c', status.INVALID_ARGUMENT],
+    ['a path', '../x', status.INVALID_ARGUMENT],
+    ['a 10 kB name', 'a'.repeat(10_240), status.INVALID_ARGUMENT],
+    ['an empty name', '', status.INVALID_ARGUMENT],
+    ['upper case and spaces', 'Bob Smith', status.INVALID_ARGUMENT],
+    ['a newline', `${U}\nroot`, status.INVALID_ARGUMENT],
+    ['an unknown user', 'vdnosuchuser', status.NOT_FOUND],
+    ['root', 'root', status.PERMISSION_DENIED],
+    ['a system account', 'daemon', status.PERMISSION_DENIED],
+  ];
+
+  it.each(cases)('%s is refused with the right status and nothing spawned or written', async (_what, username, code) => {
+    const before = { root: stamp('/root/.vnc/passwd'), daemon: stamp('/usr/sbin/.vnc/passwd') };
+    const err = await call(client, client.startSession, { username, password: 'abcd1234' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code });
+    const details = (err as { details: string }).details;
+    expect(details.length).toBeLessThan(300);
+    expect(details).toMatch(/username|user/);
+    expect(descendants(agent.pid)).toEqual([]);
+    expect(sessionFiles(agent)).toEqual([]);
+    expect({ root: stamp('/root/.vnc/passwd'), daemon: stamp('/usr/sbin/.vnc/passwd') })
+      .toEqual(before);
+    expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
+  });
+
+  it('refuses a bad password, geometry or depth for a real user without touching the account', async () => {
+    const uid = idsOf(U).uid;
+    const procsBefore = pidsOfUid(uid).length;
+    const passwdBefore = stamp(`/home/${U}/.vnc/passwd`);
+    const bad = [
+      { username: U, password: '' },
+      { username: U, password: 'ninechars' },
+      { username: U, password: 'tab\there' },
+      { username: U, password: 'abcd1234', geometry: '1x1' },
+      { username: U, password: 'abcd1234', geometry: '1280x800;id' },
+      { username: U, password: 'abcd1234', geometry: '99999x99999' },
+      { username: U, password: 'abcd1234', depth: 8 },
+    ];
+    for (const req of bad) {
+      await expect(call(client, client.startSession, req)).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    }
+    expect(pidsOfUid(uid).length).toBe(procsBefore);
+    expect(stamp(`/home/${U}/.vnc/passwd`)).toBe(passwdBefore);
+    expect(descendants(agent.pid)).toEqual([]);
+  });
+
+  it('never logs the password of a refused request', async () => {
+    await call(client, client.startSession, { username: 'a;id', password: 'Pw!sEcr8' }).catch(() => undefined);
+    await call(client, client.startSession, { username: 'vdnosuchuser', password: 'Pw!sEcr8' }).catch(() => undefined);
+    expect(agent.logs.join('\n')).not.toContain('Pw!sEcr8');
+  });
+});
+
+describe('policy flags', () => {
+  it('--allow-group refuses a user outside the group and admits a member', async () => {
+    const { agent, client } = await agentWith(['--allow-group', 'vdusers']);
+    const err = await call(client, client.startSession, { username: OUTSIDER, password: 'abcd1234' }).catch((e) => e);
+    expect(err).toMatchObject({ code: status.PERMISSION_DENIED });
+    expect((err as { details: string }).details).toContain('vdusers');
+    expect(descendants(agent.pid)).toEqual([]);
+    const ok = await call(client, client.startSession, { username: U, password: 'abcd1234' });
+    started.push({ client, session: ok.session! });
+    expect((await rfbConnect({ host: '127.0.0.1', port: ok.session!.port, password: 'abcd1234' })).ok).toBe(true);
+  });
+
+  it('--min-uid refuses accounts below it', async () => {
+    const { client } = await agentWith(['--min-uid', String(idsOf(U2).uid + 1)]);
+    await expect(call(client, client.startSession, { username: U2, password: 'abcd1234' }))
+      .rejects.toMatchObject({ code: status.PERMISSION_DENIED });
+  });
+
+  it('--max-sessions gives RESOURCE_EXHAUSTED once full, but still returns a live session to its user', async () => {
+    const { agent, client } = await agentWith(['--max-sessions', '1']);
+    const first = await call(client, client.startSession, { username: U2, password: 'abcd1234' });
+    started.push({ client, session: first.session! });
+    const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
+    expect(err).toMatchObject({ code: status.RESOURCE_EXHAUSTED });
+    expect((err as { details: string }).details).toMatch(/maximum of 1 session/);
+    expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
+    const again = await call(client, client.startSession, { username: U2, password: 'abcd1234' });
+    expect(again.existing).toBe(true);
+    const statusRes = await call(client, client.getStatus, {});
+    expect(statusRes).toMatchObject({ capacity: 1, liveSessions: 1 });
+    expect(descendants(agent.pid).length).toBeGreaterThan(0);
+  });
+
+  it('an Xvnc that cannot start gives UNAVAILABLE and leaves no password file', async () => {
+    const { client } = await agentWith(['--xvnc', '/bin/false']);
+    const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
+    expect(err).toMatchObject({ code: status.UNAVAILABLE });
+    expect((err as { details: string }).details).toMatch(/Xvnc failed to start/);
+    expect(existsSync(`/home/${U3}/.vnc/passwd`)).toBe(false);
+    expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
+  });
+});

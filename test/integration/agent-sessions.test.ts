@@ -1,0 +1,219 @@
+/**
+ * The agent starts real TigerVNC desktops as real users: the port speaks RFB and takes the password, processes run
+ * with exactly the user's identity, the password stays out of argv/environment/logs, sessions are per user, and
+ * StopSession and a dying Xvnc end them. Users vdtest01..vdtest04.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import {
+  agentClient, alive, call, killDesktop, procIds, sessionPids, startAgent, waitFor, type AgentClient,
+  type AgentProcess,
+} from '../helpers/agent-process.js';
+import { makePki, type Pki } from '../helpers/certs.js';
+import { rfbConnect, vncPasswordObfuscate } from '../helpers/rfb-client.js';
+import { idsOf, testUser } from '../helpers/users.js';
+
+const U1 = testUser(1);
+const U2 = testUser(2);
+const U3 = testUser(3);
+const OTHER = testUser(4);
+const PW1 = 'Kq3!x9Zp';
+const PW2 = 'z7Yw2#rT';
+
+let pki: Pki;
+let agent: AgentProcess;
+let client: AgentClient;
+const started: Session[] = [];
+
+async function start(username: string, password: string, extra: { geometry?: string; depth?: number } = {}) {
+  const res = await call(client, client.startSession, { username, password, ...extra });
+  if (res.session && !started.some((s) => s.id === res.session!.id)) started.push(res.session);
+  return res;
+}
+
+/** The session script's pid: the process in its own session, owned by the user, that is not Xvnc. */
+function scriptLeaders(uid: number, xvncPid: number): number[] {
+  return execFileSync('ps', ['-o', 'pid=,sid=', '-u', String(uid)], { encoding: 'utf8' }).trim().split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number) as [number, number])
+    .filter(([pid, sid]) => pid === sid && pid !== xvncPid).map(([pid]) => pid);
+}
+
+beforeAll(async () => {
+  pki = makePki();
+  agent = await startAgent({ pki });
+  client = agentClient(agent.address, pki);
+});
+
+afterAll(async () => {
+  for (const s of started) {
+    try {
+      await call(client, client.stopSession, { id: s.id });
+    } catch {
+      killDesktop(s.pid);
+    }
+  }
+  client?.close();
+  await agent?.stop();
+});
+
+describe('a started session', () => {
+  let s: Session;
+  beforeAll(async () => {
+    const res = await start(U1, PW1);
+    expect(res.existing).toBe(false);
+    s = res.session!;
+  });
+
+  it('returns a Session describing the desktop', () => {
+    expect(s.username).toBe(U1);
+    expect(s.uid).toBe(idsOf(U1).uid);
+    expect(s.port).toBe(5900 + s.display);
+    expect(s.geometry).toBe('1280x800');
+    expect(s.depth).toBe(24);
+    expect(alive(s.pid)).toBe(true);
+    expect(s.startedAt).toBeInstanceOf(Date);
+  });
+
+  it('speaks RFB on the returned port and accepts the password', async () => {
+    const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1 });
+    expect(r).toMatchObject({ ok: true, width: 1280, height: 800, serverName: `${U1}'s desktop` });
+    expect(r.securityTypes).toEqual([2]);
+  });
+
+  it('refuses a wrong password', async () => {
+    const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'wrong' });
+    expect(r.ok).toBe(false);
+    expect(r.reason).toBe('auth-failed');
+  });
+
+  it("runs Xvnc and the session script with the user's uid, primary gid and supplementary groups, never gid 0", async () => {
+    const want = idsOf(U1);
+    await waitFor(() => scriptLeaders(want.uid, s.pid).length > 0, 'the session script');
+    const pids = [s.pid, ...scriptLeaders(want.uid, s.pid).flatMap((p) => sessionPids(p))];
+    expect(pids.length).toBeGreaterThanOrEqual(2);
+    for (const pid of pids) {
+      const ids = procIds(pid);
+      if (!ids) continue; // exited between listing and reading
+      expect(ids.uid).toBe(want.uid);
+      expect(ids.gid).toBe(want.gid);
+      expect(ids.groups).toEqual(want.groups);
+      expect(ids.groups).not.toContain(0);
+    }
+  });
+
+  it('runs each process in a clean environment with cwd = home, and the password nowhere in argv or environment', async () => {
+    const home = `/home/${U1}`;
+    const pids = [s.pid, ...scriptLeaders(idsOf(U1).uid, s.pid).flatMap((p) => sessionPids(p))];
+    const obfuscated = vncPasswordObfuscate(PW1);
+    for (const pid of pids) {
+      let environ: Buffer;
+      let cmdline: Buffer;
+      try {
+        environ = readFileSync(`/proc/${pid}/environ`);
+        cmdline = readFileSync(`/proc/${pid}/cmdline`);
+      } catch {
+        continue;
+      }
+      for (const buf of [environ, cmdline]) {
+        expect(buf.includes(PW1)).toBe(false);
+        expect(buf.includes(obfuscated)).toBe(false);
+      }
+      if (pid === s.pid) {
+        const env = environ.toString().split('\0').filter(Boolean).map((kv) => kv.split('=')[0]).sort();
+        expect(env).toEqual(['HOME', 'LOGNAME', 'PATH', 'SHELL', 'USER']);
+        expect(execFileSync('readlink', [`/proc/${pid}/cwd`], { encoding: 'utf8' }).trim()).toBe(home);
+      }
+    }
+    for (const line of agent.logs) expect(line).not.toContain(PW1);
+  });
+
+  it('keeps the password file 0600, owned by the user, in vncpasswd -f format', () => {
+    const path = `/home/${U1}/.vnc/passwd`;
+    const st = lstatSync(path);
+    expect(st.isFile()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.uid).toBe(idsOf(U1).uid);
+    expect(st.gid).toBe(idsOf(U1).gid);
+    expect(readFileSync(path)).toEqual(vncPasswordObfuscate(PW1));
+  });
+
+  it("lets the user's own X clients open the display and refuses other local users", async () => {
+    const run = (user: string, xauthority: string | undefined) => spawnSync('setpriv',
+      ['--reuid', user, '--regid', user, '--init-groups', '--', 'xdpyinfo', '-display', `:${s.display}`],
+      { env: { PATH: '/usr/bin:/bin', HOME: `/home/${user}`, ...(xauthority ? { XAUTHORITY: xauthority } : {}) },
+        encoding: 'utf8', timeout: 10_000 });
+    const xauth = execFileSync('sh', ['-c', `ls /home/${U1}/.vnc/vncdispatch-*.xauth`], { encoding: 'utf8' }).trim();
+    expect(run(U1, xauth).status).toBe(0);
+    const intruder = run(OTHER, undefined);
+    expect(intruder.status).not.toBe(0);
+  });
+
+  it('is returned again (existing) for a second StartSession, with the new password replacing the old one', async () => {
+    const again = await start(U1, PW2);
+    expect(again.existing).toBe(true);
+    expect(again.session!.id).toBe(s.id);
+    expect(again.session!.pid).toBe(s.pid);
+    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW2 })).ok).toBe(true);
+    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1 })).reason).toBe('auth-failed');
+  });
+});
+
+describe('several users', () => {
+  it('get one session each, on different displays, all listed', async () => {
+    const [a, b] = await Promise.all([start(U2, 'aaaa1111'), start(U3, 'bbbb2222', { geometry: '1024x768', depth: 16 })]);
+    expect(a.session!.display).not.toBe(b.session!.display);
+    expect(b.session!.geometry).toBe('1024x768');
+    expect(b.session!.depth).toBe(16);
+    const rb = await rfbConnect({ host: '127.0.0.1', port: b.session!.port, password: 'bbbb2222' });
+    expect(rb).toMatchObject({ ok: true, width: 1024, height: 768 });
+    // Each desktop takes only its own user's password.
+    expect((await rfbConnect({ host: '127.0.0.1', port: a.session!.port, password: 'bbbb2222' })).ok).toBe(false);
+    const listed = (await call(client, client.listSessions, {})).sessions.map((x) => x.username);
+    expect(listed).toEqual(expect.arrayContaining([U2, U3]));
+  });
+});
+
+describe('ending sessions', () => {
+  it('StopSession ends Xvnc and the session script and removes the password file', async () => {
+    const s = (await start(U2, 'cccc3333')).session!;
+    const uid = idsOf(U2).uid;
+    await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
+    const script = scriptLeaders(uid, s.pid);
+    const stopped = await call(client, client.stopSession, { id: s.id });
+    expect(stopped.session!.id).toBe(s.id);
+    expect(alive(s.pid)).toBe(false);
+    for (const p of script) expect(sessionPids(p)).toEqual([]);
+    expect(existsSync(`/home/${U2}/.vnc/passwd`)).toBe(false);
+    expect((await call(client, client.listSessions, {})).sessions.map((x) => x.id)).not.toContain(s.id);
+    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'cccc3333' })).ok).toBe(false);
+  });
+
+  it('StopSession of an unknown session is NOT_FOUND', async () => {
+    await expect(call(client, client.stopSession, { id: '00000000-0000-4000-8000-000000000000' }))
+      .rejects.toMatchObject({ code: 5 });
+  });
+
+  it('a session whose Xvnc is killed vanishes from ListSessions, and the next StartSession replaces it', async () => {
+    const s = (await start(U3, 'dddd4444')).session!;
+    process.kill(s.pid, 'SIGKILL');
+    await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
+      'the dead session to be reaped');
+    await waitFor(() => !existsSync(`/home/${U3}/.vnc/passwd`), 'the password file to be removed');
+    const fresh = await start(U3, 'eeee5555');
+    expect(fresh.existing).toBe(false);
+    expect(fresh.session!.id).not.toBe(s.id);
+    expect((await rfbConnect({ host: '127.0.0.1', port: fresh.session!.port, password: 'eeee5555' })).ok).toBe(true);
+  });
+
+  it('a session whose session script exits is ended (like vncsession)', async () => {
+    const s = (await start(U2, 'ffff6666')).session!;
+    const uid = idsOf(U2).uid;
+    await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
+    for (const p of scriptLeaders(uid, s.pid)) for (const q of sessionPids(p)) process.kill(q, 'SIGKILL');
+    await waitFor(() => !alive(s.pid), 'Xvnc to be stopped');
+    await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
+      'the session to leave ListSessions');
+  });
+});
