@@ -26,6 +26,8 @@ export interface HealthMonitorOptions<T> {
   intervalMs: number;
   /** No success for this long makes an UP blade DOWN. */
   downAfterMs: number;
+  /** A probe that has not settled after this long counts as failed (a hung probe must not block later ones). */
+  probeTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -48,7 +50,7 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
   constructor(options: HealthMonitorOptions<T>) {
     super();
     if (!(options.downAfterMs > options.intervalMs)) throw new TypeError('downAfterMs must exceed intervalMs');
-    this.#o = { now: Date.now, ...options };
+    this.#o = { now: Date.now, probeTimeoutMs: options.downAfterMs, ...options };
   }
 
   get state(): Liveness {
@@ -88,7 +90,11 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
     if (this.#inFlight || !this.#running) return;
     this.#inFlight = true;
     try {
-      const result = await this.#o.probe();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`probe timed out after ${this.#o.probeTimeoutMs} ms`)), this.#o.probeTimeoutMs);
+      });
+      const result = await Promise.race([this.#o.probe(), timeout]).finally(() => clearTimeout(timer));
       if (!this.#running) return;
       this.success('probe answered');
       this.emit('probe', result);

@@ -1,0 +1,87 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../../controller/config.js';
+
+const KEY = 'k'.repeat(32);
+const TLS = ['--agent-tls-cert', '/c.crt', '--agent-tls-key', '/c.key', '--agent-tls-ca', '/ca.crt'];
+const parse = (...args: string[]) => parseConfig(['--api-key', KEY, ...TLS, ...args])!;
+
+describe('controller config', () => {
+  it('has the documented defaults and is frozen', () => {
+    const c = parse();
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(c.publicUrl).toBe('http://127.0.0.1:8080');
+    expect(c.publicUrlGiven).toBe(false);
+    expect(c.dataDir).toBe('/var/lib/vncdispatch');
+    expect(c.placement).toBe('least-loaded');
+    expect(c.startAttempts).toBe(3);
+    expect(c.healthIntervalMs).toBe(1000);
+    expect(c.downAfterMs).toBe(2500);
+    expect(c.reconcileIntervalMs).toBe(30_000);
+    expect(c.tokenTtlSeconds).toBe(60);
+    expect(c.tokenReuse).toBe(false);
+    expect(c.stopUnknownSessions).toBe(false);
+    expect(c.mongodbUrl).toBeNull();
+    expect(c.agentTls).toEqual({ cert: '/c.crt', key: '/c.key', ca: '/ca.crt' });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.blades)).toBe(true);
+  });
+
+  it('reads blades from flags and a JSON file, IPv6 included', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vd-config-'));
+    const file = join(dir, 'blades.json');
+    writeFileSync(file, JSON.stringify([{ name: 'b1', address: 'blade1.example:7443' }, { name: 'b2', address: '[::1]:7443' }]));
+    const c = parse('--blade', 'b3=10.0.0.3:7443', '--blades-file', file);
+    expect(c.blades.map((b) => `${b.name}=${b.address}`)).toEqual(['b1=blade1.example:7443', 'b2=[::1]:7443', 'b3=10.0.0.3:7443']);
+  });
+
+  it('reads API keys from a file, one per line, skipping blanks and comments', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vd-config-'));
+    const file = join(dir, 'keys');
+    writeFileSync(file, `# portal\n${'a'.repeat(20)}\n\n${'b'.repeat(20)}\n`);
+    const c = parseConfig([...TLS, '--api-keys-file', file])!;
+    expect(c.apiKeys).toEqual(['a'.repeat(20), 'b'.repeat(20)]);
+  });
+
+  it.each([
+    [['--blade', 'nohostport'], /NAME=HOST:PORT/],
+    [['--blade', 'a;id=1.2.3.4:5'], /blade name/],
+    [['--blade', 'a=$(id):22'], /not a host name/],
+    [['--blade', 'a=1.2.3.4:1', '--blade', 'a=1.2.3.5:1'], /twice/],
+    [['--listen', 'localhost'], /HOST:PORT/],
+    [['--placement', 'random'], /least-loaded or round-robin/],
+    [['--start-attempts', '0'], /--start-attempts/],
+    [['--health-interval-ms', '3000', '--down-after-ms', '2500'], /longer than --health-interval-ms/],
+    [['--token-ttl', '1.5'], /--token-ttl/],
+    [['--trust-proxy', 'example.com'], /--trust-proxy/],
+    [['--allowed-origin', 'javascript:alert(1)'], /--allowed-origin/],
+    [['--log-level', 'loud'], /--log-level/],
+    [['--no-such-flag'], /Unknown option/],
+    [['--insecure-agents'], /cannot be combined/],
+  ])('refuses %j with a clear message', (args, message) => {
+    expect(() => parse(...args)).toThrow(ConfigError);
+    expect(() => parse(...args)).toThrow(message);
+  });
+
+  it('requires agent TLS (or --insecure-agents) and an API key of reasonable length', () => {
+    expect(() => parseConfig(['--api-key', KEY])).toThrow(/agent mutual TLS/);
+    expect(parseConfig(['--api-key', KEY, '--insecure-agents'])!.agentTls).toBeNull();
+    expect(() => parseConfig([...TLS])).toThrow(/API key/);
+    expect(() => parseConfig([...TLS, '--api-key', 'short'])).toThrow(/16 characters/);
+  });
+
+  it('derives allowed origins from --public-url, or leaves them to the proxy (own origin)', () => {
+    expect(parse().allowedOrigins).toEqual([]);
+    const c = parse('--public-url', 'https://desktops.example.org/');
+    expect(c.publicUrl).toBe('https://desktops.example.org');
+    expect(c.allowedOrigins).toEqual(['https://desktops.example.org']);
+    expect(parse('--allowed-origin', 'https://a.example', '--allowed-origin', 'https://b.example:8443').allowedOrigins)
+      .toEqual(['https://a.example', 'https://b.example:8443']);
+  });
+
+  it('returns null for --help', () => {
+    expect(parseConfig(['--help'])).toBeNull();
+  });
+});

@@ -1,0 +1,109 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { HealthMonitor, type HealthChange } from '../../controller/blades/health.js';
+
+/** A probe the test controls: answers, fails fast (connection refused) or hangs (frozen host). */
+function controllableProbe() {
+  let mode: 'ok' | 'fail' | 'hang' = 'ok';
+  return {
+    set: (m: typeof mode) => (mode = m),
+    probe: () => (mode === 'ok' ? Promise.resolve('status') : mode === 'fail'
+      ? Promise.reject(new Error('connect ECONNREFUSED')) : new Promise<string>(() => {})),
+  };
+}
+
+describe('HealthMonitor (fake timers)', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  function monitor(p: ReturnType<typeof controllableProbe>, intervalMs = 1000, downAfterMs = 2500) {
+    const m = new HealthMonitor({ probe: p.probe, intervalMs, downAfterMs, now: () => Date.now() });
+    const changes: (HealthChange & { at: number })[] = [];
+    m.on('change', (c) => changes.push({ ...c, at: Date.now() }));
+    return { m, changes };
+  }
+
+  it('goes UNKNOWN -> UP on the first answer', async () => {
+    const p = controllableProbe();
+    const { m, changes } = monitor(p);
+    expect(m.state).toBe('UNKNOWN');
+    m.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(m.state).toBe('UP');
+    expect(changes.map((c) => c.to)).toEqual(['UP']);
+    m.stop();
+  });
+
+  it('a blade that never answers is DOWN, not UP', async () => {
+    const p = controllableProbe();
+    p.set('fail');
+    const { m } = monitor(p);
+    m.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(m.state).toBe('DOWN');
+    m.stop();
+  });
+
+  for (const failure of ['fail', 'hang'] as const) {
+    it(`with default timings, a blade whose probes ${failure === 'fail' ? 'fail' : 'hang'} is DOWN within 3 s of dying, and UP again when it answers`, async () => {
+      const p = controllableProbe();
+      const { m, changes } = monitor(p);
+      m.start();
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(m.state).toBe('UP');
+      // The worst moment to die is just after an answer: the last success is as late as it can be.
+      await vi.advanceTimersByTimeAsync(999);
+      const diedAt = Date.now();
+      p.set(failure);
+      await vi.advanceTimersByTimeAsync(2_999);
+      expect(m.state).toBe('DOWN');
+      const down = changes.find((c) => c.to === 'DOWN')!;
+      expect(down.at - diedAt).toBeLessThanOrEqual(3_000);
+      expect(down.reason).toMatch(/no answer for 2500 ms/);
+      p.set('ok');
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(m.state).toBe('UP');
+      expect(changes.map((c) => c.to)).toEqual(['UP', 'DOWN', 'UP']);
+      m.stop();
+    });
+  }
+
+  it('one lost probe does not flap an UP blade', async () => {
+    const p = controllableProbe();
+    const { m, changes } = monitor(p);
+    m.start();
+    await vi.advanceTimersByTimeAsync(3_000);
+    p.set('fail');
+    await vi.advanceTimersByTimeAsync(1_000);
+    p.set('ok');
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(changes.map((c) => c.to)).toEqual(['UP']);
+    m.stop();
+  });
+
+  it('an explicit NOT_SERVING (definitive failure) is DOWN at once', async () => {
+    const p = controllableProbe();
+    const { m } = monitor(p);
+    m.start();
+    await vi.advanceTimersByTimeAsync(0);
+    m.failure('health NOT_SERVING', true);
+    expect(m.state).toBe('DOWN');
+    m.stop();
+  });
+
+  it('does not pile up probes when they hang: one at a time, each abandoned after its timeout', async () => {
+    let calls = 0;
+    const m = new HealthMonitor({
+      probe: () => { calls++; return new Promise(() => {}); }, intervalMs: 100, downAfterMs: 300, probeTimeoutMs: 1000,
+    });
+    m.start();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(calls).toBeGreaterThanOrEqual(4);
+    expect(calls).toBeLessThanOrEqual(6);
+    expect(m.state).toBe('DOWN');
+    m.stop();
+  });
+
+  it('rejects timings that would flap', () => {
+    expect(() => new HealthMonitor({ probe: async () => 1, intervalMs: 1000, downAfterMs: 1000 })).toThrow(TypeError);
+  });
+});
