@@ -1,0 +1,140 @@
+/**
+ * Hostile or broken VNC servers (SECURITY.md threat 8): garbage, a server that stalls forever, a 2^32-1 reason
+ * length, truncation, a refused authentication, a disconnect mid-handshake and a flood. Each must end only its own
+ * connection, with a log line naming the failure, while a good connection to a real Xvnc (vdtest32) keeps working.
+ *
+ * authorize() is a plain Map standing in for the controller's token store.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VncDispatchError } from '../../controller/errors.js';
+import { VncProxy, type ProxyTarget } from '../../controller/proxy/index.js';
+import { startFakeVncServer, type FakeVncBehaviour, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
+import { testUser } from '../helpers/users.js';
+import { startXvnc, type XvncHandle } from '../helpers/xvnc.js';
+
+const PASSWORD = randomBytes(6).toString('base64url').slice(0, 8);
+let xvnc: XvncHandle;
+let server: Server;
+let proxy: VncProxy;
+let base: string;
+let good: RfbWsClient;
+const fakes: FakeVncServer[] = [];
+const targets = new Map<string, ProxyTarget>();
+const logLines: Array<Record<string, unknown>> = [];
+
+function tokenFor(port: number, password = PASSWORD): string {
+  const token = randomBytes(16).toString('hex');
+  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest32', blade: 'b', host: '127.0.0.1', port, password, tokenHash: token });
+  return token;
+}
+
+async function connect(token: string): Promise<RfbWsClient> {
+  const c = await openWebSocket(`${base}/websockify?token=${token}`);
+  if (isRefused(c)) throw new Error(`refused ${c.status}`);
+  return c;
+}
+
+/** One small FramebufferUpdateRequest/Update round trip on the good connection. */
+async function goodStillWorks(): Promise<void> {
+  const req = Buffer.alloc(10);
+  req.writeUInt8(3, 0);
+  req.writeUInt16BE(4, 6);
+  req.writeUInt16BE(4, 8);
+  good.write(req);
+  const head = await good.read(4);
+  expect(head[0]).toBe(0);
+  for (let i = 0, n = head.readUInt16BE(2); i < n; i++) {
+    const rect = await good.read(12);
+    expect(rect.readInt32BE(8)).toBe(0);
+    await good.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4);
+  }
+}
+
+beforeAll(async () => {
+  xvnc = await startXvnc({ username: testUser(32), password: PASSWORD, rootColour: 'blue' });
+  proxy = new VncProxy({
+    log: pino(
+      { level: 'info' },
+      new Writable({
+        write(chunk: Buffer, _e, cb) {
+          for (const l of chunk.toString().split('\n').filter(Boolean)) logLines.push(JSON.parse(l) as Record<string, unknown>);
+          cb();
+        },
+      }),
+    ),
+    async authorize(token) {
+      const t = targets.get(token);
+      if (!t) throw new VncDispatchError('TEST_TOKEN_UNKNOWN', 401, 'unknown');
+      return t;
+    },
+    async revalidate(ts) {
+      return new Set(ts.map((t) => t.tokenHash));
+    },
+    handshakeTimeoutMs: 1500,
+  });
+  server = createServer();
+  server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+  good = await connect(tokenFor(xvnc.port));
+  await good.handshakeNone();
+});
+
+afterAll(async () => {
+  good?.ws.terminate();
+  await proxy?.close();
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  for (const f of fakes) await f.close();
+  await xvnc?.stop();
+});
+
+const cases: Array<[FakeVncBehaviour, string, RegExp]> = [
+  ['garbage', 'VD_ERR_VNC_HANDSHAKE', /unsupported protocol version "HELLO WORLD."/],
+  ['stall', 'VD_ERR_VNC_HANDSHAKE', /timed out/],
+  ['huge-reason', 'VD_ERR_VNC_HANDSHAKE', /4294967295-byte failure reason/],
+  ['truncated', 'VD_ERR_VNC_HANDSHAKE', /closed the connection during the RFB handshake/],
+  ['auth-fail', 'VD_ERR_VNC_AUTH_FAILED', /refused VNC authentication: Authentication failure/],
+  ['disconnect', 'VD_ERR_VNC_HANDSHAKE', /closed the connection during the RFB handshake/],
+  ['flood', 'VD_ERR_VNC_HANDSHAKE', /more handshake bytes than any valid handshake/],
+];
+
+describe('a hostile VNC server ends only its own connection', () => {
+  it.each(cases)('%s', async (behaviour, code, message) => {
+    const fake = await startFakeVncServer(behaviour);
+    fakes.push(fake);
+    const token = tokenFor(fake.port);
+    const c = await connect(token);
+    // The browser side of the handshake still runs (in parallel); the connection then ends with the error code.
+    await expect(c.handshakeNone()).rejects.toThrow(/closed/);
+    expect(c.closed).toEqual({ code: 1011, reason: code });
+    const line = logLines.find((l) => l.sessionId === `s-${token.slice(0, 8)}` && l.reason !== undefined);
+    expect(line).toMatchObject({ level: 40, err: { code } });
+    expect(String(line!.msg)).toMatch(message);
+    await goodStillWorks();
+  });
+
+  it('an unreachable desktop ends the connection with VD_ERR_VNC_CONNECT', async () => {
+    const fake = await startFakeVncServer('stall');
+    const port = fake.port;
+    await fake.close(); // nothing listens there any more
+    const c = await connect(tokenFor(port));
+    await expect(c.handshakeNone()).rejects.toThrow(/closed/);
+    expect(c.closed).toEqual({ code: 1011, reason: 'VD_ERR_VNC_CONNECT' });
+    await goodStillWorks();
+  });
+
+  it('a garbage browser handshake ends only that connection', async () => {
+    const c = await connect(tokenFor(xvnc.port));
+    await c.read(12);
+    c.write(Buffer.from('GET / HTTP/1.1\r\n'));
+    const closed = await c.closedPromise;
+    expect(closed).toEqual({ code: 1008, reason: 'VD_ERR_BROWSER_HANDSHAKE' });
+    await goodStillWorks();
+    expect(proxy.connections).toBe(1);
+  });
+});
