@@ -5,7 +5,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { apiKeyAuth } from './api/auth.js';
 import { bladesRoutes } from './api/blades-routes.js';
 import { apiErrorHandler, errorBody } from './api/error-handler.js';
@@ -16,7 +16,7 @@ import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
 import type { Config } from './config.js';
-import { TokenSessionEndedError } from './errors.js';
+import { BadRequestError, TokenSessionEndedError } from './errors.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { VncProxy, type ProxyTarget } from './proxy/index.js';
@@ -50,6 +50,18 @@ export interface ControllerApp {
 
 /** Limits on the REST side; the proxy has its own (issue 4). */
 const BODY_LIMIT = 16 * 1024;
+
+/**
+ * Every REST body is an object of strings. fastify's validator coerces types (['x'] -> 'x', true -> 'true') so that
+ * query strings work; checking bodies before validation keeps a wrong type a 400 instead of a coerced value.
+ */
+async function stringFieldsOnly(request: FastifyRequest): Promise<void> {
+  const body = request.body;
+  if (body === null || body === undefined || typeof body !== 'object' || Array.isArray(body)) return;
+  for (const [key, value] of Object.entries(body)) {
+    if (typeof value !== 'string') throw new BadRequestError(`invalid request: body/${key} must be string`);
+  }
+}
 const TOKEN_PRUNE_MS = 10 * 60_000;
 
 export async function buildApp(options: BuildAppOptions): Promise<ControllerApp> {
@@ -148,6 +160,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   await app.register(healthRoutes, { store, blades, registry: metrics.registry });
   await app.register(async (api) => {
     api.addHook('onRequest', apiKeyAuth(config.apiKeys));
+    api.addHook('preValidation', stringFieldsOnly);
     await api.register(sessionsRoutes, { sessions, publicUrl });
     await api.register(bladesRoutes, { blades });
     await api.register(legacyRoute, { sessions });
