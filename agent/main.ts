@@ -3,7 +3,6 @@
  * vncdispatch-agent: the blade daemon. Parses flags, re-adopts sessions, serves gRPC, and on SIGTERM/SIGINT stops
  * accepting calls and exits without touching running desktops.
  */
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { ConfigError, parseConfig, USAGE, type AgentConfig } from './config.js';
 import { buildServer, listen } from './grpc/server.js';
@@ -11,17 +10,7 @@ import { createLogger } from './logger.js';
 import { agentVersion } from './paths.js';
 import { SessionManager } from './sessions/manager.js';
 import { SessionStore } from './sessions/store.js';
-
-/** Xvnc running as a user cannot create the X socket directory; systemd-tmpfiles normally does, but may not have. */
-function ensureX11SocketDir(): void {
-  const dir = '/tmp/.X11-unix';
-  try {
-    statSync(dir);
-  } catch {
-    mkdirSync(dir, { mode: 0o1777 });
-    chmodSync(dir, 0o1777);
-  }
-}
+import { ensureX11SocketDir } from './x11-socket-dir.js';
 
 async function run(config: AgentConfig): Promise<void> {
   const log = createLogger(config.logLevel);
@@ -33,7 +22,7 @@ async function run(config: AgentConfig): Promise<void> {
     log.warn({ insecure: true }, 'INSECURE MODE: no TLS and no client authentication; anyone who can reach this ' +
       'port can start desktops as any allowed user. Use only for local development.');
   }
-  ensureX11SocketDir();
+  ensureX11SocketDir(log);
   const hostname = osHostname();
   const store = new SessionStore(config.stateDir);
   const sessions = new SessionManager({ config, store, log, hostname });

@@ -4,8 +4,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync } from 'node:fs';
-import { basename } from 'node:path';
+import { closeSync, realpathSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
@@ -16,7 +16,7 @@ import { homePaths, prepareSessionFiles, removeSessionFiles, userXstartup, write
 import { signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
 import { obfuscateVncPassword } from '../vnc/password.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
-import { spawnAsUser } from '../vnc/spawn-as-user.js';
+import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
@@ -50,6 +50,24 @@ interface Live {
 }
 
 const VNC_BASE_PORT = 5900;
+
+/**
+ * Executable names an adopted Xvnc may have in /proc/PID/exe: Debian's Xvnc is an alternatives symlink to
+ * Xtigervnc, so the configured name is resolved through PATH and symlinks.
+ */
+function xvncExeNames(xvnc: string): Set<string> {
+  const names = new Set(['Xvnc', 'Xtigervnc', basename(xvnc)]);
+  const candidates = xvnc.includes('/') ? [xvnc] : USER_PATH.split(':').map((d) => join(d, xvnc));
+  for (const c of candidates) {
+    try {
+      names.add(basename(realpathSync(c)));
+      break;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return names;
+}
 
 export class SessionManager {
   private readonly opts: Required<SessionManagerOptions>;
@@ -262,7 +280,7 @@ export class SessionManager {
       this.log.warn({ session: id }, 'dropping unreadable session record');
       this.opts.store.remove(id);
     }
-    const xvncNames = new Set(['Xvnc', basename(this.opts.config.xvnc)]);
+    const xvncNames = xvncExeNames(this.opts.config.xvnc);
     for (const r of records) {
       const exe = readProcExeName(r.pid);
       const ours = isSameProcess(r.pid, r.pidStartTime) && readProcUid(r.pid) === r.uid &&

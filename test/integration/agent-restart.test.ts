@@ -1,0 +1,152 @@
+/**
+ * Desktops outlive the agent: stopping or crashing it leaves them running, and a restarted agent re-adopts them
+ * (same pid) after checking each is the very process it started, not a recycled pid. Users vdtest08, vdtest09.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import {
+  agentClient, alive, call, killDesktop, startAgent, waitFor, type AgentClient, type AgentProcess,
+} from '../helpers/agent-process.js';
+import { makePki, type Pki } from '../helpers/certs.js';
+import { rfbConnect } from '../helpers/rfb-client.js';
+import { idsOf, testUser } from '../helpers/users.js';
+
+const U8 = testUser(8);
+const U9 = testUser(9);
+
+let pki: Pki;
+let stateDir: string;
+let agent: AgentProcess | undefined;
+let client: AgentClient | undefined;
+const started: Session[] = [];
+
+async function restart(signal: NodeJS.Signals = 'SIGTERM'): Promise<AgentClient> {
+  client?.close();
+  await agent?.stop(signal);
+  agent = await startAgent({ pki, stateDir });
+  client = agentClient(agent.address, pki);
+  return client;
+}
+
+async function listed(c: AgentClient): Promise<Session[]> {
+  return (await call(c, c.listSessions, {})).sessions;
+}
+
+function startTime(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+}
+
+/** A session record as the agent persists it, for pids the agent never started. */
+function plantRecord(fields: { username: string; pid: number; pidStartTime: number }): string {
+  const ids = idsOf(fields.username);
+  const id = randomUUID();
+  writeFileSync(join(stateDir, 'sessions', `${id}.json`), JSON.stringify({
+    id, username: fields.username, uid: ids.uid, gid: ids.gid, home: `/home/${fields.username}`, shell: '/bin/bash',
+    display: 99, port: 5999, pid: fields.pid, pidStartTime: fields.pidStartTime, scriptPid: 0, scriptStartTime: 0,
+    startedAt: new Date().toISOString(), geometry: '1280x800', depth: 24,
+  }));
+  return id;
+}
+
+beforeAll(async () => {
+  pki = makePki();
+  stateDir = mkdtempSync(join(tmpdir(), 'vncdispatch-agent-restart-'));
+  await restart();
+});
+
+afterAll(async () => {
+  for (const s of started) {
+    try {
+      if (client) await call(client, client.stopSession, { id: s.id });
+    } catch {
+      killDesktop(s.pid);
+    }
+  }
+  client?.close();
+  await agent?.stop();
+});
+
+describe('restarting the agent', () => {
+  let s8: Session;
+  let s9: Session;
+
+  beforeAll(async () => {
+    s8 = (await call(client!, client!.startSession, { username: U8, password: 'pass8888' })).session!;
+    s9 = (await call(client!, client!.startSession, { username: U9, password: 'pass9999' })).session!;
+    started.push(s8, s9);
+  });
+
+  it('SIGTERM stops the agent but not the desktops, and the new agent lists them with the same pids', async () => {
+    const c = await restart('SIGTERM');
+    expect(alive(s8.pid)).toBe(true);
+    expect((await rfbConnect({ host: '127.0.0.1', port: s8.port, password: 'pass8888' })).ok).toBe(true);
+    const sessions = await listed(c);
+    expect(sessions.map((s) => [s.id, s.pid, s.display])).toEqual(expect.arrayContaining([
+      [s8.id, s8.pid, s8.display], [s9.id, s9.pid, s9.display]]));
+    expect(agent!.logs.join('\n')).toContain('adopted session');
+  });
+
+  it('a crashed agent (SIGKILL) also leaves the desktops, and a re-adopted session is still idempotent', async () => {
+    const c = await restart('SIGKILL');
+    expect(alive(s9.pid)).toBe(true);
+    const again = await call(c, c.startSession, { username: U9, password: 'newpass9' });
+    expect(again.existing).toBe(true);
+    expect(again.session!.pid).toBe(s9.pid);
+    expect((await rfbConnect({ host: '127.0.0.1', port: s9.port, password: 'newpass9' })).ok).toBe(true);
+  });
+
+  it('a desktop that died while the agent was down is dropped on restart and its password file removed', async () => {
+    client!.close();
+    await agent!.stop();
+    client = undefined;
+    process.kill(s9.pid, 'SIGKILL');
+    await waitFor(() => !alive(s9.pid), 'Xvnc to die');
+    const c = await restart();
+    const ids = (await listed(c)).map((s) => s.id);
+    expect(ids).toContain(s8.id);
+    expect(ids).not.toContain(s9.id);
+    expect(existsSync(`/home/${U9}/.vnc/passwd`)).toBe(false);
+    expect(existsSync(join(stateDir, 'sessions', `${s9.id}.json`))).toBe(false);
+  });
+
+  it('an adopted session whose Xvnc is killed vanishes from ListSessions', async () => {
+    const c = client!;
+    process.kill(s8.pid, 'SIGKILL');
+    await waitFor(async () => !(await listed(c)).some((s) => s.id === s8.id), 'the adopted session to be reaped');
+    await waitFor(() => !existsSync(`/home/${U8}/.vnc/passwd`), 'its password file to be removed');
+  });
+});
+
+describe('re-adoption checks the process is the one the agent started', () => {
+  it('drops records whose pid is alive but is not that Xvnc (recycled pid), and never signals those processes', async () => {
+    // A process of the same user that is not Xvnc, with its real start time: only the executable check catches it.
+    const sleeper = spawn('setpriv', ['--reuid', U8, '--regid', U8, '--init-groups', '--', 'sleep', '60'],
+      { stdio: 'ignore' });
+    try {
+      await waitFor(() => readFileSync(`/proc/${sleeper.pid}/comm`, 'utf8').trim() === 'sleep', 'sleep to exec');
+      const notXvnc = plantRecord({ username: U8, pid: sleeper.pid!, pidStartTime: startTime(sleeper.pid!) });
+      // The right kind of process but a different start time: a pid reused by a later Xvnc.
+      const other = (await call(client!, client!.startSession, { username: U9, password: 'abcd1234' })).session!;
+      started.push(other);
+      const wrongStart = plantRecord({ username: U8, pid: other.pid, pidStartTime: startTime(other.pid) - 1 });
+      const gone = plantRecord({ username: U8, pid: 2 ** 22 + 1, pidStartTime: 1 });
+      const c = await restart();
+      const ids = (await listed(c)).map((s) => s.id);
+      expect(ids).toContain(other.id);
+      for (const id of [notXvnc, wrongStart, gone]) {
+        expect(ids).not.toContain(id);
+        expect(existsSync(join(stateDir, 'sessions', `${id}.json`))).toBe(false);
+      }
+      expect(alive(sleeper.pid!)).toBe(true);
+      expect(alive(other.pid)).toBe(true);
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+  });
+});
