@@ -9,9 +9,11 @@
  * controllers sharing one database would.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MongoStore } from '../../controller/store/mongo-store.js';
@@ -517,6 +519,89 @@ describe('SqliteStore file', () => {
       const store = new SqliteStore({ dataDir });
       await expect(store.init()).rejects.toThrow(/newer/);
     } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---- SQLite across processes: two controllers pointed at one data dir must not break the rules either ----
+
+/** Runs in each child process (through vite-node, which loads the TypeScript store as the tests do). */
+const RACE_WORKER = `
+import { SqliteStore } from ${JSON.stringify(fileURLToPath(new URL('../../controller/store/sqlite-store.js', import.meta.url)))};
+const [dataDir, hashesJson] = process.argv.slice(2);
+const hashes = JSON.parse(hashesJson);
+const store = new SqliteStore({ dataDir });
+await store.init();
+console.log('ready');
+// Wait for the parent's go. (Not readline: vite-node exits as soon as stdin ends, so the parent keeps it open.)
+await new Promise((resolve) => process.stdin.once('data', resolve));
+process.stdin.pause();
+const out = { created: [], counters: [], consumed: [] };
+for (let i = 0; i < 50; i++) {
+  const now = new Date(Date.UTC(2030, 0, 1, 0, 0, 0, i));
+  const r = await store.createSession({ id: crypto.randomUUID(), username: 'vdtest' + (16 + (i % 10)), clientIp: null, now });
+  if (r.created) out.created.push(r.session.id);
+  out.counters.push(await store.nextCounter('rr'));
+  const c = await store.consumeToken(hashes[i % hashes.length], now, { singleUse: true });
+  if (c.ok) out.consumed.push(c.token.hash);
+}
+await store.close();
+console.log(JSON.stringify(out));
+process.exit(0);
+`;
+
+describe('SqliteStore shared by several processes', () => {
+  it('keeps one live session per user, unique counters and single-use tokens across 4 processes', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'vd-store-'));
+    const children: ChildProcess[] = [];
+    try {
+      const store = new SqliteStore({ dataDir });
+      await store.init();
+      const { session } = await store.createSession({ id: randomUUID(), username: 'vdtest30', clientIp: null, now: T0 });
+      const hashes = Array.from({ length: 10 }, (_, i) => hashOf(`tok${i}`));
+      for (const hash of hashes) await store.insertToken({ ...tokenRecord(session.id), hash, expiresAt: at(3_600_000) });
+      const script = join(dataDir, 'race-worker.ts');
+      await writeFile(script, RACE_WORKER);
+
+      const viteNode = fileURLToPath(new URL('../../node_modules/.bin/vite-node', import.meta.url));
+      const outputs = await new Promise<string[]>((resolve, reject) => {
+        const results: (string | undefined)[] = [];
+        let ready = 0;
+        let closed = 0;
+        for (let p = 0; p < 4; p++) {
+          const child = spawn(viteNode, [script, dataDir, JSON.stringify(hashes)], { stdio: ['pipe', 'pipe', 'inherit'] });
+          children.push(child);
+          let buffered = '';
+          child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+            buffered += chunk;
+            let nl: number;
+            while ((nl = buffered.indexOf('\n')) >= 0) {
+              const line = buffered.slice(0, nl);
+              buffered = buffered.slice(nl + 1);
+              // Start everyone at once, so the four processes really contend for the write lock.
+              if (line === 'ready' && ++ready === 4) for (const c of children) c.stdin!.write('go\n');
+              else if (line.startsWith('{')) results[p] = line;
+            }
+          });
+          child.on('error', reject);
+          child.on('close', (code) => {
+            if (code !== 0 || results[p] === undefined) reject(new Error(`race worker ${p} exited with ${code} and no result`));
+            else if (++closed === 4) resolve(results as string[]);
+          });
+        }
+      });
+
+      const parsed = outputs.map((o) => JSON.parse(o) as { created: string[]; counters: number[]; consumed: string[] });
+      expect(parsed.flatMap((r) => r.created)).toHaveLength(10);
+      const live = await store.listSessions({ live: true });
+      expect(live.map((s) => s.username).sort()).toEqual([...Array.from({ length: 10 }, (_, i) => `vdtest${16 + i}`), 'vdtest30'].sort());
+      expect(parsed.flatMap((r) => r.counters).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+      const consumed = parsed.flatMap((r) => r.consumed);
+      expect(consumed.sort()).toEqual([...hashes].sort());
+      await store.close();
+    } finally {
+      for (const c of children) if (c.exitCode === null) c.kill();
       await rm(dataDir, { recursive: true, force: true });
     }
   });
