@@ -1,0 +1,61 @@
+/** The agent's command line: defaults, validation, and errors a person can act on. */
+import { describe, expect, it } from 'vitest';
+import { ConfigError, defaults, parseConfig } from '../../agent/config.js';
+import { defaultSessionScript } from '../../agent/paths.js';
+import { existsSync, statSync } from 'node:fs';
+import { makePki } from '../helpers/certs.js';
+
+const pki = makePki();
+const tls = ['--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert];
+
+describe('parseConfig', () => {
+  it('has the documented defaults', () => {
+    const c = parseConfig(tls);
+    expect(c).toMatchObject({
+      listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
+      maxSessions: 50, minUid: 1000, allowGroup: undefined, vncListen: undefined, geometry: '1280x800', depth: 24,
+      sessionScript: defaultSessionScript, xvnc: 'Xvnc', logLevel: 'info', stopGraceMs: defaults.stopGraceMs,
+    });
+    expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
+  });
+
+  it('ships an executable default session script', () => {
+    expect(existsSync(defaultSessionScript)).toBe(true);
+    expect(statSync(defaultSessionScript).mode & 0o111).toBe(0o111);
+  });
+
+  it('parses every flag', () => {
+    const c = parseConfig([...tls, '--listen', '[::1]:0', '--state-dir', '/tmp/s', '--max-sessions', '3',
+      '--min-uid', '2000', '--allow-group', 'vdusers', '--vnc-listen', '127.0.0.1', '--geometry', '1920x1080',
+      '--depth', '16', '--session-script', '/bin/true', '--xvnc', '/usr/bin/Xvnc', '--log-level', 'debug',
+      '--stop-grace-ms', '100']);
+    expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
+      allowGroup: 'vdusers', vncListen: '127.0.0.1', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
+      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100 });
+  });
+
+  it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
+    expect(() => parseConfig([])).toThrow(/--tls-cert, --tls-key and --tls-ca are all required/);
+    expect(() => parseConfig(['--tls-cert', pki.serverCert])).toThrow(ConfigError);
+    expect(parseConfig(['--insecure']).tls).toBeUndefined();
+    expect(() => parseConfig(['--insecure', ...tls])).toThrow(/cannot be combined/);
+    expect(() => parseConfig(['--tls-cert', '/nonexistent', '--tls-key', pki.serverKey, '--tls-ca', pki.caCert]))
+      .toThrow(/--tls-cert \/nonexistent/);
+  });
+
+  it.each([
+    [['--listen', '7443'], /HOST:PORT/],
+    [['--listen', 'host:99999'], /between 0 and 65535/],
+    [['--max-sessions', '0'], /between 1/],
+    [['--max-sessions', 'many'], /integer/],
+    [['--min-uid', '0'], /between 1/],
+    [['--geometry', '10x10'], /--geometry/],
+    [['--depth', '8'], /16, 24 or 32/],
+    [['--allow-group', 'a;b'], /not a valid group/],
+    [['--log-level', 'loud'], /pino level/],
+    [['--bogus'], /Unknown option/],
+    [['stray'], /positional/],
+  ])('refuses %j', (args, message) => {
+    expect(() => parseConfig([...tls, ...args])).toThrow(message);
+  });
+});
