@@ -1,0 +1,589 @@
+/**
+ * `npm run bench:proxy`: the project's WebSocket-to-VNC proxy against websockify (the reference, Debian package,
+ * token file) and a direct TCP connection (the limit), in one run, through the same local target.
+ *
+ * The target is a minimal RFB server (RFB 3.8, VNC authentication with a fixed password) followed by a tiny command
+ * protocol: 'D'+u64 floods that many bytes down, 'U'+u64 reads that many bytes and answers 'K', 'E' echoes, 'I'
+ * idles. Fairness: websockify does no RFB, so through it (and over direct TCP) the bench client performs the VNC
+ * authentication with the target itself; through our proxy the proxy authenticates and the client does the None
+ * handshake. Either way one RFB handshake happens per connection, and no timing below includes it except "time to
+ * open".
+ *
+ * The proxy runs in its own child process so its CPU (utime+stime from /proc) and RSS are its own. websockify forks a
+ * process per connection: its CPU is the parent's utime+stime+cutime+cstime (children are reaped before reading)
+ * and its memory is the sum of PSS over its processes (RSS would count shared pages once per fork).
+ *
+ * One file, three roles: no argument = the benchmark; `serve-target` and `serve-proxy PORT` = the child processes.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { connect as tcpConnect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+
+const PASSWORD = 'benchpw1';
+const DOWN_BYTES = 512 * 1024 * 1024;
+const UP_BYTES = 256 * 1024 * 1024;
+const RTT_ROUNDS = 3000;
+const RTT_WARMUP = 300;
+const IDLE_CONNECTIONS = 8000;
+const WEBSOCKIFY_IDLE_CONNECTIONS = 500;
+const OPEN_CONCURRENCY = 200;
+const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
+
+// ---------------------------------------------------------------------------------------------------------------
+// Role: the target (minimal RFB server + command protocol)
+// ---------------------------------------------------------------------------------------------------------------
+
+async function serveTarget(): Promise<void> {
+  const { vncAuthResponse } = await import('../../controller/proxy/vnc-auth.js');
+  const flood = Buffer.alloc(256 * 1024, 0x5a);
+  const server = createServer((sock) => {
+    sock.setNoDelay(true);
+    sock.on('error', () => {});
+    let buf: Buffer = Buffer.alloc(0);
+    let state = 'version';
+    let challenge = Buffer.alloc(16);
+    let upLeft = 0;
+    sock.write('RFB 003.008\n');
+    const onData = (d: Buffer) => {
+      if (state === 'echo') {
+        sock.write(d);
+        return;
+      }
+      if (state === 'up') {
+        upLeft -= d.length;
+        if (upLeft <= 0) {
+          state = 'idle';
+          sock.write('K');
+        }
+        return;
+      }
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      for (;;) {
+        if (state === 'version' && buf.length >= 12) {
+          buf = buf.subarray(12);
+          sock.write(Buffer.of(1, 2));
+          state = 'type';
+        } else if (state === 'type' && buf.length >= 1) {
+          buf = buf.subarray(1);
+          challenge = Buffer.from(Array.from({ length: 16 }, (_, i) => (i * 37 + 11) & 255));
+          sock.write(challenge);
+          state = 'response';
+        } else if (state === 'response' && buf.length >= 16) {
+          const ok = buf.subarray(0, 16).equals(vncAuthResponse(PASSWORD, challenge));
+          buf = buf.subarray(16);
+          if (!ok) return void sock.destroy();
+          sock.write(Buffer.of(0, 0, 0, 0));
+          state = 'init';
+        } else if (state === 'init' && buf.length >= 1) {
+          buf = buf.subarray(1);
+          const name = Buffer.from('bench');
+          const si = Buffer.alloc(24);
+          si.writeUInt16BE(1024, 0);
+          si.writeUInt16BE(768, 2);
+          si.writeUInt32BE(name.length, 20);
+          sock.write(Buffer.concat([si, name]));
+          state = 'command';
+        } else if (state === 'command' && buf.length >= 1) {
+          const cmd = String.fromCharCode(buf[0]!);
+          if (cmd === 'E') {
+            state = 'echo';
+            if (buf.length > 1) sock.write(buf.subarray(1));
+            return;
+          } else if (cmd === 'I') {
+            state = 'idle';
+            return;
+          } else if ((cmd === 'D' || cmd === 'U') && buf.length >= 9) {
+            const n = Number(buf.readBigUInt64BE(1));
+            const rest = buf.subarray(9);
+            buf = Buffer.alloc(0);
+            if (cmd === 'D') {
+              state = 'idle';
+              let left = n;
+              const pump = () => {
+                while (left > 0) {
+                  const chunk = left >= flood.length ? flood : flood.subarray(0, left);
+                  left -= chunk.length;
+                  if (!sock.write(chunk)) return void sock.once('drain', pump);
+                }
+              };
+              pump();
+            } else {
+              state = 'up';
+              upLeft = n;
+              if (rest.length) onData(rest);
+            }
+            return;
+          } else return;
+        } else return;
+      }
+    };
+    sock.on('data', onData);
+  });
+  server.maxConnections = 100_000;
+  server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as { port: number }).port }));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Role: our proxy, in its own process
+// ---------------------------------------------------------------------------------------------------------------
+
+async function serveProxy(targetPort: number): Promise<void> {
+  const { VncProxy } = await import('../../controller/proxy/index.js');
+  const { default: pino } = await import('pino');
+  // Logs as in production (one line per open and close) but into /dev/null.
+  const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false }));
+  const target = { sessionId: 's', username: 'bench', blade: 'local', host: '127.0.0.1', port: targetPort, password: PASSWORD, tokenHash: 'h' };
+  const proxy = new VncProxy({
+    log,
+    authorize: async () => target,
+    revalidate: async () => new Set(['h']),
+    maxConnectionsPerIp: 100_000,
+  });
+  const server = createHttpServer((_q, r) => r.writeHead(404).end());
+  server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
+  server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as { port: number }).port }));
+  process.on('message', (m: { cmd: string }) => {
+    if (m.cmd === 'rss') {
+      (globalThis as { gc?: () => void }).gc?.();
+      setTimeout(() => process.send!({ rss: process.memoryUsage().rss, connections: proxy.connections }), 200);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------------------------------
+
+/** A byte stream over either a WebSocket or a TCP socket, with exact reads for the handshake. */
+class Conn {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  onBytes: ((d: Buffer) => void) | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly ws: WebSocket | null,
+    private readonly sock: Socket | null,
+  ) {
+    const push = (d: Buffer) => {
+      if (this.onBytes) return this.onBytes(d);
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      this.waiter?.();
+    };
+    const end = () => {
+      this.closed = true;
+      this.waiter?.();
+    };
+    if (ws) {
+      ws.on('message', push);
+      ws.on('close', end);
+      ws.on('error', () => {});
+    } else {
+      sock!.on('data', push);
+      sock!.on('close', end);
+      sock!.on('error', () => {});
+    }
+  }
+
+  async read(n: number): Promise<Buffer> {
+    while (this.buf.length < n) {
+      if (this.closed) throw new Error('closed during handshake');
+      await new Promise<void>((r) => (this.waiter = r));
+      this.waiter = null;
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /** Writes; resolves when the caller may write more (backpressure). */
+  write(b: Buffer): Promise<void> | null {
+    if (this.ws) {
+      this.ws.send(b);
+      if (this.ws.bufferedAmount < 4 * 1024 * 1024) return null;
+      return new Promise((r) => {
+        const check = () => (this.ws!.bufferedAmount < 1024 * 1024 ? r() : setImmediate(check));
+        check();
+      });
+    }
+    if (this.sock!.write(b)) return null;
+    return once(this.sock!, 'drain').then(() => undefined);
+  }
+
+  close(): void {
+    if (this.ws) this.ws.terminate();
+    else this.sock!.destroy();
+  }
+
+  /** The RFB handshake the client does itself: None (through our proxy) or VNC auth (websockify, direct). */
+  async handshake(vncAuth: boolean, response: (challenge: Buffer) => Buffer): Promise<void> {
+    await this.read(12);
+    this.write(Buffer.from('RFB 003.008\n'));
+    const n = (await this.read(1))[0]!;
+    await this.read(n);
+    if (vncAuth) {
+      this.write(Buffer.of(2));
+      this.write(response(await this.read(16)));
+    } else this.write(Buffer.of(1));
+    if ((await this.read(4)).readUInt32BE(0) !== 0) throw new Error('security result not OK');
+    this.write(Buffer.of(1));
+    const init = await this.read(24);
+    await this.read(init.readUInt32BE(20));
+  }
+}
+
+interface Path {
+  name: string;
+  pid: number | null;
+  open(): Promise<Conn>;
+  vncAuth: boolean;
+}
+
+function wsPath(name: string, url: string, pid: number | null, vncAuth: boolean): Path {
+  return {
+    name,
+    pid,
+    vncAuth,
+    open: () =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url, ['binary'], { perMessageDeflate: false });
+        ws.binaryType = 'nodebuffer';
+        const conn = new Conn(ws, null);
+        ws.once('open', () => resolve(conn));
+        ws.once('error', reject);
+      }),
+  };
+}
+
+function tcpPath(port: number): Path {
+  return {
+    name: 'direct TCP',
+    pid: null,
+    vncAuth: true,
+    open: () =>
+      new Promise((resolve, reject) => {
+        const s = tcpConnect({ host: '127.0.0.1', port, noDelay: true });
+        const conn = new Conn(null, s);
+        s.once('connect', () => resolve(conn));
+        s.once('error', reject);
+      }),
+  };
+}
+
+function cmd(c: string, n?: number): Buffer {
+  if (n === undefined) return Buffer.from(c);
+  const b = Buffer.alloc(9);
+  b.write(c, 0);
+  b.writeBigUInt64BE(BigInt(n), 1);
+  return b;
+}
+
+/** utime+stime(+cutime+cstime) of a process in ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields after ')' start at field 3; utime=14, stime=15, cutime=16, cstime=17
+  const [ut, st, cut, cst] = [f[11], f[12], f[13], f[14]].map(Number) as [number, number, number, number];
+  return ((ut + st + cut + cst) * 1000) / CLK_TCK;
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** For websockify: waits until its per-connection children have exited and been reaped, so cutime is complete. */
+async function settled(pid: number): Promise<void> {
+  for (let i = 0; i < 100 && childrenOf(pid).length > 0; i++) await sleep(20);
+}
+
+function pssKb(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function rssKb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Figures {
+  downMBs: number;
+  upMBs: number;
+  downCpuMsPerGB: number | null;
+  upCpuMsPerGB: number | null;
+  cpuMsPerGB: number | null;
+  rttP50us: number;
+  rttP99us: number;
+}
+
+async function measure(path: Path, response: (c: Buffer) => Buffer): Promise<Figures> {
+  const cpu = async () => {
+    if (path.pid === null) return 0;
+    if (path.name === 'websockify') await settled(path.pid);
+    return cpuMs(path.pid);
+  };
+
+  // Downstream: target floods DOWN_BYTES; timed from the command to the last byte.
+  let c = await path.open();
+  await c.handshake(path.vncAuth, response);
+  let cpu0 = await cpu();
+  let t0 = process.hrtime.bigint();
+  let got = 0;
+  await new Promise<void>((resolve) => {
+    c.onBytes = (d) => {
+      got += d.length;
+      if (got >= DOWN_BYTES) resolve();
+    };
+    c.write(cmd('D', DOWN_BYTES));
+  });
+  const downSec = Number(process.hrtime.bigint() - t0) / 1e9;
+  c.close();
+  const downCpu = (await cpu()) - cpu0;
+
+  // Upstream: client sends UP_BYTES in 64 KiB messages; timed until the target acknowledges the last byte.
+  c = await path.open();
+  await c.handshake(path.vncAuth, response);
+  cpu0 = await cpu();
+  const acked = new Promise<void>((resolve) => {
+    c.onBytes = () => resolve();
+  });
+  t0 = process.hrtime.bigint();
+  await c.write(cmd('U', UP_BYTES));
+  const chunk = Buffer.alloc(64 * 1024, 0x33);
+  for (let sent = 0; sent < UP_BYTES; sent += chunk.length) {
+    const wait = c.write(chunk);
+    if (wait) await wait;
+  }
+  await acked;
+  const upSec = Number(process.hrtime.bigint() - t0) / 1e9;
+  c.close();
+  const upCpu = (await cpu()) - cpu0;
+
+  // Round trips of 64-byte messages through the echo.
+  c = await path.open();
+  await c.handshake(path.vncAuth, response);
+  c.write(cmd('E'));
+  const msg = Buffer.alloc(64, 0x61);
+  const samples: number[] = [];
+  let pending = 0;
+  let done: (() => void) | null = null;
+  c.onBytes = (d) => {
+    pending -= d.length;
+    if (pending <= 0) done?.();
+  };
+  for (let i = 0; i < RTT_WARMUP + RTT_ROUNDS; i++) {
+    pending = 64;
+    const t = process.hrtime.bigint();
+    await new Promise<void>((r) => {
+      done = r;
+      c.write(msg);
+    });
+    if (i >= RTT_WARMUP) samples.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  c.close();
+  samples.sort((a, b) => a - b);
+  const gb = (DOWN_BYTES + UP_BYTES) / 1e9;
+  return {
+    downMBs: DOWN_BYTES / 1e6 / downSec,
+    upMBs: UP_BYTES / 1e6 / upSec,
+    downCpuMsPerGB: path.pid === null ? null : downCpu / (DOWN_BYTES / 1e9),
+    upCpuMsPerGB: path.pid === null ? null : upCpu / (UP_BYTES / 1e9),
+    cpuMsPerGB: path.pid === null ? null : (downCpu + upCpu) / gb,
+    rttP50us: samples[Math.floor(samples.length * 0.5)]!,
+    rttP99us: samples[Math.floor(samples.length * 0.99)]!,
+  };
+}
+
+/** Opens `n` idle connections (handshake + 'I'), `OPEN_CONCURRENCY` at a time; returns them and the seconds taken. */
+async function openIdle(path: Path, n: number, response: (c: Buffer) => Buffer): Promise<{ conns: Conn[]; seconds: number }> {
+  const conns: Conn[] = [];
+  const t0 = process.hrtime.bigint();
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      const c = await path.open();
+      await c.handshake(path.vncAuth, response);
+      c.write(cmd('I'));
+      conns.push(c);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(OPEN_CONCURRENCY, n) }, worker));
+  return { conns, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+function forkSelf(args: string[], execArgv: string[] = []): Promise<{ child: ChildProcess; port: number }> {
+  const child = fork(fileURLToPath(import.meta.url), args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve({ child, port: m.port }));
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
+  });
+}
+
+function rssOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (m: { rss: number }) => resolve(m.rss));
+    child.send({ cmd: 'rss' });
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = tcpConnect({ host: '127.0.0.1', port });
+      s.once('connect', () => (s.destroy(), r(true)));
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function closeAll(conns: Conn[]): Promise<void> {
+  for (const c of conns) c.close();
+  await sleep(500);
+}
+
+async function bench(): Promise<void> {
+  const { vncAuthResponse } = await import('../../controller/proxy/vnc-auth.js');
+  const response = (ch: Buffer) => vncAuthResponse(PASSWORD, ch);
+  const started = Date.now();
+  const children: ChildProcess[] = [];
+  const tmp = mkdtempSync(join(tmpdir(), 'vd-bench-proxy-'));
+  try {
+    const target = await forkSelf(['serve-target']);
+    children.push(target.child);
+    let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc']);
+    children.push(proxy.child);
+
+    const tokenFile = join(tmp, 'tokens');
+    writeFileSync(tokenFile, `bench: 127.0.0.1:${target.port}\n`);
+    const wsfyPort = await freePort();
+    const wsfy = spawn('websockify', ['--token-plugin', 'TokenFile', '--token-source', tokenFile, `127.0.0.1:${wsfyPort}`], {
+      stdio: 'ignore',
+    });
+    children.push(wsfy);
+    await waitForPort(wsfyPort);
+
+    const paths = {
+      proxy: wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false),
+      websockify: wsPath('websockify', `ws://127.0.0.1:${wsfyPort}/?token=bench`, wsfy.pid!, true),
+      direct: tcpPath(target.port),
+    };
+    console.log(`bench:proxy: ${DOWN_BYTES >> 20} MiB down, ${UP_BYTES >> 20} MiB up, ${RTT_ROUNDS} round trips of 64 B per path`);
+    const fig: Record<string, Figures> = {};
+    for (const [key, p] of Object.entries(paths)) {
+      fig[key] = await measure(p, response);
+      console.log(`  measured ${p.name} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    }
+
+    // Idle connections through a fresh proxy process (so earlier transfers' buffers do not hide per-connection cost).
+    proxy.child.kill();
+    proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc']);
+    children.push(proxy.child);
+    const proxyPath = wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false);
+    (await openIdle(proxyPath, 1, response)).conns[0]!.close();
+    const rss0 = await rssOf(proxy.child);
+    const idle = await openIdle(proxyPath, IDLE_CONNECTIONS, response);
+    const rss1 = await rssOf(proxy.child);
+    const proxyIdle = { n: idle.conns.length, seconds: idle.seconds, kbPerConn: (rss1 - rss0) / 1024 / idle.conns.length, rssMB: rss1 / 1e6 };
+    await closeAll(idle.conns);
+    console.log(`  measured ${IDLE_CONNECTIONS} idle connections through the proxy (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+
+    const pss0 = pssKb(wsfy.pid!);
+    const wIdle = await openIdle(paths.websockify, WEBSOCKIFY_IDLE_CONNECTIONS, response);
+    await sleep(300);
+    const procs = [wsfy.pid!, ...childrenOf(wsfy.pid!)];
+    const pss = procs.reduce((a, p) => a + pssKb(p), 0);
+    const rssSum = procs.reduce((a, p) => a + rssKb(p), 0);
+    const wsfyIdle = {
+      n: wIdle.conns.length,
+      seconds: wIdle.seconds,
+      kbPerConn: (pss - pss0) / wIdle.conns.length,
+      rssKbPerConn: (rssSum - rssKb(wsfy.pid!)) / wIdle.conns.length,
+    };
+    await closeAll(wIdle.conns);
+
+    report(fig, proxyIdle, wsfyIdle);
+    console.log(`\ntotal bench time ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    for (const c of children) c.kill();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function report(
+  fig: Record<string, Figures>,
+  proxyIdle: { n: number; seconds: number; kbPerConn: number; rssMB: number },
+  wsfyIdle: { n: number; seconds: number; kbPerConn: number; rssKbPerConn: number },
+): void {
+  const p = fig.proxy!;
+  const w = fig.websockify!;
+  const d = fig.direct!;
+  const n = (x: number | null, digits = 0) => (x === null ? 'n/a' : x.toFixed(digits));
+  const rows: Array<[string, string, string, string]> = [
+    ['downstream MB/s', n(p.downMBs), n(w.downMBs), n(d.downMBs)],
+    ['upstream MB/s', n(p.upMBs), n(w.upMBs), n(d.upMBs)],
+    ['proxy CPU ms/GB (down)', n(p.downCpuMsPerGB), n(w.downCpuMsPerGB), 'n/a'],
+    ['proxy CPU ms/GB (up)', n(p.upCpuMsPerGB), n(w.upCpuMsPerGB), 'n/a'],
+    ['proxy CPU ms/GB (all)', n(p.cpuMsPerGB), n(w.cpuMsPerGB), 'n/a'],
+    ['RTT p50 us (64 B)', n(p.rttP50us), n(w.rttP50us), n(d.rttP50us)],
+    ['RTT p99 us (64 B)', n(p.rttP99us), n(w.rttP99us), n(d.rttP99us)],
+    [`idle conns opened`, String(proxyIdle.n), `${wsfyIdle.n} (capped: a process each)`, 'n/a'],
+    ['time to open them, s', n(proxyIdle.seconds, 2), n(wsfyIdle.seconds, 2), 'n/a'],
+    ['memory KB per idle conn', `${n(proxyIdle.kbPerConn, 1)} (RSS)`, `${n(wsfyIdle.kbPerConn, 0)} (PSS; RSS ${n(wsfyIdle.rssKbPerConn, 0)})`, 'n/a'],
+  ];
+  const widths = [26, 16, 34, 12];
+  const line = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i]!)).join(' ');
+  console.log('');
+  console.log(line(['', 'vncdispatch', 'websockify', 'direct TCP']));
+  for (const r of rows) console.log(line(r));
+
+  const checks: Array<[string, number, string, boolean]> = [
+    ['downstream vs websockify', p.downMBs / w.downMBs, '>= 1.2x', p.downMBs / w.downMBs >= 1.2],
+    ['upstream vs websockify', p.upMBs / w.upMBs, '>= 2x', p.upMBs / w.upMBs >= 2],
+    ['CPU per GB vs websockify', p.cpuMsPerGB! / w.cpuMsPerGB!, '<= 0.8x', p.cpuMsPerGB! / w.cpuMsPerGB! <= 0.8],
+    ['RTT p99 vs websockify', p.rttP99us / w.rttP99us, '<= 1x', p.rttP99us <= w.rttP99us],
+    [`KB per conn at ${proxyIdle.n}`, proxyIdle.kbPerConn, '<= 20 KB', proxyIdle.kbPerConn <= 20 && proxyIdle.n >= IDLE_CONNECTIONS],
+    ['downstream vs direct TCP', p.downMBs / d.downMBs, '(limit)', true],
+    ['upstream vs direct TCP', p.upMBs / d.upMBs, '(limit)', true],
+  ];
+  console.log('\nratio                       value     target     result');
+  for (const [name, v, t, ok] of checks) {
+    console.log(`${name.padEnd(27)} ${v.toFixed(2).padEnd(9)} ${t.padEnd(10)} ${t === '(limit)' ? '' : ok ? 'MET' : 'NOT MET'}`);
+  }
+}
+
+const role = process.argv[2];
+if (role === 'serve-target') void serveTarget();
+else if (role === 'serve-proxy') void serveProxy(Number(process.argv[3]));
+else
+  bench().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
