@@ -44,7 +44,8 @@ function parse(argv: string[]): UpOptions {
 
 /** Starts a node program from dist/ and resolves with its address once it logs `listening`. */
 function startChild(name: string, script: string, args: string[]): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(process.execPath, [join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // Own process group: Ctrl-C reaches only `up`, which ends the desktop it opened before stopping the services.
+  const child = spawn(process.execPath, [join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     let address: string | null = null;
