@@ -110,6 +110,7 @@ function renderBlades(blades) {
     const capacity = first(b, 'capacity');
     tr.append(
       cell(first(b, 'name')),
+      cell(first(b, 'hostname')),
       cell(first(b, 'address')),
       stateCell(first(b, 'state'), ['UP', 'DOWN', 'CORDONED', 'DRAINING']),
       cell(`${sessions ?? '?'} / ${capacity ?? '?'}`, 'num'),
@@ -120,7 +121,7 @@ function renderBlades(blades) {
     );
     return tr;
   });
-  bladesBody.replaceChildren(...(rows.length ? rows : [emptyRow(8, 'No blades registered.')]));
+  bladesBody.replaceChildren(...(rows.length ? rows : [emptyRow(9, 'No blades registered.')]));
 }
 
 function renderSessions(sessions) {

@@ -1,0 +1,293 @@
+/**
+ * End to end, as a person would use it: a real agent (dist/agent/main.js, real Xvnc started as vdtest36 with the
+ * default session script), the real controller (buildApp: REST API, proxy, viewer), and headless Debian Chromium
+ * driven by playwright-core. The portal's part is played by the test: it POSTs a session and opens the viewerUrl.
+ *
+ * Nothing is mocked except in the dashboard XSS test, which serves hostile JSON for the two API calls with
+ * page.route(): the real API validates names, so strings like `<img onerror>` can only reach the page from places a
+ * test cannot easily control (an agent's hostname, a gRPC error text). Screenshots go to test-artifacts/.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type ControllerApp } from '../../controller/app.js';
+import { parseConfig } from '../../controller/config.js';
+import { createLogger } from '../../controller/log.js';
+import { SqliteStore } from '../../controller/store/sqlite-store.js';
+import { startAgent, waitFor, alive, type AgentProcess } from '../helpers/agent-process.js';
+import { makePki } from '../helpers/certs.js';
+import { decodePng, shareOfColour, type DecodedPng } from '../helpers/png.js';
+import { testUser } from '../helpers/users.js';
+
+/** agent/vnc/default-xstartup.sh paints the root window with this (xsetroot -solid '#3465a4'). */
+const DESKTOP_BLUE = '#3465a4';
+const API_KEY = 'e2e-viewer-api-key-0123456789abcdef';
+const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url);
+const USER = testUser(36);
+const RECONNECT_USER = testUser(37);
+
+let agent: AgentProcess;
+let store: SqliteStore;
+let ctl: ControllerApp;
+let base: string;
+let browser: Browser;
+let context: BrowserContext | undefined;
+let dataDir: string;
+const xvncPids = new Set<number>();
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${API_KEY}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null };
+}
+
+async function newPage(): Promise<{ page: Page; dialogs: string[]; errors: string[] }> {
+  context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+  const page = await context.newPage();
+  const dialogs: string[] = [];
+  const errors: string[] = [];
+  page.on('dialog', (d) => {
+    dialogs.push(`${d.type()}: ${d.message()}`);
+    void d.dismiss();
+  });
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  return { page, dialogs, errors };
+}
+
+function saveArtifact(name: string, png: Buffer): string {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = new URL(name, ARTIFACTS);
+  writeFileSync(path, png);
+  return path.pathname;
+}
+
+/** The part of the screenshot below the viewer's status bar, where noVNC draws the desktop. */
+async function screenRegion(page: Page, img: DecodedPng): Promise<{ x: number; y: number; width: number; height: number }> {
+  const box = await page.locator('#screen').boundingBox();
+  if (!box) throw new Error('#screen not laid out');
+  const y = Math.ceil(box.y);
+  return { x: 0, y, width: img.width, height: Math.min(img.height - y, Math.floor(box.height)) };
+}
+
+/** Screenshots until the desktop's blue covers a good part of the screen (the first update may still be in flight). */
+async function screenshotDesktop(page: Page): Promise<{ png: Buffer; img: DecodedPng; blue: number }> {
+  let last: { png: Buffer; img: DecodedPng; blue: number } | undefined;
+  await waitFor(async () => {
+    const png = await page.screenshot();
+    const img = decodePng(png);
+    last = { png, img, blue: shareOfColour(img, DESKTOP_BLUE, 10, await screenRegion(page, img)) };
+    return last.blue > 0.3;
+  }, 'the desktop background to be drawn', 15_000).catch(() => undefined);
+  if (!last) throw new Error('no screenshot');
+  return last;
+}
+
+async function postSession(username: string): Promise<{ id: string; viewerUrl: string; display: number }> {
+  const res = await api('POST', '/api/v1/sessions', { username });
+  expect([200, 201]).toContain(res.status);
+  return res.json;
+}
+
+beforeAll(async () => {
+  const pki = makePki();
+  agent = await startAgent({ pki });
+  dataDir = mkdtempSync(join(tmpdir(), 'vd-e2e-viewer-'));
+  const config = parseConfig([
+    '--listen', '127.0.0.1:0',
+    '--blade', `blade-e2e=127.0.0.1:${agent.port}`,
+    '--agent-tls-cert', pki.clientCert, '--agent-tls-key', pki.clientKey, '--agent-tls-ca', pki.caCert,
+    '--api-key', API_KEY,
+    '--data-dir', dataDir,
+    '--log-level', 'warn',
+  ]);
+  if (!config) throw new Error('no config');
+  store = new SqliteStore({ dataDir });
+  await store.init();
+  ctl = await buildApp({ config, store, log: createLogger({ logLevel: 'warn' }) });
+  await ctl.app.listen({ host: '127.0.0.1', port: 0 });
+  base = ctl.publicUrl();
+  await waitFor(async () => (await api('GET', '/api/v1/blades')).json?.blades?.[0]?.state === 'UP', 'the blade to be UP', 15_000);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+}, 60_000);
+
+afterEach(async () => {
+  await context?.close();
+  context = undefined;
+});
+
+afterAll(async () => {
+  await browser?.close();
+  // End every session the tests started (stops the desktops through the agent), then anything left by pid.
+  if (ctl) {
+    for (const s of (await api('GET', '/api/v1/sessions').catch(() => ({ json: null }))).json?.sessions ?? []) {
+      await api('DELETE', `/api/v1/sessions/${s.id}`).catch(() => undefined);
+    }
+    await ctl.close();
+  }
+  await store?.close();
+  await agent?.stop();
+  for (const pid of xvncPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+}, 60_000);
+
+describe('the viewer in a real browser', () => {
+  it('shows the desktop without a password prompt, then says so when the session is deleted', async () => {
+    const session = await postSession(USER);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    const { page, dialogs, errors } = await newPage();
+    await page.goto(session.viewerUrl);
+
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+    // The secrets left the address bar.
+    expect(page.url()).toBe(`${base}/viewer/`);
+    const { png, img, blue } = await screenshotDesktop(page);
+    const file = saveArtifact('viewer-desktop.png', png);
+    const region = await screenRegion(page, img);
+    // A person sees the blue desktop with a terminal on it: mostly blue, some light xterm, not a black screen.
+    expect(blue, `share of ${DESKTOP_BLUE} in ${file}`).toBeGreaterThan(0.3);
+    expect(shareOfColour(img, '#000000', 10, region), `black share in ${file}`).toBeLessThan(0.5);
+    expect(shareOfColour(img, '#ffffff', 10, region), `xterm white in ${file}`).toBeGreaterThan(0.01);
+    // No password was asked for, in any form.
+    expect(dialogs).toEqual([]);
+    expect(await page.locator('input[type=password]').count()).toBe(0);
+    expect(await page.locator('#status').getAttribute('data-state')).toBe('connected');
+    expect(errors).toEqual([]);
+
+    const del = await api('DELETE', `/api/v1/sessions/${session.id}`);
+    expect(del.status).toBeLessThan(300);
+    await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
+    await expect(page.locator('#screen .notice').textContent()).resolves.toBe('This desktop session has ended.');
+    saveArtifact('viewer-ended.png', await page.screenshot());
+  });
+
+  it('reconnects with a fresh token when the connection drops, and after a reload', async () => {
+    const session = await postSession(RECONNECT_USER);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    const { page, dialogs } = await newPage();
+    const reconnects: number[] = [];
+    page.on('response', (r) => {
+      if (r.url().endsWith('/viewer/reconnect')) reconnects.push(r.status());
+    });
+    await page.goto(session.viewerUrl);
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+
+    // Record every state the status passes through: 'disconnected' may last only a few milliseconds.
+    await page.evaluate(() => {
+      const el = document.getElementById('status')!;
+      const seen: string[] = [];
+      (window as unknown as { __states: string[] }).__states = seen;
+      new MutationObserver(() => seen.push(el.dataset.state ?? '')).observe(el, { attributes: true, attributeFilter: ['data-state'] });
+    });
+    // The controller drops the browser's connection (as a restart or network blip would); the session stays live.
+    expect(ctl.proxy.closeSession(session.id, 'test: drop the connection')).toBeGreaterThan(0);
+    const states = () => page.evaluate(() => (window as unknown as { __states: string[] }).__states);
+    await waitFor(async () => (await states()).includes('disconnected'), 'the viewer to notice the drop');
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+    expect((await states()).slice(0, 3)).toEqual(['disconnected', 'connecting', 'connected']);
+    expect(reconnects).toEqual([200]);
+    expect((await screenshotDesktop(page)).blue).toBeGreaterThan(0.3);
+
+    // A reload has no fragment any more: the page uses the key it kept in sessionStorage.
+    await page.reload();
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+    expect(reconnects).toEqual([200, 200]);
+    const { png, blue } = await screenshotDesktop(page);
+    saveArtifact('viewer-after-reload.png', png);
+    expect(blue).toBeGreaterThan(0.3);
+    expect(dialogs).toEqual([]);
+
+    await api('DELETE', `/api/v1/sessions/${session.id}`);
+    await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
+  });
+
+  it('says the session has ended when an old link is opened after the session was deleted', async () => {
+    const session = await postSession(USER);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    await api('DELETE', `/api/v1/sessions/${session.id}`);
+    const { page, dialogs } = await newPage();
+    await page.goto(session.viewerUrl);
+    await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
+    await expect(page.locator('#screen .notice').textContent()).resolves.toBe('This desktop session has ended.');
+    expect(dialogs).toEqual([]);
+  });
+});
+
+describe('the dashboard in a real browser', () => {
+  it('shows the real blade and a live session after the operator enters an API key', async () => {
+    const session = await postSession(USER);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    const { page, errors } = await newPage();
+    await page.goto(`${base}/`);
+    expect(page.url()).toBe(`${base}/dashboard/`);
+    await page.fill('#api-key', API_KEY);
+    await page.click('#login button[type=submit]');
+    await page.locator('#status[data-state="ok"]').waitFor({ timeout: 10_000 });
+    const blade = page.locator('#blades tbody tr', { hasText: 'blade-e2e' });
+    await expect(blade.locator('.state').textContent()).resolves.toBe('UP');
+    await expect(page.locator('#sessions tbody tr', { hasText: USER }).count()).resolves.toBe(1);
+    // The key stays in this tab's sessionStorage and never lands in the URL.
+    expect(page.url()).not.toContain(API_KEY);
+    saveArtifact('dashboard.png', await page.screenshot({ fullPage: true }));
+    expect(errors).toEqual([]);
+    await api('DELETE', `/api/v1/sessions/${session.id}`);
+  });
+
+  it('renders hostile strings from blades and sessions as text and runs none of them (threat 7)', async () => {
+    const hostile = {
+      name: 'blade-x',
+      hostname: '<img src=x onerror="window.__xss=1;alert(1)">',
+      lastError: '</td><script>window.__xss=2</script><svg onload="window.__xss=3">',
+      username: '"><iframe src="javascript:alert(4)"></iframe>',
+      state: 'UP" onmouseover="window.__xss=5',
+    };
+    const { page, dialogs } = await newPage();
+    await page.route('**/api/v1/blades', (route) => route.fulfill({
+      contentType: 'application/json',
+      body: JSON.stringify({ blades: [{
+        name: hostile.name, hostname: hostile.hostname, address: '127.0.0.1:1', state: hostile.state, sessions: 1,
+        capacity: 4, load: { load1: 0.5, load5: 0.4, load15: 0.3 }, lastSeen: new Date().toISOString(),
+        lastError: hostile.lastError,
+      }] }),
+    }));
+    await page.route('**/api/v1/sessions', (route) => route.fulfill({
+      contentType: 'application/json',
+      body: JSON.stringify({ sessions: [{
+        id: 'sess-1', username: hostile.username, blade: hostile.name, display: 3, state: 'running',
+        createdAt: new Date().toISOString(),
+      }] }),
+    }));
+    await page.goto(`${base}/dashboard/`);
+    await page.fill('#api-key', 'anything');
+    await page.click('#login button[type=submit]');
+    await page.locator('#status[data-state="ok"]').waitFor({ timeout: 10_000 });
+
+    const bladeText = await page.locator('#blades tbody').innerText();
+    expect(bladeText).toContain(hostile.hostname);
+    expect(bladeText).toContain(hostile.lastError);
+    expect(bladeText).toContain(hostile.state);
+    expect(await page.locator('#sessions tbody').innerText()).toContain(hostile.username);
+    // Nothing was parsed as markup, nothing ran.
+    expect(await page.locator('#content img, #content script, #content svg, #content iframe').count()).toBe(0);
+    await page.hover('#blades .state');
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    expect(dialogs).toEqual([]);
+    // An unknown state gets the neutral badge: the class list never comes from the data.
+    expect(await page.locator('#blades .state').getAttribute('class')).toBe('state');
+  });
+});
