@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { closeSync, realpathSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
@@ -50,6 +51,8 @@ interface Live {
 }
 
 const VNC_BASE_PORT = 5900;
+
+const ms = (x: number) => Math.round(x * 10) / 10;
 
 /**
  * Executable names an adopted Xvnc may have in /proc/PID/exe: Debian's Xvnc is an alternatives symlink to
@@ -117,6 +120,7 @@ export class SessionManager {
     checkDepth(depth);
 
     return this.withUserLock(req.username, async () => {
+      const t0 = performance.now();
       const user = await lookupUser(req.username);
       await checkUserAllowed(user, { minUid: config.minUid, allowGroup: config.allowGroup });
       this.poll();
@@ -133,7 +137,7 @@ export class SessionManager {
       }
       this.pending++;
       try {
-        return { session: await this.launch(user, req.password, geometry, depth), existing: false };
+        return { session: await this.launch(user, req.password, geometry, depth, t0), existing: false };
       } finally {
         this.pending--;
       }
@@ -160,10 +164,14 @@ export class SessionManager {
     return next;
   }
 
-  private async launch(user: UnixUser, password: string, geometry: string, depth: number): Promise<SessionRecord> {
+  private async launch(user: UnixUser, password: string, geometry: string, depth: number, t0: number):
+    Promise<SessionRecord> {
     const { config, hostname } = this.opts;
     const paths = homePaths(user.home, hostname);
+    const t1 = performance.now();
     const { logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password));
+    const t2 = performance.now();
+    let t3 = t2;
     let xvncChild: ChildProcess | undefined;
     let scriptChild: ChildProcess;
     let display: number;
@@ -174,6 +182,7 @@ export class SessionManager {
       });
       xvncChild = xvnc.child;
       display = xvnc.display;
+      t3 = performance.now();
       const script = userXstartup(user, paths) ?? config.sessionScript;
       scriptChild = spawnAsUser(user, [script], {
         env: { DISPLAY: `:${display}`, XAUTHORITY: paths.xauth },
@@ -218,7 +227,9 @@ export class SessionManager {
     xvncChild.once('exit', () => this.poll());
     scriptChild.once('exit', () => this.poll());
     this.log.info({ session: record.id, username: user.name, uid: user.uid, display, port: record.port,
-      pid: record.pid, scriptPid: record.scriptPid }, 'session started');
+      pid: record.pid, scriptPid: record.scriptPid,
+      ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
+    'session started');
     return record;
   }
 

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  closeSync, constants, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync,
+  closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, renameSync, statSync, unlinkSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -59,7 +59,6 @@ function writePrivateFile(user: HomeUser, path: string, data: Buffer): void {
     const st = fstatSync(fd);
     if (!st.isFile() || st.uid !== user.uid || st.nlink !== 1) throw new Error(`unexpected file at ${tmp}`);
     writeSync(fd, data);
-    fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
     // rename never follows a symlink at `path`: a planted `passwd -> /etc/shadow` is replaced, its target untouched.
