@@ -49,6 +49,8 @@ export interface RfbResult {
   width?: number;
   height?: number;
   securityTypes?: number[];
+  /** The colour at `samplePixel`, 0..255 per channel, if one was asked for. */
+  pixel?: { r: number; g: number; b: number };
 }
 
 export interface RfbConnectOptions {
@@ -58,6 +60,8 @@ export interface RfbConnectOptions {
   timeoutMs?: number;
   /** Ask the server to share the desktop with other clients (default true, like noVNC). */
   shared?: boolean;
+  /** After ServerInit, request this one pixel (raw encoding, the server's pixel format) and report its colour. */
+  samplePixel?: { x: number; y: number };
 }
 
 /** Reads exactly n bytes (and never more than `limit` buffered) from a socket. */
@@ -87,6 +91,43 @@ class Reader {
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(n);
     return out;
+  }
+}
+
+/** Requests one pixel (FramebufferUpdateRequest, raw encoding) and decodes it with the server's pixel format. */
+async function readPixel(sock: Socket, reader: Reader, pf: Buffer, at: { x: number; y: number }):
+  Promise<{ r: number; g: number; b: number }> {
+  const bpp = pf[0]!;
+  const bigEndian = pf[2] !== 0;
+  const [rMax, gMax, bMax] = [pf.readUInt16BE(4), pf.readUInt16BE(6), pf.readUInt16BE(8)];
+  const [rShift, gShift, bShift] = [pf[10]!, pf[11]!, pf[12]!];
+  if (pf[3] === 0 || ![8, 16, 32].includes(bpp)) throw Object.assign(new Error('pf'), { rfbReason: 'protocol' });
+  sock.write(Buffer.from([2, 0, 0, 1, 0, 0, 0, 0])); // SetEncodings: raw only
+  const req = Buffer.alloc(10);
+  req.writeUInt8(3, 0);
+  req.writeUInt8(0, 1);
+  req.writeUInt16BE(at.x, 2);
+  req.writeUInt16BE(at.y, 4);
+  req.writeUInt16BE(1, 6);
+  req.writeUInt16BE(1, 8);
+  sock.write(req);
+  for (;;) {
+    const type = (await reader.read(1))[0];
+    if (type !== 0) throw Object.assign(new Error('unexpected message'), { rfbReason: 'protocol' });
+    const rects = (await reader.read(3)).readUInt16BE(1);
+    for (let i = 0; i < rects; i++) {
+      const hdr = await reader.read(12);
+      const w = hdr.readUInt16BE(4);
+      const h = hdr.readUInt16BE(6);
+      if (hdr.readInt32BE(8) !== 0) throw Object.assign(new Error('encoding'), { rfbReason: 'protocol' });
+      const data = await reader.read(w * h * (bpp / 8));
+      if (w === 0 || h === 0) continue;
+      const v = bpp === 32 ? (bigEndian ? data.readUInt32BE(0) : data.readUInt32LE(0))
+        : bpp === 16 ? (bigEndian ? data.readUInt16BE(0) : data.readUInt16LE(0)) : data[0]!;
+      const scale = (x: number, max: number) => Math.round((x * 255) / max);
+      return { r: scale((v >>> rShift) & rMax, rMax), g: scale((v >>> gShift) & gMax, gMax),
+        b: scale((v >>> bShift) & bMax, bMax) };
+    }
   }
 }
 
@@ -136,7 +177,9 @@ export async function rfbConnect(opts: RfbConnectOptions): Promise<RfbResult> {
       const init = await reader.read(24);
       const nameLen = init.readUInt32BE(20);
       const name = (await reader.read(Math.min(nameLen, 4096))).toString('utf8');
-      return { ...result, ok: true, width: init.readUInt16BE(0), height: init.readUInt16BE(2), serverName: name };
+      const done = { ...result, ok: true, width: init.readUInt16BE(0), height: init.readUInt16BE(2), serverName: name };
+      if (!opts.samplePixel) return done;
+      return { ...done, pixel: await readPixel(sock, reader, init.subarray(4, 20), opts.samplePixel) };
     } catch (err) {
       return { ...result, reason: socketError ?? (err as { rfbReason?: string }).rfbReason ?? 'closed' };
     }

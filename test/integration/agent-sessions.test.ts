@@ -1,10 +1,10 @@
 /**
  * The agent starts real TigerVNC desktops as real users: the port speaks RFB and takes the password, processes run
  * with exactly the user's identity, the password stays out of argv/environment/logs, sessions are per user, and
- * StopSession and a dying Xvnc end them. Users vdtest01..vdtest04.
+ * StopSession and a dying Xvnc end them. Users vdtest01..vdtest04 and vdtest15.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
@@ -19,6 +19,7 @@ const U1 = testUser(1);
 const U2 = testUser(2);
 const U3 = testUser(3);
 const OTHER = testUser(4);
+const CONC = testUser(15);
 const PW1 = 'Kq3!x9Zp';
 const PW2 = 'z7Yw2#rT';
 
@@ -80,6 +81,15 @@ describe('a started session', () => {
     const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1 });
     expect(r).toMatchObject({ ok: true, width: 1280, height: 800, serverName: `${U1}'s desktop` });
     expect(r.securityTypes).toEqual([2]);
+  });
+
+  it('shows the default session: the blue root window the shipped script paints', async () => {
+    // xsetroot runs a moment after the reply; poll the pixel rather than assume when.
+    let pixel: { r: number; g: number; b: number } | undefined;
+    await waitFor(async () => {
+      pixel = (await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1, samplePixel: { x: 2, y: 2 } })).pixel;
+      return pixel?.r === 0x34 && pixel.g === 0x65 && pixel.b === 0xa4;
+    }, `the root window to turn #3465a4 (last seen ${JSON.stringify(pixel)})`);
   });
 
   it('refuses a wrong password', async () => {
@@ -172,6 +182,41 @@ describe('several users', () => {
     expect((await rfbConnect({ host: '127.0.0.1', port: a.session!.port, password: 'bbbb2222' })).ok).toBe(false);
     const listed = (await call(client, client.listSessions, {})).sessions.map((x) => x.username);
     expect(listed).toEqual(expect.arrayContaining([U2, U3]));
+  });
+});
+
+describe('concurrent StartSession for one user', () => {
+  it('starts exactly one desktop and returns it to every caller', async () => {
+    const results = await Promise.all([1, 2, 3].map(() => start(CONC, 'conc1234')));
+    expect(new Set(results.map((r) => r.session!.id)).size).toBe(1);
+    expect(results.filter((r) => !r.existing)).toHaveLength(1);
+    const xvncs = execFileSync('ps', ['-o', 'comm=', '-u', String(idsOf(CONC).uid)], { encoding: 'utf8' })
+      .split('\n').filter((c) => c.startsWith('Xvnc') || c.startsWith('Xtigervnc'));
+    expect(xvncs).toHaveLength(1);
+    await call(client, client.stopSession, { id: results[0]!.session!.id });
+  });
+});
+
+describe('stale X locks', () => {
+  it('a lock file and socket left by a dead X server do not block a start', async () => {
+    let n = 0;
+    while (existsSync(`/tmp/.X${n}-lock`) || existsSync(`/tmp/.X11-unix/X${n}`)) n++;
+    const lock = `/tmp/.X${n}-lock`;
+    const socket = `/tmp/.X11-unix/X${n}`;
+    // Root-owned, naming a pid that does not exist, and a socket nobody listens on (the server "crashed"): the
+    // user's Xvnc can remove neither.
+    writeFileSync(lock, '   4194302\n', { mode: 0o444, flag: 'wx' });
+    execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.exit(0))`]);
+    try {
+      expect(existsSync(socket)).toBe(true);
+      const s = (await start(OTHER, 'lock1234')).session!;
+      expect(s.display).not.toBe(n);
+      expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'lock1234' })).ok).toBe(true);
+      await call(client, client.stopSession, { id: s.id });
+    } finally {
+      rmSync(lock, { force: true });
+      rmSync(socket, { force: true });
+    }
   });
 });
 
