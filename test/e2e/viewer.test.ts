@@ -70,12 +70,27 @@ function saveArtifact(name: string, png: Buffer): string {
   return path.pathname;
 }
 
-/** The part of the screenshot below the viewer's status bar, where noVNC draws the desktop. */
+/** Where noVNC draws the desktop in the screenshot: its canvas, scaled to fit the window (no letterbox bars). */
 async function screenRegion(page: Page, img: DecodedPng): Promise<{ x: number; y: number; width: number; height: number }> {
-  const box = await page.locator('#screen').boundingBox();
-  if (!box) throw new Error('#screen not laid out');
-  const y = Math.ceil(box.y);
-  return { x: 0, y, width: img.width, height: Math.min(img.height - y, Math.floor(box.height)) };
+  const box = await page.locator('#screen canvas').boundingBox();
+  if (!box) throw new Error('no noVNC canvas on the page');
+  const x = Math.max(0, Math.ceil(box.x));
+  const y = Math.max(0, Math.ceil(box.y));
+  return { x, y, width: Math.min(img.width - x, Math.floor(box.width)), height: Math.min(img.height - y, Math.floor(box.height)) };
+}
+
+/** Pixels in `region` that were white in `before` and are dark in `after`: text drawn on the xterm. */
+function whiteTurnedDark(before: DecodedPng, after: DecodedPng, region: { x: number; y: number; width: number; height: number }): number {
+  let n = 0;
+  for (let y = region.y; y < region.y + region.height; y++) {
+    for (let x = region.x; x < region.x + region.width; x++) {
+      const i = (y * before.width + x) * 4;
+      const wasWhite = before.rgba[i]! > 230 && before.rgba[i + 1]! > 230 && before.rgba[i + 2]! > 230;
+      const isDark = after.rgba[i]! < 110 && after.rgba[i + 1]! < 110 && after.rgba[i + 2]! < 110;
+      if (wasWhite && isDark) n++;
+    }
+  }
+  return n;
 }
 
 /** Screenshots until the desktop's blue covers a good part of the screen (the first update may still be in flight). */
@@ -165,6 +180,19 @@ describe('the viewer in a real browser', () => {
     expect(await page.locator('input[type=password]').count()).toBe(0);
     expect(await page.locator('#status').getAttribute('data-state')).toBe('connected');
     expect(errors).toEqual([]);
+
+    // Keyboard input reaches the desktop: typing into the focused xterm turns some of its white into dark text.
+    await page.locator('#screen canvas').click({ position: { x: 200, y: 150 } });
+    await page.keyboard.type('echo the quick brown fox jumps over the lazy dog 0123456789');
+    await page.keyboard.press('Enter');
+    let inked = 0;
+    await waitFor(async () => {
+      const shot = await page.screenshot();
+      inked = whiteTurnedDark(img, decodePng(shot), region);
+      if (inked > 300) saveArtifact('viewer-typed.png', shot);
+      return inked > 300;
+    }, 'typed text to appear in the xterm', 10_000).catch(() => undefined);
+    expect(inked, 'pixels of new text in the xterm').toBeGreaterThan(300);
 
     const del = await api('DELETE', `/api/v1/sessions/${session.id}`);
     expect(del.status).toBeLessThan(300);
