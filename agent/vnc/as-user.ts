@@ -28,12 +28,13 @@ const posix = process as unknown as PosixCredentials;
 export function asUser<T>(user: Identity, fn: () => T): T {
   const savedGroups = posix.getgroups();
   const savedEgid = posix.getegid();
-  posix.initgroups(user.name, user.gid);
-  posix.setegid(user.gid);
-  posix.seteuid(user.uid);
   try {
+    posix.initgroups(user.name, user.gid);
+    posix.setegid(user.gid);
+    posix.seteuid(user.uid);
     return fn();
   } finally {
+    // Unconditionally, in this order: groups and gid can only be restored once euid is 0 again.
     posix.seteuid(0);
     posix.setegid(savedEgid);
     posix.setgroups(savedGroups);

@@ -101,7 +101,7 @@ describe('standard gRPC tooling', () => {
     const Health = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
     const creds = credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey),
       readFileSync(pki.clientCert));
-    const h = new Health(agent.address, creds) as Client & Record<string, Function>;
+    const h = new Health(agent.address, creds, { 'grpc.ssl_target_name_override': 'localhost' }) as Client & Record<string, Function>;
     const check = (svc: string) => new Promise<{ status: string }>((res, rej) =>
       h.check!({ service: svc }, { deadline: Date.now() + 5000 }, (e: Error | null, r: { status: string }) =>
         (e ? rej(e) : res(r))));
@@ -115,11 +115,12 @@ describe('standard gRPC tooling', () => {
     const reflDir = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto');
     const def = loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [reflDir] });
     const pkg = loadPackageDefinition(def) as unknown as {
-      grpc: { reflection: { v1: { ServerReflection: new (a: string, c: unknown) => Client & Record<string, Function> } } };
+      grpc: { reflection: { v1: { ServerReflection: new (a: string, c: unknown, o?: object) => Client & Record<string, Function> } } };
     };
     const creds = credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey),
       readFileSync(pki.clientCert));
-    const r = new pkg.grpc.reflection.v1.ServerReflection(agent.address, creds);
+    const r = new pkg.grpc.reflection.v1.ServerReflection(agent.address, creds,
+      { 'grpc.ssl_target_name_override': 'localhost' });
     const stream = r.serverReflectionInfo!({ deadline: Date.now() + 5000 });
     const reply = new Promise<{ listServicesResponse?: { service: { name: string }[] } }>((res, rej) => {
       stream.on('data', res);
