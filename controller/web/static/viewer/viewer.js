@@ -64,7 +64,14 @@ function websocketUrl(path) {
 function connect(websocketPath) {
   setState('connecting', 'Connecting…');
   retryEl.hidden = true;
-  const r = new RFB(screenEl, websocketUrl(websocketPath), { shared: true });
+  let r;
+  try {
+    r = new RFB(screenEl, websocketUrl(websocketPath), { shared: true });
+  } catch {
+    // noVNC can throw while opening the socket (e.g. the browser refuses the URL): treat it like a dropped connection.
+    scheduleReconnect();
+    return;
+  }
   rfb = r;
   r.scaleViewport = true;
   r.resizeSession = false;
