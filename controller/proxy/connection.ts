@@ -147,9 +147,10 @@ export class ProxyConnection implements ByteCounters {
     this.ws.ping();
   }
 
-  /** Going-away close used by shutdown and the controller. */
+  /** Close initiated by the proxy: shutdown (1001), idle (1000), session ended or token revoked (1008). */
   shutdown(reason: CloseReason, text: string, detail?: string): void {
-    this.close(reason, reason === 'proxy-shutdown' ? WS_GOING_AWAY : WS_POLICY, text, undefined, detail);
+    const code = reason === 'proxy-shutdown' ? WS_GOING_AWAY : reason === 'idle-timeout' ? WS_NORMAL : WS_POLICY;
+    this.close(reason, code, text, undefined, detail);
   }
 
   private describe() {

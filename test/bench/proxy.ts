@@ -476,6 +476,9 @@ async function bench(): Promise<void> {
   const response = (ch: Buffer) => vncAuthResponse(PASSWORD, ch);
   const started = Date.now();
   const children: ChildProcess[] = [];
+  // websockify has no IPC channel to notice our end: kill it (and the rest) on any exit or interrupt.
+  process.on('exit', () => children.forEach((c) => c.kill()));
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
   const tmp = mkdtempSync(join(tmpdir(), 'vd-bench-proxy-'));
   try {
     const target = await forkSelf(['serve-target']);
@@ -582,6 +585,8 @@ function report(
 }
 
 const role = process.argv[2];
+// The child roles end with the benchmark, however it ends (their IPC channel closes).
+if (role === 'serve-target' || role === 'serve-proxy') process.on('disconnect', () => process.exit(0));
 if (role === 'serve-target') void serveTarget();
 else if (role === 'serve-proxy') void serveProxy(Number(process.argv[3]));
 else

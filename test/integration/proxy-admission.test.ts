@@ -217,6 +217,32 @@ describe('client IP', () => {
   });
 });
 
+describe('liveness', () => {
+  it('closes a connection with no bytes either way for idleTimeoutMs', async () => {
+    await startProxy({ idleTimeoutMs: 300 });
+    const c = await expectWorking(open(grant()));
+    expect(await c.closedPromise).toEqual({ code: 1000, reason: 'idle timeout' });
+    await expect.poll(() => target.connections - proxy.connections).toBe(1);
+  });
+
+  it('terminates a client that stops answering pings', async () => {
+    await startProxy({ heartbeatMs: 100 });
+    const c = await expectWorking(open(grant(), { autoPong: false }));
+    // No close frame: the proxy drops the TCP connection (1006 on the client side).
+    expect((await c.closedPromise).code).toBe(1006);
+    expect(proxy.connections).toBe(0);
+  });
+
+  it('keeps a client that answers pings', async () => {
+    await startProxy({ heartbeatMs: 100 });
+    const c = await expectWorking(open(grant()));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(c.closed).toBeNull();
+    c.write(Buffer.from('pong'));
+    expect((await c.read(4)).toString()).toBe('pong');
+  });
+});
+
 describe('per-IP limits', () => {
   it('refuses connections beyond the per-IP cap with 429 until one closes', async () => {
     await startProxy({ maxConnectionsPerIp: 2 });
