@@ -30,7 +30,8 @@ async function main(argv: string[]): Promise<number> {
   await controller.app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = controller.app.server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  log.info({ address: `${host}:${addr.port}`, publicUrl: controller.publicUrl(), blades: config.blades.map((b) => b.name),
+  // Always written, whatever --log-level: supervisors and `vncdispatch up` wait for this line.
+  log.child({}, { level: 'info' }).info({ address: `${host}:${addr.port}`, publicUrl: controller.publicUrl(), blades: config.blades.map((b) => b.name),
     store: config.mongodbUrl ? 'mongodb' : 'sqlite', placement: config.placement }, 'listening');
 
   await new Promise<void>((resolve) => {

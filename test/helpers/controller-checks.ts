@@ -39,7 +39,7 @@ export function xvncPidsOf(uids: ReadonlySet<number>): number[] {
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() !== 'Xvnc') continue;
+      if (!['Xvnc', 'Xtigervnc'].includes(readFileSync(`/proc/${name}/comm`, 'utf8').trim())) continue;
       const status = readFileSync(`/proc/${name}/status`, 'utf8');
       const uid = Number(/^Uid:\s*(\d+)/m.exec(status)?.[1]);
       const state = /^State:\s*(\S)/m.exec(status)?.[1];
