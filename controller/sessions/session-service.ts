@@ -120,9 +120,12 @@ export class SessionService {
     try {
       return { created: true, session: await this.#start(session) };
     } catch (err) {
-      const reason = isUserError(err) ? 'user-rejected' : 'start-failed';
-      await store.endSession(session.id, reason, new Date()).catch((e: unknown) =>
-        this.#log.error({ err: e, sessionId: session.id }, 'could not end a session that failed to start'));
+      // A refused user is bad input and leaves no row; a start that failed on every blade stays on record.
+      const rejected = err instanceof UnknownUserError || err instanceof UserNotAllowedError || err instanceof BadRequestError;
+      const reason = rejected ? 'user-rejected' : 'start-failed';
+      const cleanup = rejected ? store.discardSession(session.id) : store.endSession(session.id, reason, new Date());
+      await cleanup.catch((e: unknown) =>
+        this.#log.error({ err: e, sessionId: session.id }, 'could not clean up a session that failed to start'));
       this.#o.metrics.sessionsEnded.inc({ reason });
       throw err;
     }
@@ -210,25 +213,28 @@ export class SessionService {
   }
 
   /**
-   * Ends a session: stops the desktop on its blade (already gone is fine), ends the record (revoking its tokens) and
-   * closes its live connections. If the blade cannot be reached the record still ends, so nobody can connect; the
+   * Ends a session: ends the record (revoking its tokens), closes its live connections and stops the desktop on its
+   * blade (already gone is fine). If the blade cannot be reached the record still ends, so nobody can connect; the
    * desktop is stopped by reconciliation once the blade answers again (it is then an ended session the blade runs).
    */
   async end(id: string, reason = 'deleted'): Promise<SessionRecord> {
     const s = await this.get(id);
     if (s.state === 'ended') return s;
+    // The record first: its tokens are revoked and its sockets closed at once, so a viewer that notices the drop
+    // cannot get a fresh token and reconnect while the desktop is still stopping.
+    const ended = await this.#o.store.endSession(id, reason, new Date());
+    const closed = this.#o.closeConnections?.(id, reason) ?? 0;
     const blade = s.blade ? this.#o.blades.get(s.blade) : undefined;
     if (blade && s.agentSessionId) {
       try {
         await blade.connection.stopSession(s.agentSessionId);
       } catch (err) {
         if (!(err instanceof AgentRejectedError && err.grpcCode === grpcStatus.NOT_FOUND)) {
-          this.#log.warn({ err, sessionId: id, blade: s.blade }, 'could not stop the desktop; ending the record anyway');
+          this.#log.warn({ err, sessionId: id, blade: s.blade },
+            'could not stop the desktop; reconciliation stops it when the blade answers again');
         }
       }
     }
-    const ended = await this.#o.store.endSession(id, reason, new Date());
-    const closed = this.#o.closeConnections?.(id, reason) ?? 0;
     this.#o.metrics.sessionsEnded.inc({ reason });
     this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
     return ended ?? (await this.get(id));

@@ -261,6 +261,13 @@ export class MongoStore implements Store {
     return toSession(doc);
   }
 
+  async discardSession(id: string): Promise<boolean> {
+    const { deletedCount } = await this.sessions.deleteOne({ id, state: 'starting' });
+    if (deletedCount === 0) return false;
+    await this.tokens.deleteMany({ sessionId: id });
+    return true;
+  }
+
   async getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null> {
     const doc = await this.sessions.findOne({ reconnectKeyHash: hash, live: true }, { projection: SESSION_PROJECTION });
     return doc ? toSession(doc) : null;

@@ -268,6 +268,8 @@ export class SqliteStore implements Store {
         `UPDATE sessions SET state = 'ended', ended_at = @now, end_reason = @reason, updated_at = @now, password = NULL
          WHERE id = @id AND state != 'ended' RETURNING *`,
       ),
+      discardSession: db.prepare<[string]>(`DELETE FROM sessions WHERE id = ? AND state = 'starting'`),
+      deleteSessionTokens: db.prepare<[string]>(`DELETE FROM tokens WHERE session_id = ?`),
       liveSessionByReconnectKey: db.prepare<[string], SessionRow>(
         `SELECT * FROM sessions WHERE reconnect_key_hash = ? AND state != 'ended'`,
       ),
@@ -365,6 +367,16 @@ export class SqliteStore implements Store {
         if (!row) return null;
         this.s.revokeTokens.run(now.getTime(), id);
         return toSession(row);
+      })
+      .immediate();
+  }
+
+  async discardSession(id: string): Promise<boolean> {
+    return this.database
+      .transaction(() => {
+        if (this.s.discardSession.run(id).changes === 0) return false;
+        this.s.deleteSessionTokens.run(id);
+        return true;
       })
       .immediate();
   }

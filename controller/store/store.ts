@@ -105,6 +105,11 @@ export interface Store {
   endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
   /** Live session with this reconnect-key hash, or null. */
   getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null>;
+  /**
+   * Deletes a session that never ran (still `starting`, e.g. the blades refused the user), with its tokens, so a
+   * refused request leaves no row behind. Returns false (and changes nothing) for any other session.
+   */
+  discardSession(id: string): Promise<boolean>;
   /** Live sessions per blade name (blades with none are absent). */
   countLiveSessionsByBlade(): Promise<Map<string, number>>;
 

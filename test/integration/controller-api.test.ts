@@ -185,8 +185,12 @@ describe('bad input changes nothing', () => {
     ['root', { username: 'root' }, '', /root/],
   ];
 
+  const allRows = async () => (await api(c, 'GET', '/api/v1/sessions?state=all&limit=1000')).body.sessions
+    .map((s: { id: string; state: string }) => `${s.id}:${s.state}`).sort();
+
   it.each(cases)('%s', async (_what, body, code, message) => {
     const before = agentXvncs().length;
+    const rowsBefore = await allRows();
     const r = await api(c, 'POST', '/api/v1/sessions', body);
     expect(r.status).toBeGreaterThanOrEqual(400);
     expect(r.status).toBeLessThan(500);
@@ -197,6 +201,8 @@ describe('bad input changes nothing', () => {
     if (typeof username === 'string') expect(await c.store.getLiveSessionByUser(username)).toBeNull();
     expect((await api(c, 'GET', '/api/v1/sessions?state=live')).body.sessions.map((s: { username: string }) => s.username)
       .sort()).toEqual(['vdtest16', 'vdtest17']);
+    // Not even an ended row: a refused request leaves the store as it was.
+    expect(await allRows()).toEqual(rowsBefore);
   });
 
   it('oversized, malformed and non-JSON bodies get 4xx JSON errors', async () => {

@@ -209,6 +209,29 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         expect(await store.endSession(randomUUID(), 'deleted', at(6))).toBeNull();
       });
 
+      it('discardSession deletes only a session that never ran, with its tokens, and frees the user', async () => {
+        const starting = await newSession('vdtest16');
+        const token = tokenRecord(starting.id);
+        await store.insertToken(token);
+        const running = await newSession('vdtest17');
+        await store.updateSession(running.id, { state: 'running', blade: 'blade-a' }, at(1));
+        const ended = await newSession('vdtest18');
+        await store.endSession(ended.id, 'deleted', at(1));
+
+        expect(await store.discardSession(running.id)).toBe(false);
+        expect(await store.discardSession(ended.id)).toBe(false);
+        expect(await store.discardSession(randomUUID())).toBe(false);
+        expect((await store.getSession(running.id))?.state).toBe('running');
+        expect((await store.getSession(ended.id))?.state).toBe('ended');
+
+        expect(await store.discardSession(starting.id)).toBe(true);
+        expect(await store.getSession(starting.id)).toBeNull();
+        expect(await store.getToken(token.hash)).toBeNull();
+        expect((await store.listSessions()).map((x) => x.id)).not.toContain(starting.id);
+        expect(await store.discardSession(starting.id)).toBe(false);
+        await newSession('vdtest16');
+      });
+
       it('ends a session exactly once under concurrent endSession calls', async () => {
         const stores = await instances(2);
         const s = await newSession('vdtest16');
