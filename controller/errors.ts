@@ -51,7 +51,8 @@ export const ERROR_CODES = {
   VD_ERR_AGENT_UNAVAILABLE: [503, 'The blade agent did not answer.'],
   VD_ERR_NO_BLADE_AVAILABLE: [503, 'No blade can start a desktop right now.'],
   VD_ERR_SESSION_STARTING: [503, 'The session is still starting; retry shortly.'],
-  VD_ERR_SESSION_ENDED: [409, 'The session has ended.'],
+  VD_ERR_SESSION_ENDED: [410, 'The session has ended.'],
+  VD_ERR_SESSION_CONFLICT: [409, 'The session was ended or replaced while this request was opening it; retry.'],
   VD_ERR_BLADE_EXISTS: [409, 'A blade with this name is already registered at another address.'],
   // Connection tokens (controller/tokens/): why a token was refused. 401 = present but not valid (get a new one);
   // 403 = valid but not for this client or this session.
@@ -86,6 +87,7 @@ export const UserNotAllowedError = define('VD_ERR_USER_NOT_ALLOWED', ...ERROR_CO
 export const NoBladeAvailableError = define('VD_ERR_NO_BLADE_AVAILABLE', ...ERROR_CODES.VD_ERR_NO_BLADE_AVAILABLE);
 export const SessionStartingError = define('VD_ERR_SESSION_STARTING', ...ERROR_CODES.VD_ERR_SESSION_STARTING);
 export const SessionEndedError = define('VD_ERR_SESSION_ENDED', ...ERROR_CODES.VD_ERR_SESSION_ENDED);
+export const SessionConflictError = define('VD_ERR_SESSION_CONFLICT', ...ERROR_CODES.VD_ERR_SESSION_CONFLICT);
 export const BladeExistsError = define('VD_ERR_BLADE_EXISTS', ...ERROR_CODES.VD_ERR_BLADE_EXISTS);
 export const TokenMalformedError = define('VD_ERR_TOKEN_MALFORMED', ...ERROR_CODES.VD_ERR_TOKEN_MALFORMED);
 export const TokenUnknownError = define('VD_ERR_TOKEN_UNKNOWN', ...ERROR_CODES.VD_ERR_TOKEN_UNKNOWN);

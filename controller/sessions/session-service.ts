@@ -13,7 +13,7 @@ import {
   BadRequestError,
   NoBladeAvailableError,
   NotFoundError,
-  SessionEndedError,
+  SessionConflictError,
   SessionStartingError,
   UnknownUserError,
   UserNotAllowedError,
@@ -98,7 +98,7 @@ export class SessionService {
       const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
       const reconnectKey = newReconnectKey();
       const patched = await this.#o.store.updateSession(value.session.id, { reconnectKeyHash: hashSecret(reconnectKey) }, new Date());
-      if (!patched) throw new SessionEndedError(`session ${value.session.id} ended while it was being opened`);
+      if (!patched) throw new SessionConflictError(`session ${value.session.id} ended while it was being opened`);
       result = created ? 'created' : 'existing';
       return { created, session: patched, token, tokenExpiresAt: expiresAt, reconnectKey };
     } catch (err) {
@@ -138,7 +138,7 @@ export class SessionService {
       await new Promise((r) => setTimeout(r, POLL_MS));
       const now = await this.#o.store.getSession(session.id);
       if (!now || now.state === 'ended') {
-        throw new SessionEndedError(`the session being started for ${session.username} failed to start; retry`);
+        throw new SessionConflictError(`the session being started for ${session.username} failed to start; retry`);
       }
       if (now.state === 'running') return now;
     }
@@ -195,7 +195,7 @@ export class SessionService {
     if (!patched) {
       // Deleted while starting: the desktop must not outlive its record.
       await blade.connection.stopSession(s.id).catch(() => {});
-      throw new SessionEndedError(`session ${session.id} was deleted while it was starting`);
+      throw new SessionConflictError(`session ${session.id} was deleted while it was starting`);
     }
     this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
       pid: s.pid, agentExisting: res.existing }, 'session running');

@@ -28,12 +28,6 @@ const DEFAULTS: ReconnectOptions = {
   perIpPerMinute: 30,
 };
 
-/**
- * The viewer reacts to this status, so it stays 410 Gone ("will not come back") here even though the REST API
- * maps VD_ERR_SESSION_ENDED to 409 for operations on an ended session.
- */
-export const SESSION_ENDED_STATUS = 410;
-
 interface ReconnectBody {
   session: string;
   key: string;
@@ -89,7 +83,7 @@ export function registerReconnect(
       if (!session || session.id !== sessionId || session.state === 'ended') {
         log.info({ sessionId, clientIp: request.ip, found: session !== null }, 'viewer reconnect refused: session ended or key unknown');
         const err = new SessionEndedError('This desktop session has ended.');
-        return reply.code(SESSION_ENDED_STATUS).send(errorBody(err.code, err.message));
+        return reply.code(err.status).send(errorBody(err.code, err.message));
       }
 
       // Bind the new token to the IP the session was requested for, exactly like the API's first token.
