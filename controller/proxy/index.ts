@@ -8,8 +8,6 @@
  *
  * The controller wires it into its HTTP server: `server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(...))`.
  */
-// First, so that `ws` picks up the fast masking when it loads (see the file).
-import './ws-fast-mask.js';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import proxyaddr from '@fastify/proxy-addr';

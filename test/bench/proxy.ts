@@ -15,8 +15,6 @@
  *
  * One file, three roles: no argument = the benchmark; `serve-target` and `serve-proxy PORT` = the child processes.
  */
-// Before `ws` loads, as in the controller: the bench client masks its upstream frames with it too (all paths alike).
-import '../../controller/proxy/ws-fast-mask.js';
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
