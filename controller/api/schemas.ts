@@ -79,6 +79,11 @@ export const bladeSchema = {
       type: ['object', 'null'],
       properties: { load1: { type: 'number' }, load5: { type: 'number' }, load15: { type: 'number' } },
     },
+    memory: {
+      type: ['object', 'null'],
+      properties: { totalBytes: { type: 'integer' }, availableBytes: { type: 'integer' } },
+    },
+    cpus: { type: ['integer', 'null'] },
     hostname: nullableString,
     version: nullableString,
     lastSeen: { type: ['string', 'null'], format: 'date-time' },

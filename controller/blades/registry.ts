@@ -34,6 +34,8 @@ export interface BladeView {
   sessions: number;
   capacity: number;
   load: { load1: number; load5: number; load15: number } | null;
+  memory: { totalBytes: number; availableBytes: number } | null;
+  cpus: number | null;
   hostname: string | null;
   version: string | null;
   lastSeen: string | null;
@@ -251,6 +253,8 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
       sessions: Math.max(counts.get(b.name) ?? 0, s?.liveSessions ?? 0),
       capacity: s?.capacity ?? 0,
       load: s ? { load1: s.load1, load5: s.load5, load15: s.load15 } : null,
+      memory: s ? { totalBytes: s.memoryTotalBytes, availableBytes: s.memoryAvailableBytes } : null,
+      cpus: s ? s.cpus : null,
       hostname: s?.hostname || null,
       version: s?.version || null,
       lastSeen: b.health.lastSeen ? new Date(b.health.lastSeen).toISOString() : null,

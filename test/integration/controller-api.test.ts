@@ -2,6 +2,7 @@
  * The controller's REST API against a real agent (real Xvnc, mTLS) on loopback: authentication on every route,
  * the OpenAPI document, the original route, and bad input that must change nothing. Users vdtest16..vdtest19.
  */
+import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -164,6 +165,19 @@ describe('sessions and the original route', () => {
     await expect(c.controller.tokens.consume(r.body.token, null)).rejects.toMatchObject({ code: 'VD_ERR_TOKEN_REVOKED' });
     expect((await api(c, 'GET', `/api/v1/sessions/${r.body.id}`)).body.state).toBe('ended');
     expect((await api(c, 'GET', `/api/v1/sessions/${UUID}`)).status).toBe(404);
+  });
+});
+
+describe('blades', () => {
+  it("GET /api/v1/blades shows the agent's health as it reports it: state, capacity, load, memory, CPUs", async () => {
+    const [b] = (await api(c, 'GET', '/api/v1/blades')).body.blades;
+    const memTotalKb = Number(/MemTotal:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
+    expect(b).toMatchObject({ name: 'blade-a', state: 'UP', capacity: 10, cpus: cpus().length,
+      memory: { totalBytes: memTotalKb * 1024 } });
+    expect(b.memory.availableBytes).toBeGreaterThan(0);
+    expect(b.memory.availableBytes).toBeLessThanOrEqual(b.memory.totalBytes);
+    expect(b.load.load1).toBeGreaterThanOrEqual(0);
+    expect(Date.parse(b.lastSeen)).not.toBeNaN();
   });
 });
 
