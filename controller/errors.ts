@@ -119,8 +119,11 @@ export class AgentUnavailableError extends VncDispatchError {
 export class AgentRejectedError extends VncDispatchError {
   static readonly code = 'VD_ERR_AGENT_REJECTED';
   readonly grpcCode: number;
-  constructor(message: string, grpcCode: number, options?: { cause?: unknown }) {
+  /** The agent's own stable code (VD_AGENT_..., from the `vncdispatch-error-code` trailer), if it sent one. */
+  readonly agentCode: string | null;
+  constructor(message: string, grpcCode: number, options?: { cause?: unknown; agentCode?: string | null }) {
     super('VD_ERR_AGENT_REJECTED', ERROR_CODES.VD_ERR_AGENT_REJECTED[0], message, options);
     this.grpcCode = grpcCode;
+    this.agentCode = options?.agentCode ?? null;
   }
 }

@@ -5,6 +5,9 @@
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { AgentRejectedError, AgentUnavailableError, VncDispatchError } from '../errors.js';
 
+/** The trailer in which the agent sends its stable error code (agent/grpc/status-map.ts). */
+const AGENT_ERROR_CODE_KEY = 'vncdispatch-error-code';
+
 /** Statuses meaning "the agent did not (properly) answer": transport trouble, not a decision about the request. */
 const UNAVAILABLE_CODES = new Set<number>([
   status.UNAVAILABLE,
@@ -36,5 +39,7 @@ export function toControllerError(err: unknown, blade: string, method: string): 
   if (UNAVAILABLE_CODES.has(err.code)) {
     return new AgentUnavailableError(`blade ${blade}: ${method}: ${grpcStatusName(err.code)}: ${detail}`, err.code, { cause: err });
   }
-  return new AgentRejectedError(`blade ${blade}: ${method}: ${detail}`, err.code, { cause: err });
+  const agentCode = err.metadata?.get(AGENT_ERROR_CODE_KEY)[0];
+  return new AgentRejectedError(`blade ${blade}: ${method}: ${detail}`, err.code,
+    { cause: err, agentCode: typeof agentCode === 'string' ? agentCode : null });
 }

@@ -4,7 +4,6 @@
  * token and a viewer reconnect key. Also ending sessions (agent, store, proxy sockets).
  */
 import { randomUUID } from 'node:crypto';
-import { status as grpcStatus } from '@grpc/grpc-js';
 import type { Blade, BladeRegistry } from '../blades/registry.js';
 import type { Config } from '../config.js';
 import {
@@ -49,21 +48,21 @@ export interface SessionServiceOptions {
 
 const POLL_MS = 50;
 
-/** True for agent answers about the user (same on every blade), where trying another blade cannot help. */
+/** Agent codes about the user (the same on every blade), where trying another blade cannot help. */
+const USER_ERRORS = new Set(['VD_AGENT_USER_NOT_FOUND', 'VD_AGENT_USER_FORBIDDEN', 'VD_AGENT_INVALID_USERNAME']);
+
 function isUserError(err: unknown): err is AgentRejectedError {
-  return err instanceof AgentRejectedError
-    && (err.grpcCode === grpcStatus.NOT_FOUND || err.grpcCode === grpcStatus.PERMISSION_DENIED
-      || err.grpcCode === grpcStatus.INVALID_ARGUMENT);
+  return err instanceof AgentRejectedError && err.agentCode !== null && USER_ERRORS.has(err.agentCode);
 }
 
 /** The REST error for an agent's refusal about the user. */
 function userError(err: AgentRejectedError, username: string): VncDispatchError {
   // The agent's message is for people and names only the username, which the caller sent: safe to pass on.
   const detail = err.message.replace(/^blade [^:]+: StartSession: /, '');
-  switch (err.grpcCode) {
-    case grpcStatus.NOT_FOUND:
+  switch (err.agentCode) {
+    case 'VD_AGENT_USER_NOT_FOUND':
       return new UnknownUserError(`no such user ${JSON.stringify(username)}: ${detail}`, { cause: err });
-    case grpcStatus.PERMISSION_DENIED:
+    case 'VD_AGENT_USER_FORBIDDEN':
       return new UserNotAllowedError(`user ${JSON.stringify(username)} may not have a desktop: ${detail}`, { cause: err });
     default:
       return new BadRequestError(`the blade refused user ${JSON.stringify(username)}: ${detail}`, { cause: err });
@@ -229,7 +228,7 @@ export class SessionService {
       try {
         await blade.connection.stopSession(s.agentSessionId);
       } catch (err) {
-        if (!(err instanceof AgentRejectedError && err.grpcCode === grpcStatus.NOT_FOUND)) {
+        if (!(err instanceof AgentRejectedError && err.agentCode === 'VD_AGENT_SESSION_NOT_FOUND')) {
           this.#log.warn({ err, sessionId: id, blade: s.blade },
             'could not stop the desktop; reconciliation stops it when the blade answers again');
         }
