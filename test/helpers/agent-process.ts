@@ -3,23 +3,15 @@
  * gives tests an mTLS client for it. Stopping the agent leaves the desktops it started running (they are in their
  * own sessions): tests that start sessions must stop them (StopSession, or kill by pid) in afterAll.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import { AgentClient } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import type { Pki } from './certs.js';
+import { repoRoot, startNodeService } from './node-service.js';
 
 export type { AgentClient };
-
-/** Repo root, whether this file runs from test/helpers or dist/test/helpers. */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return dir;
-}
 
 export const AGENT_MAIN = resolve(repoRoot(), 'dist', 'agent', 'main.js');
 
@@ -46,72 +38,13 @@ export interface StartAgentOptions {
 }
 
 /** Starts the agent and resolves once it logs `"msg":"listening"`. */
-export function startAgent(opts: StartAgentOptions): Promise<AgentProcess> {
-  if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} missing: run npm run build first`);
+export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-agent-state-'));
-  const args = [
-    AGENT_MAIN, '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
+  const service = await startNodeService('agent', AGENT_MAIN, [
+    '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
     '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--vnc-listen', '127.0.0.1', ...(opts.args ?? []),
-  ];
-  const child: ChildProcess = spawn(process.execPath, args, {
-    env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: string[] = [];
-  let exited = false;
-  const exitPromise = new Promise<void>((res) => child.once('exit', () => {
-    exited = true;
-    res();
-  }));
-  return new Promise((resolvePromise, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      child.kill('SIGKILL');
-      reject(new Error(`agent did not log "listening" in time; logs:\n${logs.join('\n')}`));
-    }, opts.timeoutMs ?? 15_000);
-    const onLine = (line: string) => {
-      if (!line) return;
-      logs.push(line);
-      if (settled) return;
-      let rec: { msg?: string; address?: string; port?: number };
-      try {
-        rec = JSON.parse(line) as typeof rec;
-      } catch {
-        return;
-      }
-      if (rec.msg === 'listening' && rec.address && rec.port) {
-        settled = true;
-        clearTimeout(timer);
-        resolvePromise({
-          address: rec.address, port: rec.port, pid: child.pid!, stateDir, logs,
-          stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-            if (!exited) child.kill(signal);
-            await exitPromise;
-          },
-        });
-      }
-    };
-    for (const stream of [child.stdout!, child.stderr!]) {
-      let buf = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk: string) => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          onLine(buf.slice(0, i));
-          buf = buf.slice(i + 1);
-        }
-      });
-    }
-    child.once('exit', (code, signal) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`agent exited (${signal ?? code}) before listening; logs:\n${logs.join('\n')}`));
-    });
-  });
+  ], { env: opts.env, timeoutMs: opts.timeoutMs });
+  return { ...service, stateDir };
 }
 
 /**

@@ -7,12 +7,10 @@
  * Both use mTLS to the agents with the test PKI's client certificate and an embedded SQLite store in `dataDir`
  * (a fresh temp dir by default).
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { buildApp, type ControllerApp } from '../../controller/app.js';
 import { parseConfig } from '../../controller/config.js';
@@ -20,12 +18,7 @@ import { createLogger } from '../../controller/log.js';
 import { createStore } from '../../controller/store/index.js';
 import type { Store } from '../../controller/store/store.js';
 import type { Pki } from './certs.js';
-
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return dir;
-}
+import { repoRoot, startNodeService } from './node-service.js';
 
 export const CONTROLLER_MAIN = resolve(repoRoot(), 'dist', 'controller', 'main.js');
 
@@ -77,69 +70,13 @@ function headersFor(apiKey: string): Record<string, string> {
 }
 
 /** Starts dist/controller/main.js and resolves once it listens. */
-export function startController(o: ControllerOptions): Promise<ControllerProcess> {
-  if (!existsSync(CONTROLLER_MAIN)) throw new Error(`${CONTROLLER_MAIN} missing: run npm run build first`);
+export async function startController(o: ControllerOptions): Promise<ControllerProcess> {
   const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
-  const child = spawn(process.execPath, [CONTROLLER_MAIN, ...baseArgs(o, apiKey, dataDir)], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: string[] = [];
-  let exited = false;
-  const exit = new Promise<void>((r) => child.once('exit', () => {
-    exited = true;
-    r();
-  }));
-  return new Promise((resolvePromise, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      child.kill('SIGKILL');
-      reject(new Error(`controller did not listen in time; logs:\n${logs.join('\n')}`));
-    }, o.timeoutMs ?? 15_000);
-    const onLine = (line: string) => {
-      if (!line) return;
-      logs.push(line);
-      if (settled) return;
-      let rec: { msg?: string; address?: string };
-      try {
-        rec = JSON.parse(line) as typeof rec;
-      } catch {
-        return;
-      }
-      if (rec.msg === 'listening' && rec.address) {
-        settled = true;
-        clearTimeout(timer);
-        resolvePromise({
-          url: `http://${rec.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs, pid: child.pid!,
-          stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-            if (!exited) child.kill(signal);
-            await exit;
-          },
-        });
-      }
-    };
-    for (const stream of [child.stdout, child.stderr]) {
-      let buf = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk: string) => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          onLine(buf.slice(0, i));
-          buf = buf.slice(i + 1);
-        }
-      });
-    }
-    child.once('exit', (code, signal) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`controller exited (${signal ?? code}) before listening; logs:\n${logs.join('\n')}`));
-    });
-  });
+  const service = await startNodeService('controller', CONTROLLER_MAIN, baseArgs(o, apiKey, dataDir),
+    { timeoutMs: o.timeoutMs });
+  return { url: `http://${service.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs: service.logs,
+    pid: service.pid, stop: service.stop };
 }
 
 /** Builds the controller in this process (buildApp) and listens on 127.0.0.1 port 0. */
