@@ -8,6 +8,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 
+/** Size of Node's read buffer for sockets: a read this long means the kernel had at least this much queued. */
+const FULL_READ = 64 * 1024;
+
 /** Byte counts of one connection, updated as data flows (read by logs, metrics and the idle check). */
 export interface ByteCounters {
   /** VNC server -> browser. */
@@ -32,9 +35,25 @@ export function pipeBytes(ws: WebSocket, wsSocket: Duplex, tcp: Socket, counters
   let tcpPaused = false;
   let wsPaused = false;
 
+  // Coalescing: a read that filled Node's whole read buffer means more is waiting in the kernel, and libuv reads
+  // again (up to 32 times) before returning to the event loop. Corking the browser's socket for such a burst turns
+  // its frames into one writev (one wakeup of the receiver) instead of one per 64 KiB. A short read ends the burst;
+  // setImmediate ends it in any case (pause, libuv's 32-read cap). Small reads (keystroke echoes, RTT) never cork.
+  let corked = false;
+  const uncork = () => {
+    if (!corked) return;
+    corked = false;
+    wsSocket.uncork();
+  };
   tcp.on('data', (chunk: Buffer) => {
     counters.down += chunk.length;
+    if (!corked && chunk.length >= FULL_READ) {
+      corked = true;
+      wsSocket.cork();
+      setImmediate(uncork);
+    }
     ws.send(chunk);
+    if (corked && chunk.length < FULL_READ) uncork();
     if (!tcpPaused && ws.bufferedAmount > maxBufferedBytes) {
       tcpPaused = true;
       tcp.pause();
