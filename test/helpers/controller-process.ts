@@ -56,7 +56,7 @@ export interface InProcessController extends ControllerHandle {
 
 function baseArgs(o: ControllerOptions, apiKey: string, dataDir: string): string[] {
   return [
-    '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', apiKey,
+    '--listen', '127.0.0.1:0', '--data-dir', dataDir, `--api-key=${apiKey}`, // '=': a random key may start with '-'
     '--agent-tls-cert', o.pki.clientCert, '--agent-tls-key', o.pki.clientKey, '--agent-tls-ca', o.pki.caCert,
     // Tests want quick health transitions; these are the defaults' order of magnitude, not faster than real use.
     '--health-interval-ms', '500', '--down-after-ms', '2500',

@@ -9,6 +9,12 @@ const TLS = ['--agent-tls-cert', '/c.crt', '--agent-tls-key', '/c.key', '--agent
 const parse = (...args: string[]) => parseConfig(['--api-key', KEY, ...TLS, ...args])!;
 
 describe('controller config', () => {
+  it('takes an API key that starts with a dash in the --api-key=KEY form (base64url keys can)', () => {
+    const dashKey = `-${'x'.repeat(31)}`;
+    expect(parseConfig([`--api-key=${dashKey}`, ...TLS])!.apiKeys).toEqual([dashKey]);
+    expect(() => parseConfig(['--api-key', dashKey, ...TLS])).toThrow(ConfigError);
+  });
+
   it('has the documented defaults and is frozen', () => {
     const c = parse();
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 8080 });
