@@ -118,17 +118,8 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
         tokenHash: record.hash,
       };
     },
-    revalidate: async (targets: ProxyTarget[]): Promise<Set<string>> => {
-      const allowed = new Set<string>();
-      const live = new Map<string, boolean>();
-      for (const t of targets) {
-        if (!live.has(t.sessionId)) live.set(t.sessionId, (await store.getSession(t.sessionId))?.state === 'running');
-        if (!live.get(t.sessionId)) continue;
-        const record = await store.getToken(t.tokenHash);
-        if (record && record.revokedAt === null) allowed.add(t.tokenHash);
-      }
-      return allowed;
-    },
+    // Live connections stay open while their session runs and their token is not revoked: one batched query.
+    revalidate: (targets: ProxyTarget[]): Promise<Set<string>> => store.activeTokenHashes(targets.map((t) => t.tokenHash)),
   });
   sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));

@@ -11,6 +11,9 @@ import type {
 } from './store.js';
 import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable } from './validate.js';
 
+/** Token hashes per activeTokenHashes query. */
+const ACTIVE_TOKEN_CHUNK = 5000;
+
 export interface MongoStoreOptions {
   /** mongodb:// or mongodb+srv:// URL. */
   url: string;
@@ -316,6 +319,23 @@ export class MongoStore implements Store {
   async getToken(hash: string): Promise<TokenRecord | null> {
     const doc = await this.tokens.findOne({ hash }, { projection: PLAIN_PROJECTION });
     return doc ? toToken(doc) : null;
+  }
+
+  async activeTokenHashes(hashes: readonly string[]): Promise<Set<string>> {
+    const active = new Set<string>();
+    // $in lists stay well under the 16 MiB command limit in chunks of this size.
+    for (let i = 0; i < hashes.length; i += ACTIVE_TOKEN_CHUNK) {
+      const tokens = await this.tokens
+        .find({ hash: { $in: hashes.slice(i, i + ACTIVE_TOKEN_CHUNK) }, revokedAt: null }, { projection: { _id: 0, hash: 1, sessionId: 1 } })
+        .toArray();
+      const sessionIds = [...new Set(tokens.map((t) => t.sessionId))];
+      const running = new Set(
+        (await this.sessions.find({ id: { $in: sessionIds }, state: 'running' }, { projection: { _id: 0, id: 1 } }).toArray())
+          .map((d) => d.id),
+      );
+      for (const t of tokens) if (running.has(t.sessionId)) active.add(t.hash);
+    }
+    return active;
   }
 
   async revokeTokens(sessionId: string, now: Date): Promise<number> {

@@ -281,6 +281,11 @@ export class SqliteStore implements Store {
          VALUES (@hash, @sessionId, @expiresAt, @clientIp, @createdAt, @usedAt, @revokedAt)`,
       ),
       getToken: db.prepare<[string], TokenRow>(`SELECT * FROM tokens WHERE hash = ?`),
+      // The hashes arrive as one JSON array parameter, so any number fits one prepared statement.
+      activeTokenHashes: db.prepare<[string], { hash: string }>(
+        `SELECT t.hash FROM tokens t JOIN sessions s ON s.id = t.session_id
+         WHERE t.hash IN (SELECT value FROM json_each(?)) AND t.revoked_at IS NULL AND s.state = 'running'`,
+      ),
       markTokenUsed: db.prepare<[number, string]>(`UPDATE tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL`),
       revokeToken: db.prepare<[number, string]>(`UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL`),
       revokeTokens: db.prepare<[number, string]>(
@@ -430,6 +435,11 @@ export class SqliteStore implements Store {
   async getToken(hash: string): Promise<TokenRecord | null> {
     const row = this.s.getToken.get(hash);
     return row ? toToken(row) : null;
+  }
+
+  async activeTokenHashes(hashes: readonly string[]): Promise<Set<string>> {
+    if (hashes.length === 0) return new Set();
+    return new Set(this.s.activeTokenHashes.all(JSON.stringify(hashes)).map((r) => r.hash));
   }
 
   async revokeTokens(sessionId: string, now: Date): Promise<number> {

@@ -121,6 +121,11 @@ export interface Store {
   consumeToken(hash: string, now: Date, options: { singleUse: boolean }): Promise<ConsumeResult>;
   /** Looks a token up by hash without changing it (the proxy re-checks live connections with it). */
   getToken(hash: string): Promise<TokenRecord | null>;
+  /**
+   * Of `hashes`, those whose token is not revoked and whose session is running: one batched query, so the proxy can
+   * re-check thousands of live connections twice a second without a round trip each.
+   */
+  activeTokenHashes(hashes: readonly string[]): Promise<Set<string>>;
   /** Revokes every unrevoked token of a session; returns how many. */
   revokeTokens(sessionId: string, now: Date): Promise<number>;
   /** Deletes tokens that expired before `before`; returns how many. */

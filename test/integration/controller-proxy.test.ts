@@ -173,6 +173,31 @@ describe('refusals happen before any connection to the blade', () => {
     if (!isRefused(ok)) ok.close();
   });
 
+  it('a DELETE on another controller sharing the store closes this controller\'s live connection', async () => {
+    const other = await buildController({ pki, dataDir: c.dataDir, apiKey: c.apiKey,
+      blades: [{ name: 'blade-p', address: `127.0.0.1:${agent.port}` }] });
+    try {
+      const s = await openSession(USER);
+      const client = await connect(`token=${s.token}`);
+      if (isRefused(client)) throw new Error('refused');
+      await client.handshakeNone();
+      // Freeze the agent so the desktop (and so the VNC side of the pipe) stays up: only the store can tell this
+      // controller's proxy that the session ended, on its next re-check (every 500 ms). Access is cut anyway.
+      process.kill(agent.pid, 'SIGSTOP');
+      let deleted: Promise<unknown>;
+      try {
+        deleted = api(other, 'DELETE', `/api/v1/sessions/${s.id}`);
+        const closed = await client.closedPromise;
+        expect(closed.code).toBe(1008);
+      } finally {
+        process.kill(agent.pid, 'SIGCONT');
+      }
+      expect(await deleted).toMatchObject({ status: 200 });
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('DELETE closes a live connection and the desktop goes away', async () => {
     const s = await openSession(USER);
     const client = await connect(`token=${s.token}`);

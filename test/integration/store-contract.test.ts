@@ -301,6 +301,20 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         expect(await store.getToken(hashOf('nothere'))).toBeNull();
       });
 
+      it('activeTokenHashes keeps only unrevoked tokens of running sessions, in one call for many', async () => {
+        const starting = await newSession('vdtest18');
+        const running = [tokenRecord(session.id), tokenRecord(session.id, { usedAt: at(2) })];
+        const revoked = tokenRecord(session.id, { revokedAt: at(2) });
+        const ofStarting = tokenRecord(starting.id);
+        for (const t of [...running, revoked, ofStarting]) await store.insertToken(t);
+        const many = [...running, revoked, ofStarting].map((t) => t.hash)
+          .concat(Array.from({ length: 2000 }, (_, i) => hashOf(`absent-${i}`)));
+        expect(await store.activeTokenHashes(many)).toEqual(new Set(running.map((t) => t.hash)));
+        expect(await store.activeTokenHashes([])).toEqual(new Set());
+        await store.endSession(session.id, 'deleted', at(3));
+        expect(await store.activeTokenHashes(many)).toEqual(new Set());
+      });
+
       it('refuses a second token with the same hash', async () => {
         const t = tokenRecord(session.id);
         await store.insertToken(t);
