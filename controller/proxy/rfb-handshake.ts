@@ -14,7 +14,6 @@ import {
   SECURITY_INVALID,
   SECURITY_NONE,
   SECURITY_VNC_AUTH,
-  u32,
   VERSION_LENGTH,
   versionMessage,
   type RfbMinor,
