@@ -13,6 +13,11 @@
  * process per connection: its CPU is the parent's utime+stime+cutime+cstime (children are reaped before reading)
  * and its memory is the sum of PSS over its processes (RSS would count shared pages once per fork).
  *
+ * Every path is measured REPS times, the passes interleaved (proxy, websockify, direct, proxy, ...), and each figure
+ * is the median over its passes; round trips are taken for all paths in turn within a pass. Each pass also prints
+ * where the CPU went (client, target, proxy as % of a core) and how many messages the client received, which shows
+ * which process limits a path and what frame sizes it delivers.
+ *
  * One file, three roles: no argument = the benchmark; `serve-target` and `serve-proxy PORT` = the child processes.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -23,6 +28,8 @@ import { connect as tcpConnect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 
 const PASSWORD = 'benchpw1';
@@ -33,6 +40,8 @@ const RTT_WARMUP = 300;
 const IDLE_CONNECTIONS = 8000;
 const WEBSOCKIFY_IDLE_CONNECTIONS = 500;
 const OPEN_CONCURRENCY = 200;
+/** Every path is measured this many times, interleaved, and each figure is the median: one noisy pass decides nothing. */
+const REPS = 3;
 const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -165,6 +174,8 @@ class Conn {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
   onBytes: ((d: Buffer) => void) | null = null;
+  /** Messages (WebSocket) or reads (TCP) received: shows the frame sizes each path delivers. */
+  received = 0;
   private closed = false;
 
   constructor(
@@ -172,6 +183,7 @@ class Conn {
     private readonly sock: Socket | null,
   ) {
     const push = (d: Buffer) => {
+      this.received++;
       if (this.onBytes) return this.onBytes(d);
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
       this.waiter?.();
@@ -322,7 +334,25 @@ function rssKb(pid: number): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The bench client's own collector, so garbage from the previous phase is not collected during the next one. */
+const clientGc = (() => {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
+
+/**
+ * Before every timed phase, whatever the path: the previous phase's sockets have closed and been handled by every
+ * process (a short sleep), and the client's heap is collected. Same for every path, so it changes no ratio; it only
+ * keeps one phase's aftermath out of the next one's figures.
+ */
+async function settle(): Promise<void> {
+  await sleep(100);
+  clientGc();
+}
+
 interface Figures {
+  /** One line per phase on where the CPU went (see PhaseLoad). */
+  loads: string[];
   downMBs: number;
   upMBs: number;
   downCpuMsPerGB: number | null;
@@ -342,8 +372,35 @@ const FULL: Amounts = { down: DOWN_BYTES, up: UP_BYTES, rounds: RTT_ROUNDS, warm
 /** A short pass over every path before any is timed: JIT-compiles the bench client (which serves all paths) and the proxy, so the path measured first is not charged with warm-up. */
 const WARMUP: Amounts = { down: 64 * 1024 * 1024, up: 32 * 1024 * 1024, rounds: 200, warmup: 0 };
 
+/** Per-phase CPU of every process involved (ms) and messages the client received: where the time goes. */
+interface PhaseLoad {
+  clientMs: number;
+  targetMs: number;
+  proxyMs: number;
+  messages: number;
+}
+let targetPid = 0;
+/** CPU of a process and its live children (websockify serves each connection in a forked child). */
+function treeCpuMs(pid: number | null): number {
+  return pid === null ? 0 : [pid, ...childrenOf(pid)].reduce((a, p) => a + cpuMs(p), 0);
+}
+function loadStart(path: Path) {
+  const c0 = process.cpuUsage();
+  const t0 = cpuMs(targetPid);
+  const p0 = treeCpuMs(path.pid);
+  return (messages: number): PhaseLoad => {
+    const c = process.cpuUsage(c0);
+    return { clientMs: (c.user + c.system) / 1000, targetMs: cpuMs(targetPid) - t0, proxyMs: treeCpuMs(path.pid) - p0, messages };
+  };
+}
+function describeLoad(phase: string, l: PhaseLoad, sec: number): string {
+  const pct = (ms: number) => `${((ms / 1000 / sec) * 100).toFixed(0)}%`;
+  return `${phase}: client ${pct(l.clientMs)}, target ${pct(l.targetMs)}, proxy ${pct(l.proxyMs)} of a core; ${l.messages} messages`;
+}
+
+/** Throughput both ways through one path (round trips are `roundTrips`, taken for all paths together). */
 async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amounts = FULL): Promise<Figures> {
-  const { down: DOWN_BYTES, up: UP_BYTES, rounds: RTT_ROUNDS, warmup: RTT_WARMUP } = amounts;
+  const { down: DOWN_BYTES, up: UP_BYTES } = amounts;
   const cpu = async () => {
     if (path.pid === null) return 0;
     if (path.name === 'websockify') await settled(path.pid);
@@ -353,9 +410,12 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   // Downstream: target floods DOWN_BYTES; timed from the command to the last byte.
   let c = await path.open();
   await c.handshake(path.vncAuth, response);
+  await settle();
   let cpu0 = await cpu();
+  let load = loadStart(path);
   let t0 = process.hrtime.bigint();
   let got = 0;
+  c.received = 0;
   await new Promise<void>((resolve) => {
     c.onBytes = (d) => {
       got += d.length;
@@ -364,16 +424,19 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
     c.write(cmd('D', DOWN_BYTES));
   });
   const downSec = Number(process.hrtime.bigint() - t0) / 1e9;
+  const downLoad = describeLoad('down', load(c.received), downSec);
   c.close();
   const downCpu = (await cpu()) - cpu0;
 
   // Upstream: client sends UP_BYTES in 64 KiB messages; timed until the target acknowledges the last byte.
   c = await path.open();
   await c.handshake(path.vncAuth, response);
+  await settle();
   cpu0 = await cpu();
   const acked = new Promise<void>((resolve) => {
     c.onBytes = () => resolve();
   });
+  load = loadStart(path);
   t0 = process.hrtime.bigint();
   await c.write(cmd('U', UP_BYTES));
   const chunk = Buffer.alloc(64 * 1024, 0x33);
@@ -383,41 +446,82 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   }
   await acked;
   const upSec = Number(process.hrtime.bigint() - t0) / 1e9;
+  const upLoad = describeLoad('up', load(0), upSec);
   c.close();
   const upCpu = (await cpu()) - cpu0;
 
-  // Round trips of 64-byte messages through the echo.
-  c = await path.open();
-  await c.handshake(path.vncAuth, response);
-  c.write(cmd('E'));
-  const msg = Buffer.alloc(64, 0x61);
-  const samples: number[] = [];
-  let pending = 0;
-  let done: (() => void) | null = null;
-  c.onBytes = (d) => {
-    pending -= d.length;
-    if (pending <= 0) done?.();
-  };
-  for (let i = 0; i < RTT_WARMUP + RTT_ROUNDS; i++) {
-    pending = 64;
-    const t = process.hrtime.bigint();
-    await new Promise<void>((r) => {
-      done = r;
-      c.write(msg);
-    });
-    if (i >= RTT_WARMUP) samples.push(Number(process.hrtime.bigint() - t) / 1000);
-  }
-  c.close();
-  samples.sort((a, b) => a - b);
   const gb = (DOWN_BYTES + UP_BYTES) / 1e9;
   return {
+    loads: [downLoad, upLoad],
     downMBs: DOWN_BYTES / 1e6 / downSec,
     upMBs: UP_BYTES / 1e6 / upSec,
     downCpuMsPerGB: path.pid === null ? null : downCpu / (DOWN_BYTES / 1e9),
     upCpuMsPerGB: path.pid === null ? null : upCpu / (UP_BYTES / 1e9),
     cpuMsPerGB: path.pid === null ? null : (downCpu + upCpu) / gb,
-    rttP50us: samples[Math.floor(samples.length * 0.5)]!,
-    rttP99us: samples[Math.floor(samples.length * 0.99)]!,
+    rttP50us: 0,
+    rttP99us: 0,
+  };
+}
+
+/**
+ * Round trips of 64-byte messages through the echo, one connection per path, taken in turn (path A, B, C, A, B, ...)
+ * so every path samples the same moments: a stretch of scheduler or hypervisor noise lands on all of them alike
+ * instead of on whichever path happened to be measured then. Returns microseconds per path.
+ */
+async function roundTrips(paths: Path[], response: (c: Buffer) => Buffer, rounds: number, warmup: number): Promise<number[][]> {
+  const msg = Buffer.alloc(64, 0x61);
+  const conns = await Promise.all(
+    paths.map(async (path) => {
+      const c = await path.open();
+      await c.handshake(path.vncAuth, response);
+      c.write(cmd('E'));
+      return c;
+    }),
+  );
+  await settle();
+  const samples = paths.map(() => [] as number[]);
+  let pending = 0;
+  let done: (() => void) | null = null;
+  for (const c of conns) {
+    c.onBytes = (d) => {
+      pending -= d.length;
+      if (pending <= 0) done?.();
+    };
+  }
+  for (let i = 0; i < warmup + rounds; i++) {
+    for (let k = 0; k < conns.length; k++) {
+      pending = msg.length;
+      const t = process.hrtime.bigint();
+      await new Promise<void>((r) => {
+        done = r;
+        conns[k]!.write(msg);
+      });
+      if (i >= warmup) samples[k]!.push(Number(process.hrtime.bigint() - t) / 1000);
+    }
+  }
+  for (const c of conns) c.close();
+  return samples.map((s) => s.sort((a, b) => a - b));
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.floor(sorted.length * p)]!;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Field-wise median over passes (an odd count, so every figure is one pass's real value). */
+function medianFigures(list: Figures[]): Figures {
+  const m = (get: (f: Figures) => number | null) => (get(list[0]!) === null ? null : median(list.map((f) => get(f)!)));
+  return {
+    loads: [],
+    downMBs: m((f) => f.downMBs)!,
+    upMBs: m((f) => f.upMBs)!,
+    downCpuMsPerGB: m((f) => f.downCpuMsPerGB),
+    upCpuMsPerGB: m((f) => f.upCpuMsPerGB),
+    cpuMsPerGB: m((f) => f.cpuMsPerGB),
+    rttP50us: m((f) => f.rttP50us)!,
+    rttP99us: m((f) => f.rttP99us)!,
   };
 }
 
@@ -492,6 +596,7 @@ async function bench(): Promise<void> {
   try {
     const target = await forkSelf(['serve-target']);
     children.push(target.child);
+    targetPid = target.child.pid!;
     let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc']);
     children.push(proxy.child);
 
@@ -509,14 +614,30 @@ async function bench(): Promise<void> {
       websockify: wsPath('websockify', `ws://127.0.0.1:${wsfyPort}/?token=bench`, wsfy.pid!, true),
       direct: tcpPath(target.port),
     };
-    console.log(`bench:proxy: ${DOWN_BYTES >> 20} MiB down, ${UP_BYTES >> 20} MiB up, ${RTT_ROUNDS} round trips of 64 B per path`);
+    console.log(
+      `bench:proxy: ${DOWN_BYTES >> 20} MiB down, ${UP_BYTES >> 20} MiB up, ${RTT_ROUNDS} round trips of 64 B per path and pass, ${REPS} interleaved passes`,
+    );
     for (const p of Object.values(paths)) await measure(p, response, WARMUP);
+    await roundTrips(Object.values(paths), response, WARMUP.rounds, 0);
     console.log(`  warmed up every path (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-    const fig: Record<string, Figures> = {};
-    for (const [key, p] of Object.entries(paths)) {
-      fig[key] = await measure(p, response);
-      console.log(`  measured ${p.name} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    const runs: Record<string, Figures[]> = { proxy: [], websockify: [], direct: [] };
+    for (let rep = 1; rep <= REPS; rep++) {
+      for (const [key, p] of Object.entries(paths)) {
+        const f = await measure(p, response);
+        runs[key]!.push(f);
+        console.log(`  pass ${rep} ${p.name}: down ${f.downMBs.toFixed(0)} MB/s, up ${f.upMBs.toFixed(0)} MB/s (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+        for (const l of f.loads) console.log(`      ${l}`);
+      }
+      const rtt = await roundTrips(Object.values(paths), response, RTT_ROUNDS, RTT_WARMUP);
+      Object.keys(paths).forEach((key, k) => {
+        const f = runs[key]![rep - 1]!;
+        f.rttP50us = percentile(rtt[k]!, 0.5);
+        f.rttP99us = percentile(rtt[k]!, 0.99);
+      });
+      console.log(`  pass ${rep} RTT p50/p99 us, taken in turn: ${Object.values(paths).map((p, k) => `${p.name} ${percentile(rtt[k]!, 0.5).toFixed(0)}/${percentile(rtt[k]!, 0.99).toFixed(0)}`).join(', ')}`);
     }
+    const fig: Record<string, Figures> = {};
+    for (const [key, list] of Object.entries(runs)) fig[key] = medianFigures(list);
 
     // Idle connections through a fresh proxy process (so earlier transfers' buffers do not hide per-connection cost).
     proxy.child.kill();
@@ -576,7 +697,7 @@ function report(
   ];
   const widths = [26, 16, 34, 12];
   const line = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i]!)).join(' ');
-  console.log('');
+  console.log(`\nmedians of ${REPS} passes per path`);
   console.log(line(['', 'vncdispatch', 'websockify', 'direct TCP']));
   for (const r of rows) console.log(line(r));
 
