@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --min-semi-space-size=16
 /**
  * `vncdispatch-controller`: parses flags, opens the store, builds the app, listens, and shuts down gracefully on
  * SIGTERM/SIGINT (stop accepting, close connections, close the store). Exit 2 on bad flags.

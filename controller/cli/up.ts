@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CONTROLLER_NODE_FLAGS } from '../proxy/node-flags.js';
 import { ensureCa, issueCert } from './pki.js';
 
 const dist = new URL('../../', import.meta.url).pathname; // dist/ (or the source root under a TS runner)
@@ -43,9 +44,9 @@ function parse(argv: string[]): UpOptions {
 }
 
 /** Starts a node program from dist/ and resolves with its address once it logs `listening`. */
-function startChild(name: string, script: string, args: string[]): Promise<{ child: ChildProcess; address: string }> {
+function startChild(name: string, script: string, args: string[], nodeFlags: readonly string[] = []): Promise<{ child: ChildProcess; address: string }> {
   // Own process group: Ctrl-C reaches only `up`, which ends the desktop it opened before stopping the services.
-  const child = spawn(process.execPath, [join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  const child = spawn(process.execPath, [...nodeFlags, join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     let address: string | null = null;
@@ -98,7 +99,7 @@ export async function up(argv: string[]): Promise<void> {
     '--listen', `127.0.0.1:${o.port}`, '--blade', `local=${agent.address}`,
     '--agent-tls-cert', controllerCert.cert, '--agent-tls-key', controllerCert.key, '--agent-tls-ca', ca,
     '--api-keys-file', keyFile, '--data-dir', join(o.dir, 'controller'),
-  ]).catch((err: unknown) => {
+  ], CONTROLLER_NODE_FLAGS).catch((err: unknown) => {
     agent.child.kill('SIGTERM');
     throw err;
   });

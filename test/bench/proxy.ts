@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
+import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
 
 const PASSWORD = 'benchpw1';
 const DOWN_BYTES = 512 * 1024 * 1024;
@@ -43,6 +44,8 @@ const OPEN_CONCURRENCY = 200;
 /** Every path is measured this many times, interleaved, and each figure is the median: one noisy pass decides nothing. */
 const REPS = 3;
 const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
+/** The proxy child runs with the controller's production V8 flags (see node-flags.ts for why). */
+const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Role: the target (minimal RFB server + command protocol)
@@ -597,7 +600,7 @@ async function bench(): Promise<void> {
     const target = await forkSelf(['serve-target']);
     children.push(target.child);
     targetPid = target.child.pid!;
-    let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc']);
+    let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
     children.push(proxy.child);
 
     const tokenFile = join(tmp, 'tokens');
@@ -641,7 +644,7 @@ async function bench(): Promise<void> {
 
     // Idle connections through a fresh proxy process (so earlier transfers' buffers do not hide per-connection cost).
     proxy.child.kill();
-    proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc']);
+    proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
     children.push(proxy.child);
     const proxyPath = wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false);
     (await openIdle(proxyPath, 1, response)).conns[0]!.close();
