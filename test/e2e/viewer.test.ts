@@ -10,7 +10,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type ControllerApp } from '../../controller/app.js';
 import { parseConfig } from '../../controller/config.js';
@@ -131,10 +132,7 @@ beforeAll(async () => {
   await ctl.app.listen({ host: '127.0.0.1', port: 0 });
   base = ctl.publicUrl();
   await waitFor(async () => (await api('GET', '/api/v1/blades')).json?.blades?.[0]?.state === 'UP', 'the blade to be UP', 15_000);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launchChromium();
 }, 60_000);
 
 afterEach(async () => {
