@@ -1,15 +1,11 @@
 /** What GetStatus reports about the blade. */
 import { readFileSync } from 'node:fs';
 import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
+import type { GetStatusResponse } from '../proto/gen/vncdispatch/agent/v1/agent.js';
 
-export interface HostStatus {
-  load1: number;
-  load5: number;
-  load15: number;
-  memoryTotalBytes: number;
-  memoryAvailableBytes: number;
-  cpus: number;
-}
+/** The host half of GetStatusResponse (the rest is the agent's own state). */
+export type HostStatus = Pick<GetStatusResponse,
+  'load1' | 'load5' | 'load15' | 'memoryTotalBytes' | 'memoryAvailableBytes' | 'cpus'>;
 
 /** MemAvailable (what can be used without swapping), which is what capacity planning wants, not MemFree. */
 function memAvailable(): number {
