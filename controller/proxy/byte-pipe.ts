@@ -1,15 +1,25 @@
 /**
  * After both handshakes the proxy is a plain byte pipe: VNC bytes go out as binary WebSocket messages, browser
- * messages go to the VNC socket unchanged. Memory per connection stays bounded by backpressure in both directions:
- * the VNC socket is paused while the WebSocket has more than `maxBufferedBytes` queued, and the browser's socket is
- * paused while the VNC socket's write buffer is full.
+ * messages go to the VNC socket unchanged.
+ *
+ * Downstream (the heavy direction) the VNC socket is read with net's `onread` into one buffer per connection, reused
+ * from read to read, instead of a fresh allocation per read; each read becomes one message, written straight to the
+ * browser's socket. When the kernel takes the whole message at once (the usual case) the buffer is free again
+ * immediately. When it does not, the socket's write queue still references the buffer, so reading pauses until that
+ * write completes: a connection holds at most one buffer of bytes towards the browser, however slow the browser.
+ * The buffer grows while reads fill it (a busy desktop moves in large messages: fewer system calls, fewer frames
+ * for the browser to handle) and shrinks when reads are small again (an idle connection holds ~1 KiB).
+ *
+ * Upstream, the browser's socket is paused while the VNC socket's write buffer is full.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 
-/** Size of Node's read buffer for sockets: a read this long means the kernel had at least this much queued. */
-const FULL_READ = 64 * 1024;
+/** Read buffer of a new or quiet connection. */
+const MIN_READ = 1024;
+/** Growth/shrink factor between reads. */
+const STEP = 4;
 
 /** Byte counts of one connection, updated as data flows (read by logs, metrics and the idle check). */
 export interface ByteCounters {
@@ -20,54 +30,75 @@ export interface ByteCounters {
 }
 
 export interface BytePipeOptions {
-  /** Bytes queued towards the browser before the VNC socket is paused. */
-  maxBufferedBytes: number;
   /** Called when the browser sends a text frame (RFB over WebSocket is binary only). */
   onTextFrame(): void;
 }
 
 /**
- * Connects `ws` (whose raw socket is `wsSocket`) and `tcp` both ways. Lifecycle (closing one side when the other
- * closes) is the caller's; this only moves bytes.
+ * Reads the VNC socket: pass `buffer` and `onRead` as net's `onread` option when connecting. Until the pipe starts,
+ * reads are copied and handed to `onHandshake` (they are few and small).
  */
-export function pipeBytes(ws: WebSocket, wsSocket: Duplex, tcp: Socket, counters: ByteCounters, options: BytePipeOptions): void {
-  const { maxBufferedBytes } = options;
-  let tcpPaused = false;
-  let wsPaused = false;
+export class VncReader {
+  private buf: Buffer = Buffer.allocUnsafe(MIN_READ);
+  private sink: ((data: Buffer) => boolean) | null = null;
 
-  // Coalescing: a read that filled Node's whole read buffer means more is waiting in the kernel, and libuv reads
-  // again (up to 32 times) before returning to the event loop. Corking the browser's socket for such a burst turns
-  // its frames into one writev (one wakeup of the receiver) instead of one per 64 KiB. A short read ends the burst;
-  // setImmediate ends it in any case (pause, libuv's 32-read cap). Small reads (keystroke echoes, RTT) never cork.
-  let corked = false;
-  const uncork = () => {
-    if (!corked) return;
-    corked = false;
-    wsSocket.uncork();
+  /**
+   * @param maxReadBytes largest read, so the largest message to the browser and the most memory a connection holds
+   *   for bytes towards it
+   */
+  constructor(
+    private readonly maxReadBytes: number,
+    private readonly onHandshake: (chunk: Buffer) => void,
+  ) {}
+
+  /** net calls this after every read for the buffer of the next one. */
+  readonly buffer = (): Buffer => this.buf;
+
+  /** net calls this with each read; returning false pauses the socket. */
+  readonly onRead = (n: number, buf: Buffer): boolean => {
+    if (this.sink === null) {
+      this.onHandshake(Buffer.from(buf.subarray(0, n)));
+      return true;
+    }
+    const size = buf.length;
+    // Pick the next read's buffer first: the sink may leave this one referenced by a pending write.
+    if (n === size && size < this.maxReadBytes) this.buf = Buffer.allocUnsafe(Math.min(this.maxReadBytes, size * STEP));
+    else if (n * STEP <= size && size > MIN_READ) this.buf = Buffer.allocUnsafe(Math.max(MIN_READ, size / STEP));
+    return this.sink(n === size ? buf : buf.subarray(0, n));
   };
-  tcp.on('data', (chunk: Buffer) => {
-    counters.down += chunk.length;
-    if (!corked && chunk.length >= FULL_READ) {
-      corked = true;
-      wsSocket.cork();
-      setImmediate(uncork);
-    }
-    ws.send(chunk);
-    if (corked && chunk.length < FULL_READ) uncork();
-    if (!tcpPaused && ws.bufferedAmount > maxBufferedBytes) {
-      tcpPaused = true;
-      tcp.pause();
-    }
-  });
-  // `ws` has no drain event of its own; its bufferedAmount is the raw socket's write queue plus frames not yet
-  // handed to it, so the raw socket's 'drain' is the moment to look again.
-  wsSocket.on('drain', () => {
-    if (tcpPaused && ws.bufferedAmount <= maxBufferedBytes) {
-      tcpPaused = false;
-      tcp.resume();
-    }
+
+  /** From now on reads go to `sink` uncopied; it returns false to pause reading. */
+  pipeTo(sink: (data: Buffer) => boolean): void {
+    this.sink = sink;
+  }
+}
+
+/**
+ * Connects `ws` (whose raw socket is `wsSocket`) and `tcp` (read through `reader`) both ways. Lifecycle (closing one
+ * side when the other closes) is the caller's; this only moves bytes.
+ */
+export function pipeBytes(ws: WebSocket, wsSocket: Duplex, tcp: Socket, reader: VncReader, counters: ByteCounters, options: BytePipeOptions): void {
+  // Write callbacks come in order: reading resumes when the callback of the send that paused it has come.
+  let sends = 0;
+  let completions = 0;
+  let resumeAt = 0;
+  const written = () => {
+    completions++;
+    if (resumeAt === 0 || completions < resumeAt) return;
+    resumeAt = 0;
+    if (!tcp.destroyed) tcp.resume();
+  };
+  reader.pipeTo((data) => {
+    counters.down += data.length;
+    sends++;
+    ws.send(data, written);
+    if (wsSocket.writableLength === 0) return true;
+    // Not all of it reached the kernel: `data` (in the read buffer) is still queued; read again once it is written.
+    resumeAt = sends;
+    return false;
   });
 
+  let wsPaused = false;
   const resumeWs = () => {
     wsPaused = false;
     ws.resume();

@@ -9,14 +9,14 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { VncConnectError, VncDispatchError, VncHandshakeError } from '../errors.js';
-import { pipeBytes, type ByteCounters } from './byte-pipe.js';
+import { pipeBytes, VncReader, type ByteCounters } from './byte-pipe.js';
 import type { CloseReason, ProxyMetrics } from './metrics.js';
 import { RfbBrowserHandshake } from './rfb-browser-handshake.js';
 import { RfbClientHandshake } from './rfb-handshake.js';
 import type { ProxyTarget } from './index.js';
 
 export interface ConnectionSettings {
-  maxBufferedBytes: number;
+  maxReadBytes: number;
   handshakeTimeoutMs: number;
   connectTimeoutMs: number;
   maxReasonLength: number;
@@ -50,6 +50,7 @@ export class ProxyConnection implements ByteCounters {
   private vncReady = false;
   private early: Buffer[] | null = null;
   private earlyBytes = 0;
+  private readonly reader: VncReader;
 
   constructor(
     readonly target: ProxyTarget,
@@ -63,6 +64,7 @@ export class ProxyConnection implements ByteCounters {
   ) {
     this.openedAt = Date.now();
     this.lastActivityAt = this.openedAt;
+    this.reader = new VncReader(settings.maxReadBytes, this.onVncHandshake);
     this.vncHs = new RfbClientHandshake({ password: target.password, maxReasonLength: settings.maxReasonLength });
   }
 
@@ -84,13 +86,12 @@ export class ProxyConnection implements ByteCounters {
     ws.on('message', this.onBrowserHandshake);
     ws.send(this.browserHs!.start());
 
-    const tcp = connect({ host: target.host, port: target.port, noDelay: true });
+    const tcp = connect({ host: target.host, port: target.port, noDelay: true, onread: { buffer: this.reader.buffer, callback: this.reader.onRead } });
     this.tcp = tcp;
     const connectTimer = setTimeout(() => {
       this.fail('connect-failed', new VncConnectError(`no connection to ${target.host}:${target.port} within ${this.settings.connectTimeoutMs} ms`));
     }, this.settings.connectTimeoutMs);
     tcp.once('connect', () => clearTimeout(connectTimer));
-    tcp.on('data', this.onVncHandshake);
     tcp.on('error', (err) => {
       clearTimeout(connectTimer);
       if (!tcp.connecting && tcp.remoteAddress !== undefined) this.close('vnc-error', WS_INTERNAL, 'desktop connection failed', err);
@@ -214,7 +215,6 @@ export class ProxyConnection implements ByteCounters {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.ws.off('message', this.onBrowserHandshake);
-    tcp.off('data', this.onVncHandshake);
     this.piping = true;
     for (const b of early) {
       this.up += b.length;
@@ -224,8 +224,7 @@ export class ProxyConnection implements ByteCounters {
       this.down += rest.length;
       this.ws.send(rest);
     }
-    pipeBytes(this.ws, this.wsSocket, tcp, this, {
-      maxBufferedBytes: this.settings.maxBufferedBytes,
+    pipeBytes(this.ws, this.wsSocket, tcp, this.reader, this, {
       onTextFrame: () => this.close('protocol-error', WS_UNSUPPORTED_DATA, 'binary frames only'),
     });
     tcp.resume();

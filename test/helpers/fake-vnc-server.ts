@@ -3,6 +3,7 @@
  * and counts every TCP connection it receives (for the "refused before any connection to the blade" tests).
  * Behaviours:
  * - `none`: a correct RFB 3.8 server with security None; after ClientInit it sends a tiny ServerInit and then echoes.
+ * - `quiet`: as `none` up to ServerInit, then leaves the socket to the test (`lastSocket`).
  * - `garbage`: a 12-byte non-RFB greeting.
  * - `stall`: accepts and never sends a byte.
  * - `huge-reason`: RFB 3.8, zero security types, then a failure reason of length 2^32-1 (and no reason bytes).
@@ -13,12 +14,14 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 
-export type FakeVncBehaviour = 'none' | 'garbage' | 'stall' | 'huge-reason' | 'truncated' | 'auth-fail' | 'disconnect' | 'flood';
+export type FakeVncBehaviour = 'none' | 'quiet' | 'garbage' | 'stall' | 'huge-reason' | 'truncated' | 'auth-fail' | 'disconnect' | 'flood';
 
 export interface FakeVncServer {
   port: number;
   /** TCP connections accepted so far. */
   readonly connections: number;
+  /** The server side of the newest connection once its handshake is done (`quiet`: the test drives it). */
+  readonly lastSocket: Socket | null;
   close(): Promise<void>;
 }
 
@@ -100,7 +103,8 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
       sock.end(Buffer.concat([u32(1), u32(reason.length), reason]));
       return;
     }
-    case 'none': {
+    case 'none':
+    case 'quiet': {
       sock.write(VERSION_38);
       await read(12);
       sock.write(Buffer.of(1, 1));
@@ -111,7 +115,7 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
       const serverInit = Buffer.concat([Buffer.from([0, 64, 0, 48]), Buffer.alloc(16), u32(name.length), name]);
       sock.write(serverInit);
       sock.removeAllListeners('data');
-      sock.on('data', (d: Buffer) => sock.write(d));
+      if (behaviour === 'none') sock.on('data', (d: Buffer) => sock.write(d));
       return;
     }
   }
@@ -120,13 +124,17 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
 /** Starts the fake server on 127.0.0.1, an ephemeral port. */
 export async function startFakeVncServer(behaviour: FakeVncBehaviour): Promise<FakeVncServer> {
   let connections = 0;
+  let lastSocket: Socket | null = null;
   const sockets = new Set<Socket>();
   const server: Server = createServer((sock) => {
     connections++;
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => {});
-    void play(sock, behaviour).catch(() => sock.destroy());
+    void play(sock, behaviour).then(
+      () => (lastSocket = sock),
+      () => sock.destroy(),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
@@ -134,6 +142,9 @@ export async function startFakeVncServer(behaviour: FakeVncBehaviour): Promise<F
     port,
     get connections() {
       return connections;
+    },
+    get lastSocket() {
+      return lastSocket;
     },
     close: () =>
       new Promise<void>((resolve) => {

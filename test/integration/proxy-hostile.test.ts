@@ -100,7 +100,9 @@ const cases: Array<[FakeVncBehaviour, string, RegExp]> = [
   ['truncated', 'VD_ERR_VNC_HANDSHAKE', /closed the connection during the RFB handshake/],
   ['auth-fail', 'VD_ERR_VNC_AUTH_FAILED', /refused VNC authentication: Authentication failure/],
   ['disconnect', 'VD_ERR_VNC_HANDSHAKE', /closed the connection during the RFB handshake/],
-  ['flood', 'VD_ERR_VNC_HANDSHAKE', /more handshake bytes than any valid handshake/],
+  // The proxy reads the handshake in small reads, so it judges the flood's first complete message (200 security types,
+  // none known) before the handshake's byte bound is reached (that bound is tested in proxy-rfb-handshake.test.ts).
+  ['flood', 'VD_ERR_VNC_HANDSHAKE', /no supported security type/],
 ];
 
 describe('a hostile VNC server ends only its own connection', () => {
