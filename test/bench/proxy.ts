@@ -9,6 +9,12 @@
  * handshake. Either way one RFB handshake happens per connection, and no timing below includes it except "time to
  * open".
  *
+ * Receivers: downstream throughput is received by the least-work receiver each path allows (raw-ws-client.ts: frame
+ * headers parsed, payload counted, nothing assembled; for direct TCP the socket's reads counted), so that the proxy,
+ * not the bench client, is what limits it. With the `ws` client as receiver (it assembles every message, copying each
+ * byte) the client was the slowest process on every WebSocket path on a 2-core machine and hid the difference between
+ * proxies. Upstream, round trips and idle connections use the `ws` client.
+ *
  * The proxy runs in its own child process so its CPU (utime+stime from /proc) and RSS are its own. websockify forks a
  * process per connection: its CPU is the parent's utime+stime+cutime+cstime (children are reaped before reading)
  * and its memory is the sum of PSS over its processes (RSS would count shared pages once per fork).
@@ -31,6 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
+import { openRawWebSocket, type RawWs } from './raw-ws-client.js';
 import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
 
 const PASSWORD = 'benchpw1';
@@ -41,8 +48,11 @@ const RTT_WARMUP = 300;
 const IDLE_CONNECTIONS = 8000;
 const WEBSOCKIFY_IDLE_CONNECTIONS = 500;
 const OPEN_CONCURRENCY = 200;
-/** Every path is measured this many times, interleaved, and each figure is the median: one noisy pass decides nothing. */
-const REPS = 3;
+/**
+ * Every path is measured this many times, interleaved, and each figure is the median: one noisy pass decides nothing.
+ * BENCH_REPS overrides it (odd numbers keep every median a real pass's value).
+ */
+const REPS = Number(process.env.BENCH_REPS ?? 5);
 const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
 /** The proxy child runs with the controller's production V8 flags (see node-flags.ts for why). */
 const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
@@ -172,7 +182,10 @@ async function serveProxy(targetPort: number): Promise<void> {
 // The benchmark
 // ---------------------------------------------------------------------------------------------------------------
 
-/** A byte stream over either a WebSocket or a TCP socket, with exact reads for the handshake. */
+/**
+ * A byte stream over a WebSocket (the `ws` client, or the raw receiver used for downstream throughput) or a TCP
+ * socket, with exact reads for the handshake.
+ */
 class Conn {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
@@ -180,31 +193,45 @@ class Conn {
   /** Messages (WebSocket) or reads (TCP) received: shows the frame sizes each path delivers. */
   received = 0;
   private closed = false;
+  private raw: RawWs | null = null;
 
   constructor(
     private readonly ws: WebSocket | null,
     private readonly sock: Socket | null,
   ) {
-    const push = (d: Buffer) => {
-      this.received++;
-      if (this.onBytes) return this.onBytes(d);
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      this.waiter?.();
-    };
-    const end = () => {
-      this.closed = true;
-      this.waiter?.();
-    };
     if (ws) {
-      ws.on('message', push);
-      ws.on('close', end);
+      ws.on('message', this.push);
+      ws.on('close', this.end);
       ws.on('error', () => {});
-    } else {
-      sock!.on('data', push);
-      sock!.on('close', end);
-      sock!.on('error', () => {});
+    } else if (sock) {
+      sock.on('data', this.push);
+      sock.on('close', this.end);
+      sock.on('error', () => {});
     }
   }
+
+  /** Over the raw WebSocket receiver (see raw-ws-client.ts). */
+  static async raw(url: string): Promise<Conn> {
+    const conn = new Conn(null, null);
+    conn.raw = await openRawWebSocket(url, {
+      onData: (d) => (conn.onBytes ? conn.onBytes(d) : conn.push(Buffer.from(d))),
+      onMessage: () => conn.received++,
+      onClose: conn.end,
+    });
+    return conn;
+  }
+
+  private readonly push = (d: Buffer): void => {
+    if (!this.raw) this.received++;
+    if (this.onBytes) return this.onBytes(d);
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    this.waiter?.();
+  };
+
+  private readonly end = (): void => {
+    this.closed = true;
+    this.waiter?.();
+  };
 
   async read(n: number): Promise<Buffer> {
     while (this.buf.length < n) {
@@ -219,6 +246,7 @@ class Conn {
 
   /** Writes; resolves when the caller may write more (backpressure). */
   write(b: Buffer): Promise<void> | null {
+    if (this.raw) return this.raw.send(b) ? null : once(this.raw.socket, 'drain').then(() => undefined);
     if (this.ws) {
       this.ws.send(b);
       if (this.ws.bufferedAmount < 4 * 1024 * 1024) return null;
@@ -232,7 +260,8 @@ class Conn {
   }
 
   close(): void {
-    if (this.ws) this.ws.terminate();
+    if (this.raw) this.raw.close();
+    else if (this.ws) this.ws.terminate();
     else this.sock!.destroy();
   }
 
@@ -257,6 +286,8 @@ interface Path {
   name: string;
   pid: number | null;
   open(): Promise<Conn>;
+  /** For downstream throughput: the least-work receiver (raw-ws-client.ts for WebSocket paths). */
+  openReceiver(): Promise<Conn>;
   vncAuth: boolean;
 }
 
@@ -273,22 +304,19 @@ function wsPath(name: string, url: string, pid: number | null, vncAuth: boolean)
         ws.once('open', () => resolve(conn));
         ws.once('error', reject);
       }),
+    openReceiver: () => Conn.raw(url),
   };
 }
 
 function tcpPath(port: number): Path {
-  return {
-    name: 'direct TCP',
-    pid: null,
-    vncAuth: true,
-    open: () =>
-      new Promise((resolve, reject) => {
-        const s = tcpConnect({ host: '127.0.0.1', port, noDelay: true });
-        const conn = new Conn(null, s);
-        s.once('connect', () => resolve(conn));
-        s.once('error', reject);
-      }),
-  };
+  const open = () =>
+    new Promise<Conn>((resolve, reject) => {
+      const s = tcpConnect({ host: '127.0.0.1', port, noDelay: true });
+      const conn = new Conn(null, s);
+      s.once('connect', () => resolve(conn));
+      s.once('error', reject);
+    });
+  return { name: 'direct TCP', pid: null, vncAuth: true, open, openReceiver: open };
 }
 
 function cmd(c: string, n?: number): Buffer {
@@ -411,7 +439,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   };
 
   // Downstream: target floods DOWN_BYTES; timed from the command to the last byte.
-  let c = await path.open();
+  let c = await path.openReceiver();
   await c.handshake(path.vncAuth, response);
   await settle();
   let cpu0 = await cpu();
