@@ -37,7 +37,8 @@ const NOVNC_MAX_AGE_MS = 60 * 60 * 1000;
 
 /**
  * Serves `/novnc/core/**`, `/novnc/vendor/**`, `/viewer/`, `POST /viewer/reconnect`, `/dashboard/` and redirects `/`
- * to `/dashboard/`.
+ * to `/dashboard/`. Every URL in the pages and every redirect is relative, so the whole controller also works behind
+ * a reverse proxy that serves it under a path prefix (`https://portal.example.org/desktops/` → `/`).
  */
 export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<void> {
   const log = deps.log.child({ module: 'web' });
@@ -79,10 +80,11 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
         cacheControl: false,
         setHeaders: (reply) => reply.header('cache-control', 'no-cache'),
       });
-      // A constant, relative target: nothing from the request ends up in Location. Browsers keep the #fragment.
-      scope.get(`/${page}`, async (_request, reply) => reply.redirect(`/${page}/`, 301));
+      // A constant target relative to the request's folder (`/viewer` → `viewer/`, so `/prefix/viewer` →
+      // `/prefix/viewer/`): nothing from the request ends up in Location. Browsers keep the #fragment.
+      scope.get(`/${page}`, async (_request, reply) => reply.redirect(`${page}/`, 301));
     }
-    scope.get('/', async (_request, reply) => reply.redirect('/dashboard/', 302));
+    scope.get('/', async (_request, reply) => reply.redirect('dashboard/', 302));
 
     registerReconnect(scope, { store: deps.store, tokens: deps.tokens, log }, {
       ...(deps.config.viewerReconnectPerMinute !== undefined && { perIpPerMinute: deps.config.viewerReconnectPerMinute }),

@@ -19,6 +19,7 @@ import { createLogger } from '../../controller/log.js';
 import { SqliteStore } from '../../controller/store/sqlite-store.js';
 import { startAgent, waitFor, alive, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
+import { startPrefixProxy } from '../helpers/prefix-proxy.js';
 import { decodePng, shareOfColour, type DecodedPng } from '../helpers/png.js';
 import { testUser } from '../helpers/users.js';
 
@@ -250,6 +251,55 @@ describe('the viewer in a real browser', () => {
     await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
     await expect(page.locator('#screen .notice').textContent()).resolves.toBe('This desktop session has ended.');
     expect(dialogs).toEqual([]);
+  });
+});
+
+describe('behind a reverse proxy that serves the controller under a path prefix', () => {
+  it('the viewer shows the desktop, reconnects and ends, and the dashboard works, all under the prefix', async () => {
+    const rp = await startPrefixProxy('/desk', Number(new URL(base).port));
+    try {
+      const session = await postSession(USER);
+      const record = await store.getSession(session.id);
+      if (record?.pid) xvncPids.add(record.pid);
+      const { page, dialogs, errors } = await newPage();
+      const notFound: string[] = [];
+      page.on('response', (r) => {
+        if (r.status() === 404) notFound.push(r.url());
+      });
+      // What --public-url https://host/desk would have put in viewerUrl.
+      await page.goto(`${rp.base}/viewer/${new URL(session.viewerUrl).hash}`);
+      await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+      expect(page.url()).toBe(`${rp.base}/viewer/`);
+      const { png, blue } = await screenshotDesktop(page);
+      saveArtifact('viewer-under-prefix.png', png);
+      expect(blue).toBeGreaterThan(0.3);
+
+      // Reconnect goes through the prefix too (POST /desk/viewer/reconnect, then /desk/websockify).
+      expect(ctl.proxy.closeSession(session.id, 'test: drop the connection')).toBeGreaterThan(0);
+      await page.locator('#status:not([data-state="connected"])').waitFor({ timeout: 10_000 });
+      await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+
+      await api('DELETE', `/api/v1/sessions/${session.id}`);
+      await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
+
+      // The dashboard: /desk/ redirects to /desk/dashboard/, whose API calls stay under the prefix.
+      await page.goto(`${rp.base}/`);
+      expect(page.url()).toBe(`${rp.base}/dashboard/`);
+      await page.fill('#api-key', API_KEY);
+      await page.click('#login button[type=submit]');
+      await page.locator('#status[data-state="ok"]').waitFor({ timeout: 10_000 });
+      await expect(page.locator('#blades tbody tr', { hasText: 'blade-e2e' }).count()).resolves.toBe(1);
+
+      expect(rp.strays, 'requests that escaped the prefix').toEqual([]);
+      expect(notFound).toEqual([]);
+      expect(dialogs).toEqual([]);
+      // The one console error allowed: the browser's own line for the 410 that told the viewer the session ended.
+      expect(errors.filter((e) => !e.includes('410'))).toEqual([]);
+    } finally {
+      await context?.close();
+      context = undefined;
+      await rp.close();
+    }
   });
 });
 

@@ -158,8 +158,9 @@ async function refresh() {
   if (!key) return signedOut();
   try {
     const [blades, sessions] = await Promise.all([
-      getJson('/api/v1/blades', key),
-      getJson('/api/v1/sessions', key),
+      // Relative to /dashboard/: works under a reverse proxy's path prefix too.
+      getJson('../api/v1/blades', key),
+      getJson('../api/v1/sessions', key),
     ]);
     renderBlades(asList(blades, 'blades'));
     renderSessions(asList(sessions, 'sessions'));

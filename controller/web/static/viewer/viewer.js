@@ -7,7 +7,8 @@
 // - Secrets leave the address bar at once (history.replaceState); the session id and key stay in sessionStorage
 //   (this tab only) so a reload can reconnect.
 // - Everything shown to the user is set with textContent: a desktop name is server-controlled text (threat 7).
-import RFB from '/novnc/core/rfb.js';
+// - Every URL is relative to this page (/viewer/), so the controller also works under a reverse proxy's path prefix.
+import RFB from '../novnc/core/rfb.js';
 
 const STORAGE_KEY = 'vncdispatch.viewer';
 /** Reconnect attempts before giving up and offering a button. */
@@ -56,9 +57,11 @@ function finish(state, text) {
   }
 }
 
+/** The API's websocketPath ('/websockify?token=…') is relative to the controller's root, one folder up from here. */
 function websocketUrl(path) {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}${path}`;
+  const url = new URL(`..${path}`, location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
 }
 
 function connect(websocketPath) {
@@ -128,7 +131,7 @@ async function reconnect() {
   if (finished || !credentials) return;
   let res;
   try {
-    res = await fetch('/viewer/reconnect', {
+    res = await fetch('reconnect', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ session: credentials.session, key: credentials.key }),
