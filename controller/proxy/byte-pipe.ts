@@ -39,7 +39,7 @@ export interface BytePipeOptions {
  * reads are copied and handed to `onHandshake` (they are few and small).
  */
 export class VncReader {
-  private buf: Buffer = Buffer.allocUnsafe(MIN_READ);
+  private buf: Buffer;
   private sink: ((data: Buffer) => boolean) | null = null;
 
   /**
@@ -49,7 +49,9 @@ export class VncReader {
   constructor(
     private readonly maxReadBytes: number,
     private readonly onHandshake: (chunk: Buffer) => void,
-  ) {}
+  ) {
+    this.buf = Buffer.allocUnsafe(Math.min(MIN_READ, maxReadBytes));
+  }
 
   /** net calls this after every read for the buffer of the next one. */
   readonly buffer = (): Buffer => this.buf;
