@@ -20,6 +20,8 @@ export interface AgentConfig {
   allowGroup?: string;
   /** Passed to Xvnc as `-interface`; undefined listens on all interfaces. */
   vncListen?: string;
+  /** Ports for desktops' VNC servers (each desktop gets the first free one, passed as -rfbport). */
+  vncPorts: { first: number; last: number };
   geometry: string;
   depth: number;
   sessionScript: string;
@@ -33,6 +35,7 @@ export const defaults = {
   listen: '0.0.0.0:7443',
   stateDir: '/var/lib/vncdispatch-agent',
   maxSessions: 50,
+  vncPorts: '5900-5999',
   minUid: 1000,
   geometry: '1280x800',
   depth: 24,
@@ -52,6 +55,7 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --min-uid N            lowest uid allowed a desktop (default ${defaults.minUid})
   --allow-group GROUP    only members of GROUP may have a desktop
   --vnc-listen ADDR      address Xvnc listens on (-interface; default all interfaces)
+  --vnc-ports FIRST-LAST ports for the desktops' VNC servers, first free one wins (default ${defaults.vncPorts})
   --geometry WxH         default desktop size (default ${defaults.geometry})
   --depth N              default colour depth 16, 24 or 32 (default ${defaults.depth})
   --session-script PATH  session script when the user has no executable ~/.vnc/xstartup (default: shipped script)
@@ -87,6 +91,15 @@ function integer(name: string, value: string, min: number, max: number): number 
   return n;
 }
 
+function portRange(value: string): { first: number; last: number } {
+  const m = /^(\d+)-(\d+)$/.exec(value);
+  if (!m) throw new ConfigError(`--vnc-ports must be FIRST-LAST, got ${JSON.stringify(value)}`);
+  const first = integer('vnc-ports first port', m[1]!, 1, 65535);
+  const last = integer('vnc-ports last port', m[2]!, 1, 65535);
+  if (first > last) throw new ConfigError(`--vnc-ports: ${first} is above ${last}`);
+  return { first, last };
+}
+
 function splitHostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new ConfigError(`--listen must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(listen)}`);
@@ -120,6 +133,7 @@ export function parseConfig(argv: string[]): AgentConfig {
         'min-uid': { type: 'string', default: String(defaults.minUid) },
         'allow-group': { type: 'string' },
         'vnc-listen': { type: 'string' },
+        'vnc-ports': { type: 'string', default: defaults.vncPorts },
         geometry: { type: 'string', default: defaults.geometry },
         depth: { type: 'string', default: String(defaults.depth) },
         'session-script': { type: 'string', default: defaultSessionScript },
@@ -156,6 +170,11 @@ export function parseConfig(argv: string[]): AgentConfig {
   if (allowGroup !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(allowGroup)) {
     throw new ConfigError(`--allow-group is not a valid group name: ${allowGroup}`);
   }
+  const maxSessions = integer('max-sessions', values['max-sessions'], 1, 10_000);
+  const vncPorts = portRange(values['vnc-ports']);
+  if (vncPorts.last - vncPorts.first + 1 < maxSessions) {
+    throw new ConfigError(`--vnc-ports ${values['vnc-ports']} holds fewer ports than --max-sessions ${maxSessions}`);
+  }
   const logLevel = values['log-level'];
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
     throw new ConfigError(`--log-level must be a pino level, got ${logLevel}`);
@@ -167,10 +186,11 @@ export function parseConfig(argv: string[]): AgentConfig {
     tls,
     insecure: values.insecure,
     stateDir: values['state-dir'],
-    maxSessions: integer('max-sessions', values['max-sessions'], 1, 10_000),
+    maxSessions,
     minUid: integer('min-uid', values['min-uid'], 1, 2 ** 31),
     allowGroup,
     vncListen: values['vnc-listen'],
+    vncPorts,
     geometry: values.geometry,
     depth,
     sessionScript: values['session-script'],

@@ -14,6 +14,7 @@ export const AgentErrorCodes = {
   VD_AGENT_USER_FORBIDDEN: 'this user may not have a desktop on this blade',
   VD_AGENT_SESSION_NOT_FOUND: 'no such session',
   VD_AGENT_CAPACITY: 'this blade is running its maximum number of sessions',
+  VD_AGENT_NO_VNC_PORT: 'no free VNC port on this blade',
   VD_AGENT_HOME_UNUSABLE: "the user's home directory cannot hold the VNC password file",
   VD_AGENT_XVNC_FAILED: 'the VNC server failed to start',
   VD_AGENT_SESSION_SCRIPT_FAILED: 'the session script failed to start',

@@ -18,6 +18,7 @@ import { signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
 import { obfuscateVncPassword } from '../vnc/password.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
+import { VncPorts } from '../vnc/ports.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
@@ -50,8 +51,6 @@ interface Live {
   stopping?: Promise<void>;
 }
 
-const VNC_BASE_PORT = 5900;
-
 const ms = (x: number) => Math.round(x * 10) / 10;
 
 /**
@@ -79,10 +78,12 @@ export class SessionManager {
   private readonly userLocks = new Map<string, Promise<unknown>>();
   private pending = 0;
   private timer?: NodeJS.Timeout;
+  private readonly ports: VncPorts;
 
   constructor(options: SessionManagerOptions) {
     this.opts = { pollMs: 500, readyTimeoutMs: 15_000, ...options };
     this.log = options.log.child({ module: 'sessions' });
+    this.ports = new VncPorts(options.config.vncPorts, options.config.vncListen);
   }
 
   /** Loads persisted sessions, keeps the ones still running and starts reaping. */
@@ -169,7 +170,15 @@ export class SessionManager {
     const { config, hostname } = this.opts;
     const paths = homePaths(user.home, hostname);
     const t1 = performance.now();
-    const { logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password));
+    const held = new Set([...this.sessions.values()].map((l) => l.record.port));
+    const port = await this.ports.reserve(held);
+    let logFd: number;
+    try {
+      ({ logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password)));
+    } catch (err) {
+      this.ports.release(port);
+      throw err;
+    }
     const t2 = performance.now();
     let t3 = t2;
     let xvncChild: ChildProcess | undefined;
@@ -177,7 +186,7 @@ export class SessionManager {
     let display: number;
     try {
       const xvnc = await startXvnc(user, {
-        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, passwdFile: paths.passwd,
+        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, port, passwdFile: paths.passwd,
         xauthFile: paths.xauth, logFd, readyTimeoutMs: this.opts.readyTimeoutMs,
       });
       xvncChild = xvnc.child;
@@ -195,6 +204,7 @@ export class SessionManager {
       throw err;
     } finally {
       closeSync(logFd);
+      this.ports.release(port); // Xvnc holds it now, or failed
     }
     const xvncStat = readProcStat(xvncChild.pid!);
     const scriptStat = scriptChild.pid !== undefined ? readProcStat(scriptChild.pid) : undefined;
@@ -211,7 +221,7 @@ export class SessionManager {
       home: user.home,
       shell: user.shell,
       display,
-      port: VNC_BASE_PORT + display,
+      port,
       pid: xvncChild.pid!,
       pidStartTime: xvncStat.startTime,
       scriptPid: scriptChild.pid ?? 0,

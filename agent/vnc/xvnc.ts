@@ -14,6 +14,8 @@ export interface XvncOptions {
   depth: number;
   /** -interface: the address the VNC port listens on; undefined = all. */
   vncListen?: string;
+  /** -rfbport: the VNC port (chosen by VncPorts, not 5900 + display). */
+  port: number;
   passwdFile: string;
   xauthFile: string;
   logFd: number;
@@ -39,6 +41,7 @@ export function xvncArgs(user: SpawnUser, opts: XvncOptions): string[] {
     '-depth', String(opts.depth),
     '-desktop', `${user.name}'s desktop`,
     '-nolisten', 'tcp',
+    '-rfbport', String(opts.port),
     ...(opts.vncListen !== undefined ? ['-interface', opts.vncListen] : []),
   ];
 }

@@ -172,3 +172,20 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Listens on the first port of `first..last` that is free on 127.0.0.1 (where test agents' Xvnc listen), standing in
+ * for another program that holds a VNC port. Returns the port and a close function.
+ */
+export async function occupyPort(first: number, last: number): Promise<{ port: number; close: () => Promise<void> }> {
+  const { createServer } = await import('node:net');
+  for (let port = first; port <= last; port++) {
+    const server = createServer((s) => s.destroy());
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen({ port, host: '127.0.0.1', exclusive: true }, () => resolve(true));
+    });
+    if (ok) return { port, close: () => new Promise<void>((r) => server.close(() => r())) };
+  }
+  throw new Error(`no free port in ${first}-${last}`);
+}

@@ -6,12 +6,13 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { idsOf } from './users.js';
 
 export interface XvncHandle {
   display: number;
-  /** RFB port on 127.0.0.1 (5900 + display). */
+  /** RFB port on 127.0.0.1 (a free ephemeral port, passed as -rfbport, so it never meets an agent's 5900-5999). */
   port: number;
   pid: number;
   password: string;
@@ -37,13 +38,14 @@ export async function startXvnc(options: XvncOptions): Promise<XvncHandle> {
   // vncpasswd -f writes the obfuscated (fixed-key DES) format Xvnc's -rfbauth reads; an independent implementation.
   writeFileSync(passwdFile, execFileSync('vncpasswd', ['-f'], { input: `${options.password}\n` }), { mode: 0o600 });
   chownSync(passwdFile, uid, gid);
+  const port = await freeLoopbackPort();
 
   const child: ChildProcess = spawn(
     'setpriv',
     [
       '--reuid', String(uid), '--regid', String(gid), '--init-groups', '--',
       'Xvnc', '-displayfd', '3', '-rfbauth', passwdFile, '-SecurityTypes', 'VncAuth', '-interface', '127.0.0.1',
-      '-geometry', options.geometry ?? '640x480', '-depth', '24', '-nolisten', 'unix',
+      '-rfbport', String(port), '-geometry', options.geometry ?? '640x480', '-depth', '24', '-nolisten', 'unix',
     ],
     { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
   );
@@ -79,5 +81,17 @@ export async function startXvnc(options: XvncOptions): Promise<XvncHandle> {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { display, port: 5900 + display, pid: child.pid!, password: options.password, username: options.username, stop };
+  return { display, port, pid: child.pid!, password: options.password, username: options.username, stop };
+}
+
+/** A port the kernel hands out for 127.0.0.1 right now (free until someone else takes it). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }

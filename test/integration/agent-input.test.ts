@@ -8,7 +8,7 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, call, descendants, killDesktop, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
+  agentClient, call, descendants, killDesktop, occupyPort, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
@@ -149,6 +149,21 @@ describe('policy flags', () => {
     const statusRes = await call(client, client.getStatus, {});
     expect(statusRes).toMatchObject({ capacity: 1, liveSessions: 1 });
     expect(descendants(agent.pid).length).toBeGreaterThan(0);
+  });
+
+  it('no free port in --vnc-ports gives RESOURCE_EXHAUSTED (VD_AGENT_NO_VNC_PORT), spawns nothing and writes nothing', async () => {
+    const held = await occupyPort(15900, 15999);
+    try {
+      const { client } = await agentWith(['--vnc-ports', `${held.port}-${held.port}`, '--max-sessions', '1']);
+      const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
+      expect(err).toMatchObject({ code: status.RESOURCE_EXHAUSTED });
+      expect((err as { details: string }).details).toMatch(/VD_AGENT_NO_VNC_PORT: no free VNC port in \d+-\d+/);
+      expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
+      expect(existsSync(`/home/${U3}/.vnc/passwd`)).toBe(false);
+      expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
+    } finally {
+      await held.close();
+    }
   });
 
   it('an Xvnc that cannot start gives UNAVAILABLE and leaves no password file', async () => {

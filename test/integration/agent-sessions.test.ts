@@ -1,14 +1,15 @@
 /**
  * The agent starts real TigerVNC desktops as real users: the port speaks RFB and takes the password, processes run
  * with exactly the user's identity, the password stays out of argv/environment/logs, sessions are per user, and
- * StopSession and a dying Xvnc end them. Users vdtest01..vdtest04 and vdtest15.
+ * StopSession and a dying Xvnc end them, and a VNC port held by another program is skipped. Users vdtest01..vdtest04
+ * and vdtest15.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, alive, call, killDesktop, procIds, sessionPids, startAgent, waitFor, type AgentClient,
+  agentClient, alive, call, killDesktop, occupyPort, procIds, sessionPids, startAgent, waitFor, type AgentClient,
   type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
@@ -70,7 +71,8 @@ describe('a started session', () => {
   it('returns a Session describing the desktop', () => {
     expect(s.username).toBe(U1);
     expect(s.uid).toBe(idsOf(U1).uid);
-    expect(s.port).toBe(5900 + s.display);
+    expect(s.port).toBeGreaterThanOrEqual(5900); // the default --vnc-ports 5900-5999
+    expect(s.port).toBeLessThanOrEqual(5999);
     expect(s.geometry).toBe('1280x800');
     expect(s.depth).toBe(24);
     expect(alive(s.pid)).toBe(true);
@@ -216,6 +218,22 @@ describe('stale X locks', () => {
     } finally {
       rmSync(lock, { force: true });
       rmSync(socket, { force: true });
+    }
+  });
+});
+
+describe('VNC ports', () => {
+  it('a port another program holds is skipped, not fatal: the desktop gets the next free one', async () => {
+    // The first port a new desktop would get, held by "someone else" (a stray VNC server, a proxy, ...).
+    const other = await occupyPort(5900, 5999);
+    try {
+      const s = (await start(OTHER, 'port1234')).session!;
+      expect(s.port).not.toBe(other.port);
+      expect(s.port).toBeGreaterThan(other.port);
+      expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'port1234' })).ok).toBe(true);
+      await call(client, client.stopSession, { id: s.id });
+    } finally {
+      await other.close();
     }
   });
 });

@@ -13,7 +13,8 @@ describe('parseConfig', () => {
     const c = parseConfig(tls);
     expect(c).toMatchObject({
       listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
-      maxSessions: 50, minUid: 1000, allowGroup: undefined, vncListen: undefined, geometry: '1280x800', depth: 24,
+      maxSessions: 50, minUid: 1000, allowGroup: undefined, vncListen: undefined, vncPorts: { first: 5900, last: 5999 },
+      geometry: '1280x800', depth: 24,
       sessionScript: defaultSessionScript, xvnc: 'Xvnc', logLevel: 'info', stopGraceMs: defaults.stopGraceMs,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
@@ -28,10 +29,10 @@ describe('parseConfig', () => {
     const c = parseConfig([...tls, '--listen', '[::1]:0', '--state-dir', '/tmp/s', '--max-sessions', '3',
       '--min-uid', '2000', '--allow-group', 'vdusers', '--vnc-listen', '127.0.0.1', '--geometry', '1920x1080',
       '--depth', '16', '--session-script', '/bin/true', '--xvnc', '/usr/bin/Xvnc', '--log-level', 'debug',
-      '--stop-grace-ms', '100']);
+      '--stop-grace-ms', '100', '--vnc-ports', '15900-15902']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', vncListen: '127.0.0.1', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
-      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100 });
+      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100, vncPorts: { first: 15900, last: 15902 } });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -53,6 +54,12 @@ describe('parseConfig', () => {
     [['--depth', '8'], /16, 24 or 32/],
     [['--allow-group', 'a;b'], /not a valid group/],
     [['--log-level', 'loud'], /pino level/],
+    [['--vnc-ports', '5900'], /FIRST-LAST/],
+    [['--vnc-ports', '5999-5900'], /5999 is above 5900/],
+    [['--vnc-ports', '0-10'], /between 1 and 65535/],
+    [['--vnc-ports', '5900-70000'], /between 1 and 65535/],
+    [['--vnc-ports', '5900-5909'], /fewer ports than --max-sessions 50/],
+    [['--max-sessions', '200'], /--vnc-ports 5900-5999 holds fewer ports than --max-sessions 200/],
     [['--bogus'], /Unknown option/],
     [['stray'], /positional/],
   ])('refuses %j', (args, message) => {
