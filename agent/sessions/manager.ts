@@ -19,7 +19,7 @@ import { obfuscateVncPassword } from '../vnc/password.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import { VncPorts } from '../vnc/ports.js';
-import { startXvnc } from '../vnc/xvnc.js';
+import { startXvnc, type StartedXvnc, type XvncOptions } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
 
@@ -170,27 +170,21 @@ export class SessionManager {
     const { config, hostname } = this.opts;
     const paths = homePaths(user.home, hostname);
     const t1 = performance.now();
-    const held = new Set([...this.sessions.values()].map((l) => l.record.port));
-    const port = await this.ports.reserve(held);
-    let logFd: number;
-    try {
-      ({ logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password)));
-    } catch (err) {
-      this.ports.release(port);
-      throw err;
-    }
+    const { logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password));
     const t2 = performance.now();
     let t3 = t2;
     let xvncChild: ChildProcess | undefined;
     let scriptChild: ChildProcess;
     let display: number;
+    let port: number;
     try {
-      const xvnc = await startXvnc(user, {
-        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, port, passwdFile: paths.passwd,
+      const xvnc = await this.startOnFreePort(user, {
+        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, passwdFile: paths.passwd,
         xauthFile: paths.xauth, logFd, readyTimeoutMs: this.opts.readyTimeoutMs,
       });
       xvncChild = xvnc.child;
       display = xvnc.display;
+      port = xvnc.port;
       t3 = performance.now();
       const script = userXstartup(user, paths) ?? config.sessionScript;
       scriptChild = spawnAsUser(user, [script], {
@@ -204,7 +198,6 @@ export class SessionManager {
       throw err;
     } finally {
       closeSync(logFd);
-      this.ports.release(port); // Xvnc holds it now, or failed
     }
     const xvncStat = readProcStat(xvncChild.pid!);
     const scriptStat = scriptChild.pid !== undefined ? readProcStat(scriptChild.pid) : undefined;
@@ -241,6 +234,28 @@ export class SessionManager {
       ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
     'session started');
     return record;
+  }
+
+  /**
+   * Starts Xvnc on a port from VncPorts. The port was free when probed, but another program (or another agent on this
+   * host) may take it before Xvnc binds it: if Xvnc then dies and the port is no longer free, the next port is tried
+   * (three ports in all). A failure for any other reason is not retried.
+   */
+  private async startOnFreePort(user: UnixUser, opts: Omit<XvncOptions, 'port'>): Promise<StartedXvnc & { port: number }> {
+    const held = new Set([...this.sessions.values()].map((l) => l.record.port));
+    for (let attempt = 1; ; attempt++) {
+      const port = await this.ports.reserve(held);
+      try {
+        return { ...(await startXvnc(user, { ...opts, port })), port };
+      } catch (err) {
+        const lostPort = err instanceof AgentError && err.code === 'VD_AGENT_XVNC_FAILED' && !(await this.ports.isFree(port));
+        if (!lostPort || attempt >= 3) throw err;
+        held.add(port);
+        this.log.warn({ username: user.name, port }, 'VNC port taken while Xvnc started; trying the next one');
+      } finally {
+        this.ports.release(port); // Xvnc holds it now, or it is skipped
+      }
+    }
   }
 
   /** Checks every session: Xvnc gone means the session is gone; session script gone means the session ends. */

@@ -37,6 +37,11 @@ export class VncPorts {
   release(port: number): void {
     this.reserved.delete(port);
   }
+
+  /** Whether nothing listens on `port` now (after a failed start: did someone else take it?). */
+  isFree(port: number): Promise<boolean> {
+    return canListen(port, this.listen);
+  }
 }
 
 /** Whether a listener on `port` would succeed: all interfaces = dual-stack '::' (or 0.0.0.0 without IPv6). */

@@ -2,7 +2,8 @@
  * Bad input gets the right gRPC status, a message a person understands, and spawns and writes nothing.
  * Users vdtest10..vdtest12 (and vdoutsider, root, daemon, which never get a desktop).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -163,6 +164,34 @@ describe('policy flags', () => {
       expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
     } finally {
       await held.close();
+    }
+  });
+
+  it("a VNC port taken between the agent's check and Xvnc's bind costs one retry on the next port, not the start", async () => {
+    // Stand-in for another program (or another agent on this host) winning the race for the port: an Xvnc wrapper
+    // that, on its first run only, has a listener grab the -rfbport it was given before exec'ing the real Xvnc.
+    const dir = mkdtempSync(join(tmpdir(), 'vd-port-race-'));
+    chmodSync(dir, 0o777);
+    const taken = join(dir, 'taken');
+    const wrapper = join(dir, 'xvnc-wrapper.sh');
+    writeFileSync(wrapper, `#!/bin/sh
+port=$(printf '%s\\n' "$@" | sed -n '/^-rfbport$/{n;p;q}')
+if [ ! -e ${taken} ]; then
+  /usr/bin/python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); open(sys.argv[2], "w").write(sys.argv[1]); time.sleep(5)' "$port" ${taken} &
+  while [ ! -s ${taken} ]; do sleep 0.01; done
+fi
+exec /usr/bin/Xvnc "$@"
+`, { mode: 0o755 });
+    try {
+      const { client } = await agentWith(['--xvnc', wrapper]);
+      const res = await call(client, client.startSession, { username: U3, password: 'race1234' });
+      started.push({ client, session: res.session! });
+      const lost = Number(readFileSync(taken, 'utf8'));
+      expect(lost).toBeGreaterThan(0);
+      expect(res.session!.port).not.toBe(lost);
+      expect((await rfbConnect({ host: '127.0.0.1', port: res.session!.port, password: 'race1234' })).ok).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
