@@ -4,6 +4,8 @@
  * and honour an AbortSignal, errors converted to controller errors, and a grpc.health.v1 Watch stream.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { checkServerIdentity } from 'node:tls';
 import {
   credentials,
   makeGenericClientConstructor,
@@ -38,8 +40,8 @@ export interface AgentDeadlines {
 export interface AgentClientOptions {
   name: string;
   address: string;
-  /** Shared credentials (see createAgentCredentials); one object for all blades. */
-  credentials: ChannelCredentials;
+  /** From createAgentCredentials; one object for all blades. */
+  credentials: AgentCredentials;
   deadlines?: Partial<AgentDeadlines>;
   /** Called after every call with the method and 'ok' or the gRPC status name (metrics). */
   onCall?: (method: string, result: string) => void;
@@ -64,10 +66,45 @@ const CHANNEL_OPTIONS = {
   'grpc.max_receive_message_length': 4 * 1024 * 1024,
 };
 
-/** mTLS credentials from the configured files (read once), or insecure ones for --insecure-agents. */
-export function createAgentCredentials(tls: AgentTls | null): ChannelCredentials {
-  if (!tls) return credentials.createInsecure();
-  return credentials.createSsl(readFileSync(tls.ca), readFileSync(tls.key), readFileSync(tls.cert));
+/** SNI name sent to agents addressed by IP (the certificate is checked against the IP, see forHost). */
+const SNI_FOR_IP_TARGETS = 'vncdispatch-agent';
+
+/** Channel credentials (and channel options) for an agent at a given host. */
+export interface AgentCredentials {
+  forHost(host: string): { credentials: ChannelCredentials; options: Record<string, string> };
+}
+
+/**
+ * mTLS credentials from the configured files (read once), or insecure ones for --insecure-agents.
+ *
+ * Agents are often addressed by IP. grpc-js would then put the IP in TLS SNI, which RFC 6066 forbids and Node
+ * reports as deprecation DEP0123 in the controller's log. For an IP host the channel sends a fixed name in SNI
+ * instead (grpc.ssl_target_name_override) and the certificate is still checked against the IP itself (its IP SANs),
+ * exactly as without the override.
+ */
+export function createAgentCredentials(tls: AgentTls | null): AgentCredentials {
+  if (!tls) {
+    const insecure = credentials.createInsecure();
+    return { forHost: () => ({ credentials: insecure, options: {} }) };
+  }
+  const [ca, key, cert] = [readFileSync(tls.ca), readFileSync(tls.key), readFileSync(tls.cert)];
+  const byName = credentials.createSsl(ca, key, cert);
+  return {
+    forHost(host): { credentials: ChannelCredentials; options: Record<string, string> } {
+      const ip = host.replace(/^\[(.*)\]$/, '$1');
+      if (isIP(ip) === 0) return { credentials: byName, options: {} };
+      return {
+        credentials: credentials.createSsl(ca, key, cert, { checkServerIdentity: (_sni, peer) => checkServerIdentity(ip, peer) }),
+        options: { 'grpc.ssl_target_name_override': SNI_FOR_IP_TARGETS },
+      };
+    },
+  };
+}
+
+/** The host part of HOST:PORT or [IPv6]:PORT. */
+function hostOf(address: string): string {
+  const i = address.lastIndexOf(':');
+  return i > 0 ? address.slice(0, i) : address;
 }
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => ClientUnaryCall;
@@ -93,9 +130,10 @@ export class AgentConnection {
     this.address = options.address;
     this.#deadlines = { ...DEFAULT_DEADLINES, ...options.deadlines };
     this.#onCall = options.onCall ?? (() => {});
-    this.#client = new GeneratedAgentClient(options.address, options.credentials, CHANNEL_OPTIONS);
+    const tls = options.credentials.forHost(hostOf(options.address));
+    this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
     // The health client shares the agent client's channel, so both see the same connection state.
-    this.#health = new HealthClientCtor(options.address, options.credentials, { channelOverride: this.#client.getChannel() });
+    this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });
   }
 
   #call<Req, Res>(method: string, fn: Unary<Req, Res>, req: Req, timeoutMs: number, signal?: AbortSignal): Promise<Res> {

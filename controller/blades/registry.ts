@@ -5,8 +5,7 @@
  * (from the store) into the state the API reports and placement uses.
  */
 import { EventEmitter } from 'node:events';
-import type { ChannelCredentials } from '@grpc/grpc-js';
-import { AgentConnection, type AgentSession, type GetStatusResponse } from '../agent-client/agent-client.js';
+import { AgentConnection, type AgentCredentials, type AgentSession, type GetStatusResponse } from '../agent-client/agent-client.js';
 import type { BladeSpec, Config } from '../config.js';
 import { BladeExistsError, NotFoundError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -101,7 +100,7 @@ export class Blade {
 export interface RegistryOptions {
   store: Store;
   config: Pick<Config, 'blades' | 'healthIntervalMs' | 'downAfterMs' | 'placement'>;
-  credentials: ChannelCredentials;
+  credentials: AgentCredentials;
   log: Logger;
   metrics: Metrics;
 }
