@@ -9,11 +9,19 @@
  * handshake. Either way one RFB handshake happens per connection, and no timing below includes it except "time to
  * open".
  *
- * Receivers: downstream throughput is received by the least-work receiver each path allows (raw-ws-client.ts: frame
- * headers parsed, payload counted, nothing assembled; for direct TCP the socket's reads counted), so that the proxy,
- * not the bench client, is what limits it. With the `ws` client as receiver (it assembles every message, copying each
- * byte) the client was the slowest process on every WebSocket path on a 2-core machine and hid the difference between
- * proxies. Upstream, round trips and idle connections use the `ws` client.
+ * Clients: throughput is measured with the least-work client each path allows (raw-ws-client.ts: downstream frame
+ * headers parsed and payload counted, nothing assembled; upstream one masked frame written over and over; for direct
+ * TCP the plain socket), so that the proxy, not the bench client, is what limits it. With the `ws` client (it
+ * assembles every message it receives and allocates, copies and masks every message it sends) the client was the
+ * slowest process on every WebSocket path on a 2-core machine and hid the difference between proxies. Round trips and
+ * idle connections use the `ws` client.
+ *
+ * CPU placement: with BENCH_PIN unset or 1 (and at least 2 CPUs), the bench client runs on CPU 0 alone and everything
+ * under test (the target, our proxy, websockify and its per-connection forks) on CPU 1. On a 2-core machine the
+ * scheduler otherwise decides where three busy processes run, and the figures followed its choices: downstream
+ * ratios of 1.08 to 1.47 for the same code in consecutive runs. Pinned, both proxies meet identical conditions
+ * (each shares one core with the target), the client, which in real use is a remote browser, takes nothing from the
+ * proxy, and what is measured is what the proxy costs. BENCH_PIN=0 lets the scheduler place them (the run says which).
  *
  * The proxy runs in its own child process so its CPU (utime+stime from /proc) and RSS are its own. websockify forks a
  * process per connection: its CPU is the parent's utime+stime+cutime+cstime (children are reaped before reading)
@@ -26,18 +34,18 @@
  *
  * One file, three roles: no argument = the benchmark; `serve-target` and `serve-proxy PORT` = the child processes.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect as tcpConnect, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
-import { openRawWebSocket, type RawWs } from './raw-ws-client.js';
+import { maskedFrame, openRawWebSocket, type RawWs } from './raw-ws-client.js';
 import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
 
 const PASSWORD = 'benchpw1';
@@ -53,6 +61,8 @@ const OPEN_CONCURRENCY = 200;
  * BENCH_REPS overrides it (odd numbers keep every median a real pass's value).
  */
 const REPS = Number(process.env.BENCH_REPS ?? 5);
+/** See "CPU placement" above. */
+const PIN = process.env.BENCH_PIN !== '0' && availableParallelism() >= 2;
 const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
 /** The proxy child runs with the controller's production V8 flags (see node-flags.ts for why). */
 const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
@@ -244,9 +254,16 @@ class Conn {
     return out;
   }
 
-  /** Writes; resolves when the caller may write more (backpressure). */
-  write(b: Buffer): Promise<void> | null {
-    if (this.raw) return this.raw.send(b) ? null : once(this.raw.socket, 'drain').then(() => undefined);
+  get isRaw(): boolean {
+    return this.raw !== null;
+  }
+
+  /** Writes `b` (over the raw client: `frame`, b already framed and masked, if given); resolves when the caller may write more. */
+  write(b: Buffer, frame: Buffer | null = null): Promise<void> | null {
+    if (this.raw) {
+      const ok = frame ? this.raw.sendFrame(frame) : this.raw.send(b);
+      return ok ? null : once(this.raw.socket, 'drain').then(() => undefined);
+    }
     if (this.ws) {
       this.ws.send(b);
       if (this.ws.bufferedAmount < 4 * 1024 * 1024) return null;
@@ -286,8 +303,8 @@ interface Path {
   name: string;
   pid: number | null;
   open(): Promise<Conn>;
-  /** For downstream throughput: the least-work receiver (raw-ws-client.ts for WebSocket paths). */
-  openReceiver(): Promise<Conn>;
+  /** For throughput: the lean client (raw-ws-client.ts for WebSocket paths, the plain socket for direct TCP). */
+  openLean(): Promise<Conn>;
   vncAuth: boolean;
 }
 
@@ -304,7 +321,7 @@ function wsPath(name: string, url: string, pid: number | null, vncAuth: boolean)
         ws.once('open', () => resolve(conn));
         ws.once('error', reject);
       }),
-    openReceiver: () => Conn.raw(url),
+    openLean: () => Conn.raw(url),
   };
 }
 
@@ -316,7 +333,7 @@ function tcpPath(port: number): Path {
       s.once('connect', () => resolve(conn));
       s.once('error', reject);
     });
-  return { name: 'direct TCP', pid: null, vncAuth: true, open, openReceiver: open };
+  return { name: 'direct TCP', pid: null, vncAuth: true, open, openLean: open };
 }
 
 function cmd(c: string, n?: number): Buffer {
@@ -439,7 +456,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   };
 
   // Downstream: target floods DOWN_BYTES; timed from the command to the last byte.
-  let c = await path.openReceiver();
+  let c = await path.openLean();
   await c.handshake(path.vncAuth, response);
   await settle();
   let cpu0 = await cpu();
@@ -460,7 +477,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   const downCpu = (await cpu()) - cpu0;
 
   // Upstream: client sends UP_BYTES in 64 KiB messages; timed until the target acknowledges the last byte.
-  c = await path.open();
+  c = await path.openLean();
   await c.handshake(path.vncAuth, response);
   await settle();
   cpu0 = await cpu();
@@ -471,8 +488,9 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   t0 = process.hrtime.bigint();
   await c.write(cmd('U', UP_BYTES));
   const chunk = Buffer.alloc(64 * 1024, 0x33);
+  const frame = c.isRaw ? maskedFrame(chunk) : null;
   for (let sent = 0; sent < UP_BYTES; sent += chunk.length) {
-    const wait = c.write(chunk);
+    const wait = c.write(chunk, frame);
     if (wait) await wait;
   }
   await acked;
@@ -589,6 +607,11 @@ function rssOf(child: ChildProcess): Promise<number> {
   });
 }
 
+/** Pins `pid` (all its threads; children it forks later inherit it) to `cpu`, when PIN. */
+function pin(pid: number, cpu: number): void {
+  if (PIN) execFileSync('taskset', ['-apc', String(cpu), String(pid)], { stdio: 'ignore' });
+}
+
 async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((r) => {
@@ -625,11 +648,14 @@ async function bench(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
   const tmp = mkdtempSync(join(tmpdir(), 'vd-bench-proxy-'));
   try {
+    pin(process.pid, 0);
     const target = await forkSelf(['serve-target']);
     children.push(target.child);
     targetPid = target.child.pid!;
+    pin(targetPid, 1);
     let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
     children.push(proxy.child);
+    pin(proxy.child.pid!, 1);
 
     const tokenFile = join(tmp, 'tokens');
     writeFileSync(tokenFile, `bench: 127.0.0.1:${target.port}\n`);
@@ -638,6 +664,7 @@ async function bench(): Promise<void> {
       stdio: 'ignore',
     });
     children.push(wsfy);
+    pin(wsfy.pid!, 1);
     await waitForPort(wsfyPort);
 
     const paths = {
@@ -647,6 +674,11 @@ async function bench(): Promise<void> {
     };
     console.log(
       `bench:proxy: ${DOWN_BYTES >> 20} MiB down, ${UP_BYTES >> 20} MiB up, ${RTT_ROUNDS} round trips of 64 B per path and pass, ${REPS} interleaved passes`,
+    );
+    console.log(
+      PIN
+        ? '  pinned: bench client on CPU 0; target, proxies and websockify on CPU 1 (BENCH_PIN=0 to let the scheduler place them)'
+        : '  not pinned: the scheduler places every process (figures vary more between runs)',
     );
     for (const p of Object.values(paths)) await measure(p, response, WARMUP);
     await roundTrips(Object.values(paths), response, WARMUP.rounds, 0);
@@ -674,6 +706,7 @@ async function bench(): Promise<void> {
     proxy.child.kill();
     proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
     children.push(proxy.child);
+    pin(proxy.child.pid!, 1);
     const proxyPath = wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false);
     (await openIdle(proxyPath, 1, response)).conns[0]!.close();
     const rss0 = await rssOf(proxy.child);

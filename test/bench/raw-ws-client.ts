@@ -1,10 +1,12 @@
 /**
- * The benchmark's downstream receiver: a WebSocket client (RFC 6455) that does the least work a receiver can. It
+ * The benchmark's lean WebSocket client (RFC 6455): as a receiver it does the least work a receiver can. It
  * parses frame headers and hands on slices of the socket's reads as payload, without assembling messages, so no
  * payload byte is copied in user space. The `ws` client assembles every message it receives (a copy of every byte
  * once a message spans two socket reads, which is nearly always); on a 2-core machine that copy made the client,
  * not the proxy under test, the slowest process on every WebSocket path. The direct-TCP path's receiver does the same
- * least work (it counts the socket's reads), so all three paths are measured alike.
+ * least work (it counts the socket's reads), so all three paths are measured alike. As a sender of a stream of
+ * identical messages it writes one frame masked once (sendFrame), where the `ws` client would allocate, copy and mask
+ * every message, which made the client the slowest process upstream too.
  *
  * It speaks only what the benchmark needs: binary and continuation frames are data, a close frame ends the
  * connection, ping/pong payloads are skipped, anything else (text, masked or reserved-bit frames) is an error.
@@ -30,6 +32,8 @@ export interface RawWsHandlers {
 export interface RawWs {
   /** Sends one binary message (masked, as a client must). Returns false when the socket's buffer is full. */
   send(payload: Buffer): boolean;
+  /** Sends a frame built once with maskedFrame() (for a stream of identical messages). */
+  sendFrame(frame: Buffer): boolean;
   readonly socket: Socket;
   close(): void;
 }
@@ -72,7 +76,7 @@ export function openRawWebSocket(url: string, handlers: RawWsHandlers): Promise<
       socket.on('data', (d: Buffer) => reader.feed(d));
       socket.on('close', () => end());
       socket.on('error', (err) => end(err));
-      resolve({ socket, send: (payload) => socket.write(maskedFrame(payload)), close: () => end() });
+      resolve({ socket, send: (payload) => socket.write(maskedFrame(payload)), sendFrame: (frame) => socket.write(frame), close: () => end() });
       if (head.length > 0) reader.feed(head);
     });
     req.end();
@@ -144,7 +148,7 @@ class FrameReader {
 }
 
 /** A client frame: FIN + binary, masked with a random key (RFC 6455 §5.3). */
-function maskedFrame(payload: Buffer): Buffer {
+export function maskedFrame(payload: Buffer): Buffer {
   const len = payload.length;
   const ext = len < 126 ? 0 : len < 65536 ? 2 : 8;
   const out = Buffer.allocUnsafe(2 + ext + 4 + len);
