@@ -25,7 +25,7 @@ import {
   type StartSessionRequest,
   type StartSessionResponse,
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
-import type { AgentTls } from '../config.js';
+import { parseHostPort, type AgentTls } from '../config.js';
 import { AgentUnavailableError } from '../errors.js';
 import { grpcStatusName, toControllerError } from './grpc-errors.js';
 
@@ -69,7 +69,7 @@ const CHANNEL_OPTIONS = {
 /** SNI name sent to agents addressed by IP (the certificate is checked against the IP, see forHost). */
 const SNI_FOR_IP_TARGETS = 'vncdispatch-agent';
 
-/** Channel credentials (and channel options) for an agent at a given host. */
+/** Channel credentials (and channel options) for an agent at a given host (a name, or an IP without brackets). */
 export interface AgentCredentials {
   forHost(host: string): { credentials: ChannelCredentials; options: Record<string, string> };
 }
@@ -91,20 +91,13 @@ export function createAgentCredentials(tls: AgentTls | null): AgentCredentials {
   const byName = credentials.createSsl(ca, key, cert);
   return {
     forHost(host): { credentials: ChannelCredentials; options: Record<string, string> } {
-      const ip = host.replace(/^\[(.*)\]$/, '$1');
-      if (isIP(ip) === 0) return { credentials: byName, options: {} };
+      if (isIP(host) === 0) return { credentials: byName, options: {} };
       return {
-        credentials: credentials.createSsl(ca, key, cert, { checkServerIdentity: (_sni, peer) => checkServerIdentity(ip, peer) }),
+        credentials: credentials.createSsl(ca, key, cert, { checkServerIdentity: (_sni, peer) => checkServerIdentity(host, peer) }),
         options: { 'grpc.ssl_target_name_override': SNI_FOR_IP_TARGETS },
       };
     },
   };
-}
-
-/** The host part of HOST:PORT or [IPv6]:PORT. */
-function hostOf(address: string): string {
-  const i = address.lastIndexOf(':');
-  return i > 0 ? address.slice(0, i) : address;
 }
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (e: ServiceError | null, r: Res) => void) => ClientUnaryCall;
@@ -130,7 +123,7 @@ export class AgentConnection {
     this.address = options.address;
     this.#deadlines = { ...DEFAULT_DEADLINES, ...options.deadlines };
     this.#onCall = options.onCall ?? (() => {});
-    const tls = options.credentials.forHost(hostOf(options.address));
+    const tls = options.credentials.forHost(parseHostPort(options.address, `blade ${options.name} address`).host);
     this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
     // The health client shares the agent client's channel, so both see the same connection state.
     this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });

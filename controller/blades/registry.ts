@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { AgentConnection, type AgentCredentials, type AgentSession, type GetStatusResponse } from '../agent-client/agent-client.js';
-import type { BladeSpec, Config } from '../config.js';
+import { parseHostPort, type BladeSpec, type Config } from '../config.js';
 import { BladeExistsError, NotFoundError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -66,8 +66,7 @@ export class Blade {
 
   /** The host part of the agent address: where this blade's VNC ports are reached. */
   get host(): string {
-    const a = this.record.address;
-    return a.startsWith('[') ? a.slice(1, a.indexOf(']')) : a.slice(0, a.lastIndexOf(':'));
+    return parseHostPort(this.record.address, `blade ${this.record.name} address`).host;
   }
 
   get state(): BladeState {
