@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { agentClient, call, killDesktop, pidsOfUid, startAgent } from '../helpers/agent-process.js';
+import { agentClient, call, endDesktop, killDesktop, pidsOfUid, startAgent } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
@@ -67,7 +67,7 @@ async function benchAgent(): Promise<{ rpc: number[]; rfb: number[] }> {
           rfb.push(t2 - t0);
         }
       } finally {
-        await call(client, client.stopSession, { id: s.id }).catch(() => killDesktop(s.pid));
+        await endDesktop(client, s);
       }
     }
   } finally {

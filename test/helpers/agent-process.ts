@@ -164,6 +164,16 @@ export function killDesktop(xvncPid: number): void {
   }
 }
 
+/** Test clean-up: ends a desktop through its agent (StopSession), or kills its Xvnc if the agent cannot. */
+export async function endDesktop(client: AgentClient | undefined, session: { id: string; pid: number }): Promise<void> {
+  try {
+    if (!client) throw new Error('no agent client');
+    await call(client, client.stopSession, { id: session.id });
+  } catch {
+    killDesktop(session.pid);
+  }
+}
+
 /** Waits until `cond()` is true, polling; throws with `what` after `timeoutMs`. Not a timing assertion. */
 export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -171,21 +181,4 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/**
- * Listens on the first port of `first..last` that is free on 127.0.0.1 (where test agents' Xvnc listen), standing in
- * for another program that holds a VNC port. Returns the port and a close function.
- */
-export async function occupyPort(first: number, last: number): Promise<{ port: number; close: () => Promise<void> }> {
-  const { createServer } = await import('node:net');
-  for (let port = first; port <= last; port++) {
-    const server = createServer((s) => s.destroy());
-    const ok = await new Promise<boolean>((resolve) => {
-      server.once('error', () => resolve(false));
-      server.listen({ port, host: '127.0.0.1', exclusive: true }, () => resolve(true));
-    });
-    if (ok) return { port, close: () => new Promise<void>((r) => server.close(() => r())) };
-  }
-  throw new Error(`no free port in ${first}-${last}`);
 }

@@ -9,9 +9,10 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, call, descendants, killDesktop, occupyPort, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
+  agentClient, call, descendants, endDesktop, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { occupyPort } from '../helpers/ports.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, OUTSIDER, testUser } from '../helpers/users.js';
 
@@ -48,13 +49,7 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const { client, session } of started) {
-    try {
-      await call(client, client.stopSession, { id: session.id });
-    } catch {
-      killDesktop(session.pid);
-    }
-  }
+  for (const { client, session } of started) await endDesktop(client, session);
   for (const a of agents) await a.stop();
 });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, alive, call, killDesktop, startAgent, waitFor, type AgentClient, type AgentProcess,
+  agentClient, alive, call, endDesktop, startAgent, waitFor, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
@@ -61,13 +61,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of started) {
-    try {
-      if (client) await call(client, client.stopSession, { id: s.id });
-    } catch {
-      killDesktop(s.pid);
-    }
-  }
+  for (const s of started) await endDesktop(client, s);
   client?.close();
   await agent?.stop();
 });

@@ -15,7 +15,7 @@ import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient as AgentClientCtor, type Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, agentClientWithoutCert, call, descendants, killDesktop, startAgent, type AgentClient, type AgentProcess,
+  agentClient, agentClientWithoutCert, call, descendants, endDesktop, startAgent, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
@@ -52,13 +52,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of started) {
-    try {
-      await call(client, client.stopSession, { id: s.id });
-    } catch {
-      killDesktop(s.pid);
-    }
-  }
+  for (const s of started) await endDesktop(client, s);
   for (const u of [U_SHADOW, U_ROOTDIR, U_LOG]) resetVncDir(u);
   client?.close();
   await agent?.stop();

@@ -9,10 +9,11 @@ import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, alive, call, killDesktop, occupyPort, procIds, sessionPids, startAgent, waitFor, type AgentClient,
+  agentClient, alive, call, endDesktop, procIds, sessionPids, startAgent, waitFor, type AgentClient,
   type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { occupyPort } from '../helpers/ports.js';
 import { rfbConnect, vncPasswordObfuscate } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
@@ -49,13 +50,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of started) {
-    try {
-      await call(client, client.stopSession, { id: s.id });
-    } catch {
-      killDesktop(s.pid);
-    }
-  }
+  for (const s of started) await endDesktop(client, s);
   client?.close();
   await agent?.stop();
 });

@@ -4,7 +4,7 @@
  * restarted controller process that still knows its sessions. Users vdtest20..vdtest30.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentClient, alive, call, killDesktop, startAgent, waitFor, type AgentProcess } from '../helpers/agent-process.js';
+import { agentClient, alive, call, endDesktop, killDesktop, startAgent, waitFor, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates, xvncPidsOf } from '../helpers/controller-checks.js';
 import { buildController, startController, type ControllerHandle, type InProcessController } from '../helpers/controller-process.js';
@@ -46,7 +46,7 @@ afterAll(async () => {
   for (const a of Object.values(agents)) {
     const client = agentClient(a.address, pki);
     const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
-    for (const s of left.sessions) await call(client, client.stopSession, { id: s.id }).catch(() => killDesktop(s.pid));
+    for (const s of left.sessions) await endDesktop(client, s);
     client.close();
     await a.stop();
   }
