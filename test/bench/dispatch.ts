@@ -11,12 +11,12 @@
  */
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { killDesktop, pidsOfUid, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { ensureTestUsers, idsOf, testUser } from '../helpers/users.js';
@@ -35,14 +35,6 @@ function percentile(sorted: number[], p: number): number {
 }
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
 const sortNum = (a: number[]) => [...a].sort((x, y) => x - y);
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function timedPost(c: ControllerProcess, username: string): Promise<{ ms: number; id: string }> {
   const t0 = performance.now();
@@ -94,7 +86,7 @@ async function startSshd(dir: string): Promise<{ port: number; child: ChildProce
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'client_key')]);
   execFileSync('cp', [join(dir, 'client_key.pub'), join(dir, 'authorized_keys')]);
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   writeFileSync(join(dir, 'sshd_config'), [
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PermitRootLogin prohibit-password',

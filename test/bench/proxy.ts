@@ -47,6 +47,7 @@ import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { maskedFrame, openRawWebSocket, type RawWs } from './raw-ws-client.js';
 import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
 
 const PASSWORD = 'benchpw1';
 const DOWN_BYTES = 512 * 1024 * 1024;
@@ -625,14 +626,6 @@ async function waitForPort(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 async function closeAll(conns: Conn[]): Promise<void> {
   for (const c of conns) c.close();
   await sleep(500);
@@ -659,7 +652,7 @@ async function bench(): Promise<void> {
 
     const tokenFile = join(tmp, 'tokens');
     writeFileSync(tokenFile, `bench: 127.0.0.1:${target.port}\n`);
-    const wsfyPort = await freePort();
+    const wsfyPort = await freeLoopbackPort();
     const wsfy = spawn('websockify', ['--token-plugin', 'TokenFile', '--token-source', tokenFile, `127.0.0.1:${wsfyPort}`], {
       stdio: 'ignore',
     });

@@ -2,26 +2,21 @@
  * The viewer page in headless Chromium against desktops that misbehave in ways the real proxy never produces (it
  * always offers security type None): /websockify on the test server is a scripted RFB server on a real WebSocket
  * (ws, same origin), standing in for the proxy. (Playwright's routeWebSocket cannot be used: noVNC refuses its mock
- * WebSocket class.) The pages, noVNC and the reconnect endpoint are the real ones (registerWeb with a real
- * SqliteStore and TokenService).
+ * WebSocket class.) The pages, noVNC and the reconnect endpoint are the real ones (test/helpers/web-app.ts: registerWeb
+ * with a real SqliteStore and TokenService).
  *
  * - A server that asks for VNC authentication gets an error message, never a password prompt, and no retries.
  * - A desktop name full of markup (threat 7, noVNC CVE-2017-18635) is shown as text and runs nothing.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
-import { pino } from 'pino';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchChromium } from '../helpers/browser.js';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../controller/store/sqlite-store.js';
 import { newReconnectKey, newToken } from '../../controller/tokens/secrets.js';
-import { TokenService } from '../../controller/tokens/token-service.js';
-import { registerWeb } from '../../controller/web/index.js';
+import { startWebApp, type WebApp } from '../helpers/web-app.js';
 
-let app: FastifyInstance;
-let store: SqliteStore;
+let web: WebApp;
 let base: string;
 let browser: Browser;
 let context: BrowserContext | undefined;
@@ -30,16 +25,10 @@ let script: (ws: WebSocket) => void = (ws) => ws.close();
 let sockets = 0;
 
 beforeAll(async () => {
-  store = new SqliteStore({ filename: ':memory:' });
-  await store.init();
-  app = Fastify();
-  await registerWeb(app, { store, tokens: new TokenService(store), log: pino({ level: 'silent' }), config: {} });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  base = `http://127.0.0.1:${address.port}`;
+  web = await startWebApp();
+  base = `http://127.0.0.1:${web.port}`;
   const wss = new WebSocketServer({ noServer: true });
-  app.server.on('upgrade', (req, socket, head) => {
+  web.app.server.on('upgrade', (req, socket, head) => {
     sockets += 1;
     if (!req.url?.startsWith('/websockify?token=')) return socket.destroy();
     wss.handleUpgrade(req, socket, head, (ws) => script(ws));
@@ -54,8 +43,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await app?.close();
-  await store?.close();
+  await web?.close();
 });
 
 /**

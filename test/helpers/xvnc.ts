@@ -6,8 +6,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freeLoopbackPort } from './ports.js';
 import { idsOf } from './users.js';
 
 export interface XvncHandle {
@@ -82,16 +82,4 @@ export async function startXvnc(options: XvncOptions): Promise<XvncHandle> {
     rmSync(dir, { recursive: true, force: true });
   };
   return { display, port, pid: child.pid!, password: options.password, username: options.username, stop };
-}
-
-/** A port the kernel hands out for 127.0.0.1 right now (free until someone else takes it). */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }

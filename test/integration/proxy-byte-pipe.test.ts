@@ -5,16 +5,15 @@
  *
  * The desktop is the fake VNC server in its `quiet` mode: after the RFB handshake the test drives the server's socket
  * itself (streams a pattern, stops reading). The browser is a `ws` client whose socket the test pauses and resumes.
- * authorize() is a plain Map standing in for the controller's token store.
+ * authorize() is a plain Map standing in for the controller's token store (test/helpers/map-proxy.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VncDispatchError } from '../../controller/errors.js';
-import { VncProxy, type ProxyTarget } from '../../controller/proxy/index.js';
+import type { ProxyTarget } from '../../controller/proxy/index.js';
 import { startFakeVncServer, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 
 const MAX_READ = 256 * 1024;
@@ -24,12 +23,8 @@ const TOTAL = 192 * 1024 * 1024;
 /** The stream's bytes: a random block repeated; its odd length keeps block and read boundaries from lining up. */
 const BLOCK = randomBytes(1024 * 1024 + 7);
 
-let server: Server;
-let proxy: VncProxy;
-let base: string;
+let mp: MapProxy;
 let fake: FakeVncServer;
-/** The proxy's side of each browser socket, newest last. */
-const browserSockets: Duplex[] = [];
 const targets = new Map<string, ProxyTarget>();
 
 /** `n` bytes of the stream from `offset` (one slice of BLOCK, no copy). */
@@ -81,43 +76,23 @@ async function until(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
 async function connect(): Promise<{ browser: RfbWsClient; desktop: NonNullable<FakeVncServer['lastSocket']>; proxySide: Duplex }> {
   const token = randomBytes(16).toString('hex');
   targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest33', blade: 'b', host: '127.0.0.1', port: fake.port, password: 'unused', tokenHash: token });
-  const browser = await openWebSocket(`${base}/websockify?token=${token}`);
+  const browser = await openWebSocket(`${mp.base}/websockify?token=${token}`);
   if (isRefused(browser)) throw new Error(`refused ${browser.status}`);
   await browser.handshakeNone();
   // From here on the test reads the messages itself (the helper would concatenate 192 MiB).
   browser.ws.removeAllListeners('message');
   await until(() => fake.lastSocket !== null);
   const desktop = fake.lastSocket!;
-  return { browser, desktop, proxySide: browserSockets.at(-1)! };
+  return { browser, desktop, proxySide: mp.browserSockets.at(-1)! };
 }
 
 beforeAll(async () => {
   fake = await startFakeVncServer('quiet');
-  proxy = new VncProxy({
-    log: pino({ level: 'silent' }),
-    async authorize(token) {
-      const t = targets.get(token);
-      if (!t) throw new VncDispatchError('TEST_TOKEN_UNKNOWN', 401, 'unknown');
-      return t;
-    },
-    async revalidate(ts) {
-      return new Set(ts.map((t) => t.tokenHash));
-    },
-    maxReadBytes: MAX_READ,
-    maxPayload: 64 * 1024,
-  });
-  server = createServer();
-  server.on('upgrade', (req, socket, head) => {
-    browserSockets.push(socket);
-    proxy.handleUpgrade(req, socket, head);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+  mp = await startMapProxy(targets, { log: pino({ level: 'silent' }), maxReadBytes: MAX_READ, maxPayload: 64 * 1024 });
 });
 
 afterAll(async () => {
-  await proxy?.close();
-  await new Promise<void>((r) => server?.close(() => r()));
+  await mp?.close();
   await fake?.close();
 });
 

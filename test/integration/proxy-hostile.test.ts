@@ -3,24 +3,22 @@
  * length, truncation, a refused authentication, a disconnect mid-handshake and a flood. Each must end only its own
  * connection, with a log line naming the failure, while a good connection to a real Xvnc (vdtest32) keeps working.
  *
- * authorize() is a plain Map standing in for the controller's token store.
+ * authorize() is a plain Map standing in for the controller's token store (test/helpers/map-proxy.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VncDispatchError } from '../../controller/errors.js';
-import { VncProxy, type ProxyTarget } from '../../controller/proxy/index.js';
+import type { ProxyTarget } from '../../controller/proxy/index.js';
 import { startFakeVncServer, type FakeVncBehaviour, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
 import { startXvnc, type XvncHandle } from '../helpers/xvnc.js';
 
 const PASSWORD = randomBytes(6).toString('base64url').slice(0, 8);
 let xvnc: XvncHandle;
-let server: Server;
-let proxy: VncProxy;
+let mp: MapProxy;
 let base: string;
 let good: RfbWsClient;
 const fakes: FakeVncServer[] = [];
@@ -57,7 +55,7 @@ async function goodStillWorks(): Promise<void> {
 
 beforeAll(async () => {
   xvnc = await startXvnc({ username: testUser(32), password: PASSWORD, rootColour: 'blue' });
-  proxy = new VncProxy({
+  mp = await startMapProxy(targets, {
     log: pino(
       { level: 'info' },
       new Writable({
@@ -67,28 +65,16 @@ beforeAll(async () => {
         },
       }),
     ),
-    async authorize(token) {
-      const t = targets.get(token);
-      if (!t) throw new VncDispatchError('TEST_TOKEN_UNKNOWN', 401, 'unknown');
-      return t;
-    },
-    async revalidate(ts) {
-      return new Set(ts.map((t) => t.tokenHash));
-    },
     handshakeTimeoutMs: 1500,
   });
-  server = createServer();
-  server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+  base = mp.base;
   good = await connect(tokenFor(xvnc.port));
   await good.handshakeNone();
 });
 
 afterAll(async () => {
   good?.ws.terminate();
-  await proxy?.close();
-  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  await mp?.close();
   for (const f of fakes) await f.close();
   await xvnc?.stop();
 });
@@ -137,6 +123,6 @@ describe('a hostile VNC server ends only its own connection', () => {
     const closed = await c.closedPromise;
     expect(closed).toEqual({ code: 1008, reason: 'VD_ERR_BROWSER_HANDSHAKE' });
     await goodStillWorks();
-    expect(proxy.connections).toBe(1);
+    expect(mp.proxy.connections).toBe(1);
   });
 });

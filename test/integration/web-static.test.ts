@@ -6,12 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
-import Fastify, { type FastifyInstance } from 'fastify';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../controller/store/sqlite-store.js';
-import { TokenService } from '../../controller/tokens/token-service.js';
-import { registerWeb } from '../../controller/web/index.js';
+import { startWebApp, type WebApp } from '../helpers/web-app.js';
 
 interface RawResponse {
   status: number;
@@ -32,24 +28,16 @@ function rawGet(port: number, path: string): Promise<RawResponse> {
   });
 }
 
-let app: FastifyInstance;
-let store: SqliteStore;
+let web: WebApp;
 let port: number;
 
 beforeAll(async () => {
-  store = new SqliteStore({ filename: ':memory:' });
-  await store.init();
-  app = Fastify();
-  await registerWeb(app, { store, tokens: new TokenService(store), log: pino({ level: 'silent' }), config: {} });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  port = address.port;
+  web = await startWebApp();
+  port = web.port;
 });
 
 afterAll(async () => {
-  await app?.close();
-  await store?.close();
+  await web?.close();
 });
 
 describe('noVNC from the installed @novnc/novnc package', () => {
