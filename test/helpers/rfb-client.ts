@@ -69,7 +69,7 @@ class Reader {
   private buf = Buffer.alloc(0);
   private waiter?: () => void;
   private ended = false;
-  constructor(private readonly sock: Socket, private readonly limit = 1 << 20) {
+  constructor(sock: Socket, private readonly limit = 1 << 20) {
     sock.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
       if (this.buf.length > this.limit) sock.destroy(new Error('EOVERFLOW'));
