@@ -95,15 +95,20 @@ function whiteTurnedDark(before: DecodedPng, after: DecodedPng, region: { x: num
   return n;
 }
 
-/** Screenshots until the desktop's blue covers a good part of the screen (the first update may still be in flight). */
-async function screenshotDesktop(page: Page): Promise<{ png: Buffer; img: DecodedPng; blue: number }> {
+/**
+ * Screenshots until the desktop's blue covers a good part of the screen (the first update may still be in flight) and,
+ * with `terminal`, until the session's xterm has been drawn too: the root colour is painted before the xterm maps, so
+ * a screenshot taken as soon as the blue shows may have no terminal yet.
+ */
+async function screenshotDesktop(page: Page, terminal = false): Promise<{ png: Buffer; img: DecodedPng; blue: number }> {
   let last: { png: Buffer; img: DecodedPng; blue: number } | undefined;
   await waitFor(async () => {
     const png = await page.screenshot();
     const img = decodePng(png);
-    last = { png, img, blue: shareOfColour(img, DESKTOP_BLUE, 10, await screenRegion(page, img)) };
-    return last.blue > 0.3;
-  }, 'the desktop background to be drawn', 15_000).catch(() => undefined);
+    const region = await screenRegion(page, img);
+    last = { png, img, blue: shareOfColour(img, DESKTOP_BLUE, 10, region) };
+    return last.blue > 0.3 && (!terminal || shareOfColour(img, '#ffffff', 10, region) > 0.01);
+  }, 'the desktop to be drawn', 15_000).catch(() => undefined);
   if (!last) throw new Error('no screenshot');
   return last;
 }
@@ -167,7 +172,7 @@ describe('the viewer in a real browser', () => {
     await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
     // The secrets left the address bar.
     expect(page.url()).toBe(`${base}/viewer/`);
-    const { png, img, blue } = await screenshotDesktop(page);
+    const { png, img, blue } = await screenshotDesktop(page, true);
     const file = saveArtifact('viewer-desktop.png', png);
     const region = await screenRegion(page, img);
     // A person sees the blue desktop with a terminal on it: mostly blue, some light xterm, not a black screen.
@@ -268,7 +273,7 @@ describe('behind a reverse proxy that serves the controller under a path prefix'
       });
       // What --public-url https://host/desk would have put in viewerUrl.
       await page.goto(`${rp.base}/viewer/${new URL(session.viewerUrl).hash}`);
-      await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+      await page.locator('#status[data-state="connected"][data-connections="1"]').waitFor({ timeout: 15_000 });
       expect(page.url()).toBe(`${rp.base}/viewer/`);
       const { png, blue } = await screenshotDesktop(page);
       saveArtifact('viewer-under-prefix.png', png);
@@ -276,8 +281,8 @@ describe('behind a reverse proxy that serves the controller under a path prefix'
 
       // Reconnect goes through the prefix too (POST /desk/viewer/reconnect, then /desk/websockify).
       expect(ctl.proxy.closeSession(session.id, 'test: drop the connection')).toBeGreaterThan(0);
-      await page.locator('#status:not([data-state="connected"])').waitFor({ timeout: 10_000 });
-      await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+      // Wait for the second completed connection (a counter), never for the brief 'disconnected' state in between.
+      await page.locator('#status[data-state="connected"][data-connections="2"]').waitFor({ timeout: 15_000 });
 
       await api('DELETE', `/api/v1/sessions/${session.id}`);
       await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });

@@ -28,6 +28,9 @@ let connectedAt = 0;
 let finished = false;
 let retryTimer = 0;
 let credentials = null;
+/** Completed connections, published as #status[data-connections]: a counter tests and monitors can wait on, where a
+ *  state like 'disconnected' may last only a few milliseconds. */
+let connections = 0;
 
 /** data-state is what tests and styles read: connecting | connected | disconnected | ended | error. */
 function setState(state, text) {
@@ -82,6 +85,8 @@ function connect(websocketPath) {
   r.addEventListener('connect', () => {
     if (rfb !== r) return;
     connectedAt = Date.now();
+    connections += 1;
+    statusEl.dataset.connections = String(connections);
     setState('connected', 'Connected');
     r.focus();
   });
