@@ -1,10 +1,12 @@
 /**
- * The browser-facing pages of the controller: noVNC (from the installed @novnc/novnc package), the viewer page the
- * API's viewerUrl points at, its reconnect endpoint, and the operators' blade/session dashboard.
+ * The browser-facing pages of the controller, as `npm run build` bundled them into dist/web/ (see bundle.ts): the
+ * viewer page the API's viewerUrl points at, its reconnect and latency endpoints, and the operators' dashboard.
  *
  * Everything is registered in one encapsulated fastify scope so its security headers and error format apply to these
  * routes only. Static files are served with `wildcard: false`: @fastify/static globs the folders once at start-up and
  * adds one route per existing file, so no request path can reach anything else (threat 6: no traversal, no redirect).
+ * The build wrote a brotli and a gzip copy of every text file; `preCompressed` sends the best one the browser accepts
+ * (Vary: Accept-Encoding), so nothing is compressed per request.
  */
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
@@ -12,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
 import type { Store } from '../store/store.js';
 import { webErrorHandler } from './error-reply.js';
-import { novncRoot, staticRoot } from './paths.js';
+import { webRoot } from './paths.js';
 import { registerReconnect, type ReconnectTokenIssuer } from './reconnect.js';
 import { applySecurityHeaders } from './security-headers.js';
 
@@ -32,18 +34,21 @@ export interface WebDeps {
   config: WebConfig;
 }
 
-/** noVNC is not content-hashed, so cache for an hour and revalidate with ETag/Last-Modified after that. */
-const NOVNC_MAX_AGE_MS = 60 * 60 * 1000;
+/** The pages dist/web/ holds (each a folder with index.html). */
+export const PAGES = ['viewer', 'dashboard'] as const;
+
+/** Assets carry a content hash in their name: a changed file is a new URL, so browsers may keep them for a year. */
+export const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 /**
- * Serves `/novnc/core/**`, `/novnc/vendor/**`, `/viewer/`, `POST /viewer/reconnect`, `/dashboard/` and redirects `/`
- * to `/dashboard/`. Every URL in the pages and every redirect is relative, so the whole controller also works behind
- * a reverse proxy that serves it under a path prefix (`https://portal.example.org/desktops/` → `/`).
+ * Serves `/assets/*` (immutable), `/viewer/` and `/dashboard/` (revalidated: cheap 304s, so an upgrade takes effect
+ * at once), `POST /viewer/reconnect`, `/viewer/ping`, and redirects `/` to `/dashboard/`. Every URL in the pages and
+ * every redirect is relative, so the whole controller also works behind a reverse proxy that serves it under a path
+ * prefix (`https://portal.example.org/desktops/` → `/`).
  */
 export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<void> {
   const log = deps.log.child({ module: 'web' });
-  const novnc = novncRoot();
-  const pages = staticRoot();
+  const root = webRoot();
 
   await app.register(async (scope) => {
     scope.setErrorHandler(webErrorHandler(log));
@@ -54,27 +59,27 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
     const common = {
       wildcard: false,
       redirect: false,
-      dotfiles: 'ignore',
       serveDotFiles: false,
       list: false,
       decorateReply: false,
       acceptRanges: false,
-    } as const;
-    for (const dir of ['core', 'vendor'] as const) {
+      preCompressed: true,
+      // The compressed copies are chosen by preCompressed, never addressed by URL.
+      globIgnore: ['**/*.br', '**/*.gz'],
+      dotfiles: 'ignore' as const,
+    };
+    await scope.register(fastifyStatic, {
+      ...common,
+      root: `${root}/assets`,
+      prefix: '/assets/',
+      index: false,
+      cacheControl: false,
+      setHeaders: (reply) => reply.header('cache-control', IMMUTABLE),
+    });
+    for (const page of PAGES) {
       await scope.register(fastifyStatic, {
         ...common,
-        root: `${novnc}/${dir}`,
-        prefix: `/novnc/${dir}/`,
-        index: false,
-        maxAge: NOVNC_MAX_AGE_MS,
-        globIgnore: ['**/*.md', '**/LICENSE*'],
-      });
-    }
-    // The pages change with the controller: always revalidate (cheap 304s), so an upgrade takes effect at once.
-    for (const page of ['viewer', 'dashboard'] as const) {
-      await scope.register(fastifyStatic, {
-        ...common,
-        root: `${pages}/${page}`,
+        root: `${root}/${page}`,
         prefix: `/${page}/`,
         index: ['index.html'],
         cacheControl: false,
@@ -85,6 +90,9 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
       scope.get(`/${page}`, async (_request, reply) => reply.redirect(`${page}/`, 301));
     }
     scope.get('/', async (_request, reply) => reply.redirect('dashboard/', 302));
+
+    // The viewer's latency indicator times this round trip: no body, no store access, never cached.
+    scope.get('/viewer/ping', async (_request, reply) => reply.header('cache-control', 'no-store').code(204).send());
 
     registerReconnect(scope, { store: deps.store, tokens: deps.tokens, log }, {
       ...(deps.config.viewerReconnectPerMinute !== undefined && { perIpPerMinute: deps.config.viewerReconnectPerMinute }),

@@ -1,31 +1,23 @@
 /**
- * Where the web files live at runtime. tsc does not copy non-TS files into dist/, so the static pages are read from
- * the source tree (controller/web/static/) both when running from dist/controller/web/ and under vitest (which runs
- * the .ts files in place). noVNC is read from the installed `@novnc/novnc` package, never a vendored copy.
+ * Where the built pages live at runtime. `npm run build` bundles controller/web/static/ into dist/web/ (see
+ * bundle.ts); the controller serves only that output, found both from the compiled dist/controller/web/paths.js and
+ * from this .ts file run in place (vitest).
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Absolute path of controller/web/static/ (with the viewer and dashboard pages). */
-export function staticRoot(): string {
+/** Absolute path of dist/web/ (page folders with index.html, and assets/). Throws if the pages were never built. */
+export function webRoot(): string {
   const candidates = [
-    // Running the .ts source in place (vitest, tsx): controller/web/static/ is next to this file.
-    new URL('./static/', import.meta.url),
-    // Running the compiled dist/controller/web/paths.js: go back to the package root, then into the source tree.
-    new URL('../../../controller/web/static/', import.meta.url),
+    // The compiled dist/controller/web/paths.js: dist/web/ is two folders up.
+    new URL('../../web/', import.meta.url),
+    // This file run in place (controller/web/paths.ts): the package root's dist/web/.
+    new URL('../../dist/web/', import.meta.url),
   ];
   for (const url of candidates) {
     const dir = fileURLToPath(url);
     if (existsSync(join(dir, 'viewer', 'index.html'))) return dir;
   }
-  throw new Error(`controller/web/static/ not found near ${fileURLToPath(import.meta.url)}`);
-}
-
-/** Absolute path of the installed @novnc/novnc package (its `core/` and `vendor/` are served). */
-export function novncRoot(): string {
-  // The package's only export is ./core/rfb.js, so resolve that and go up one level.
-  const rfb = createRequire(import.meta.url).resolve('@novnc/novnc');
-  return dirname(dirname(rfb));
+  throw new Error(`the web pages are not built (no dist/web/viewer/index.html near ${fileURLToPath(import.meta.url)}): run npm run build`);
 }

@@ -1,11 +1,11 @@
 /**
  * controller/web static serving through a real fastify on 127.0.0.1:0 and real HTTP requests (raw paths, so the
- * client does not normalise `..` away): noVNC from the installed package, the viewer and dashboard pages, their
- * security headers, and threat 6 (path traversal and open redirects).
+ * client does not normalise `..` away): the pages as `npm run build` bundled them (hashed, precompressed assets), their
+ * security headers, and threat 6 (path traversal and open redirects). Needs a build first (npm test builds).
  */
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { createRequire } from 'node:module';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWebApp, type WebApp } from '../helpers/web-app.js';
 
@@ -40,55 +40,92 @@ afterAll(async () => {
   await web?.close();
 });
 
-describe('noVNC from the installed @novnc/novnc package', () => {
-  it('serves core/rfb.js byte for byte from node_modules, as JavaScript, with a cache lifetime', async () => {
-    const installed = readFileSync(createRequire(import.meta.url).resolve('@novnc/novnc'), 'utf8');
-    const res = await rawGet(port, '/novnc/core/rfb.js');
-    expect(res.status).toBe(200);
-    expect(res.body).toBe(installed);
-    expect(res.headers['content-type']).toMatch(/^(text|application)\/javascript/);
-    expect(res.headers['cache-control']).toMatch(/max-age=\d+/);
-    expect(res.headers.etag).toBeTruthy();
-  });
-
-  it('serves the vendored pako that noVNC imports', async () => {
-    const res = await rawGet(port, '/novnc/vendor/pako/lib/zlib/inflate.js');
-    expect(res.status).toBe(200);
-    expect(res.body).toContain('export');
-  });
-
-  it('answers a conditional request with 304', async () => {
-    const first = await rawGet(port, '/novnc/core/websock.js');
-    const second = await new Promise<number>((resolve, reject) => {
-      httpRequest(
-        { host: '127.0.0.1', port, path: '/novnc/core/websock.js', headers: { 'if-none-match': String(first.headers.etag) } },
-        (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        },
-      )
-        .on('error', reject)
-        .end();
+/** GET with extra request headers; the body as raw bytes (it may be compressed). */
+function rawGetBytes(port: number, path: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'GET', headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
     });
-    expect(second).toBe(304);
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The hashed script and style URLs a page's HTML refers to, as paths on the server. */
+async function assetsOf(page: string): Promise<string[]> {
+  const html = (await rawGet(port, page)).body;
+  return [...html.matchAll(/(?:src|href)="(\.\.\/assets\/[^"]+)"/g)].map((m) => new URL(m[1]!, `http://controller${page}`).pathname);
+}
+
+describe('the bundled pages (npm run build: esbuild, content hashes, precompressed)', () => {
+  it('the viewer is one small script, its noVNC chunk and a style sheet, each named by a content hash', async () => {
+    const assets = await assetsOf('/viewer/');
+    expect(assets.some((a) => /^\/assets\/viewer-[A-Z0-9]{8}\.js$/.test(a)), assets.join()).toBe(true);
+    expect(assets.some((a) => /^\/assets\/viewer-[A-Z0-9]{8}\.css$/.test(a)), assets.join()).toBe(true);
+    // noVNC comes as a preloaded chunk, so it downloads while the viewer script already opens the WebSocket.
+    expect(assets.some((a) => /^\/assets\/chunk-[A-Z0-9]{8}\.js$/.test(a)), assets.join()).toBe(true);
+    // No module is fetched from anywhere else: noVNC is inside the bundle.
+    const html = (await rawGet(port, '/viewer/')).body;
+    expect(html).not.toContain('novnc');
+  });
+
+  it('serves assets brotli- or gzip-compressed as the browser accepts, immutable for a year', async () => {
+    for (const asset of await assetsOf('/viewer/')) {
+      const plain = await rawGetBytes(port, asset, {});
+      expect(plain.status, asset).toBe(200);
+      expect(plain.headers['content-encoding'], asset).toBeUndefined();
+      expect(plain.headers['cache-control'], asset).toBe('public, max-age=31536000, immutable');
+      expect(String(plain.headers.vary), asset).toMatch(/accept-encoding/i);
+      const br = await rawGetBytes(port, asset, { 'accept-encoding': 'gzip, deflate, br' });
+      expect(br.headers['content-encoding'], asset).toBe('br');
+      expect(br.headers['content-type'], asset).toBe(plain.headers['content-type']);
+      expect(brotliDecompressSync(br.body).equals(plain.body), asset).toBe(true);
+      expect(br.body.length, asset).toBeLessThan(plain.body.length);
+      const gz = await rawGetBytes(port, asset, { 'accept-encoding': 'gzip' });
+      expect(gz.headers['content-encoding'], asset).toBe('gzip');
+      expect(gunzipSync(gz.body).equals(plain.body), asset).toBe(true);
+    }
+  });
+
+  it('the whole viewer is under 80 KiB on the wire with brotli (it was 611 KiB in 55 requests)', async () => {
+    let total = 0;
+    for (const path of ['/viewer/', ...(await assetsOf('/viewer/'))]) {
+      total += (await rawGetBytes(port, path, { 'accept-encoding': 'br' })).body.length;
+    }
+    expect(total).toBeLessThan(80 * 1024);
+  });
+
+  it('the compressed copies have no URL of their own', async () => {
+    const [asset] = await assetsOf('/viewer/');
+    expect((await rawGet(port, `${asset}.br`)).status).toBe(404);
+    expect((await rawGet(port, `${asset}.gz`)).status).toBe(404);
+  });
+
+  it('/viewer/ping answers 204 and is never cached (the latency indicator times it)', async () => {
+    const res = await rawGet(port, '/viewer/ping');
+    expect(res.status).toBe(204);
+    expect(res.headers['cache-control']).toBe('no-store');
   });
 });
 
 describe('threat 6: no path traversal, no open redirect', () => {
   const packageJson = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
   const attempts = [
-    '/novnc/../package.json',
-    '/novnc/core/../../package.json',
-    '/novnc/core/../../../../package.json',
-    '/novnc/%2e%2e/package.json',
-    '/novnc/%2e%2e%2fpackage.json',
-    '/novnc/core/%2e%2e%2f%2e%2e%2fpackage.json',
-    '/novnc/core/..%2f..%2f..%2f..%2fpackage.json',
-    '/novnc/core/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd',
-    '/novnc/core/..%5c..%5cpackage.json',
-    '/novnc/core/%252e%252e/%252e%252e/package.json',
-    '/novnc/package.json',
-    '/novnc/core/../package.json',
+    '/assets/../package.json',
+    '/assets/../../package.json',
+    '/assets/../../../../package.json',
+    '/assets/%2e%2e/package.json',
+    '/assets/%2e%2e%2fpackage.json',
+    '/assets/%2e%2e%2f%2e%2e%2fpackage.json',
+    '/assets/..%2f..%2f..%2f..%2fpackage.json',
+    '/assets/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd',
+    '/assets/..%5c..%5cpackage.json',
+    '/assets/%252e%252e/%252e%252e/package.json',
+    '/assets/package.json',
+    '/assets/../web/viewer/index.html',
+    '/novnc/core/rfb.js',
     '/viewer/../../package.json',
     '/viewer/%2e%2e/%2e%2e/package.json',
     '/dashboard/..%2f..%2f..%2fpackage.json',
@@ -107,17 +144,16 @@ describe('threat 6: no path traversal, no open redirect', () => {
   const redirects = [
     '//evil.example',
     '//evil.example/',
-    '/novnc//evil.example',
-    '/novnc//evil.example/',
-    '/novnc/core//evil.example/',
+    '/assets//evil.example',
+    '/assets//evil.example/',
+    '/assets/x//evil.example/',
     '/viewer//evil.example',
     '/dashboard//evil.example/%2e%2e',
     '/%2f%2fevil.example',
     '/%5cevil.example',
     '/\\evil.example',
-    '/novnc/core',
-    '/novnc/core/',
-    '/novnc',
+    '/assets',
+    '/assets/',
   ];
   for (const path of redirects) {
     it(`${path} never redirects off-site`, async () => {
@@ -176,7 +212,7 @@ describe('viewer and dashboard pages', () => {
       const scripts = [...body.matchAll(/<script\b([^>]*)>([\s\S]*?)<\/script>/gi)];
       expect(scripts.length).toBeGreaterThan(0);
       for (const [, attrs, content] of scripts) {
-        expect(attrs).toMatch(/\bsrc="[a-z-]+\.js"/); // a file of this page's own folder
+        expect(attrs).toMatch(/\bsrc="\.\.\/assets\/[a-z]+-[A-Z0-9]{8}\.js"/); // a bundled, content-hashed file of this server
         expect(content.trim()).toBe('');
       }
       expect(body).not.toMatch(/\son[a-z]+\s*=/i);
@@ -185,19 +221,16 @@ describe('viewer and dashboard pages', () => {
     });
   }
 
-  it('serves the page scripts as JavaScript modules whose relative imports (noVNC) resolve to served files', async () => {
-    const viewer = await rawGet(port, '/viewer/viewer.js');
-    expect(viewer.status).toBe(200);
-    expect(viewer.headers['content-type']).toMatch(/javascript/);
-    const specifier = /from '([^']+)'/.exec(viewer.body)?.[1];
-    // Relative, so it also resolves under a reverse proxy's path prefix.
-    expect(specifier).toMatch(/^\.\.\//);
-    const rfb = await rawGet(port, new URL(specifier!, 'http://controller/viewer/viewer.js').pathname);
-    expect(rfb.status).toBe(200);
-    expect(rfb.headers['content-type']).toMatch(/javascript/);
-    const dashboard = await rawGet(port, '/dashboard/dashboard.js');
-    expect(dashboard.status).toBe(200);
-    expect(dashboard.headers['content-type']).toMatch(/javascript/);
+  it('serves the page scripts as JavaScript modules', async () => {
+    for (const page of ['/viewer/', '/dashboard/']) {
+      const scripts = (await assetsOf(page)).filter((a) => a.endsWith('.js'));
+      expect(scripts.length, page).toBeGreaterThan(0);
+      for (const script of scripts) {
+        const res = await rawGet(port, script);
+        expect(res.status, script).toBe(200);
+        expect(res.headers['content-type'], script).toMatch(/javascript/);
+      }
+    }
   });
 
   for (const page of ['/viewer/', '/dashboard/']) {
