@@ -8,7 +8,6 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { apiKeyAuth } from './api/auth.js';
 import { bladesRoutes } from './api/blades-routes.js';
-import { apiErrorHandler, errorBody } from './api/error-handler.js';
 import { healthRoutes } from './api/health-routes.js';
 import { legacyRoute } from './api/legacy-route.js';
 import { sharedSchemas } from './api/schemas.js';
@@ -16,6 +15,8 @@ import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
 import type { Config } from './config.js';
+import { errorHandler, notFoundHandler } from './error-reply.js';
+import { ConnectionGate } from './http-connections.js';
 import { BadRequestError, TokenSessionEndedError } from './errors.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -23,7 +24,7 @@ import { VncProxy, type ProxyTarget } from './proxy/index.js';
 import { Reconciler } from './sessions/reconciler.js';
 import { SessionService } from './sessions/session-service.js';
 import type { Store } from './store/store.js';
-import { TokenService } from './tokens/index.js';
+import { isWellFormedSecret, TokenService } from './tokens/index.js';
 import { registerWeb } from './web/index.js';
 
 export interface BuildAppOptions {
@@ -38,6 +39,8 @@ export interface ControllerApp {
   app: FastifyInstance;
   proxy: VncProxy;
   blades: BladeRegistry;
+  /** The cap on open TCP connections (HTTP and WebSocket). */
+  connections: ConnectionGate;
   sessions: SessionService;
   reconciler: Reconciler;
   tokens: TokenService;
@@ -71,9 +74,10 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   const app = Fastify({
     loggerInstance: log.child({ module: 'http' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
-    connectionTimeout: 60_000,
-    requestTimeout: 30_000,
-    keepAliveTimeout: 5_000,
+    connectionTimeout: config.httpIdleTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    http: { headersTimeout: config.headersTimeoutMs },
     return503OnClosing: true,
     forceCloseConnections: true,
     trustProxy: config.trustProxy.length ? [...config.trustProxy] : false,
@@ -81,6 +85,8 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
   });
 
+  // Before the proxy's 'upgrade' listener, so the gate sees an upgrade before anything else does.
+  const connections = new ConnectionGate(app.server, config.maxConnections, log.child({ module: 'http' }));
   const tokens = new TokenService(store, { ttlMs: config.tokenTtlSeconds * 1000, singleUse: !config.tokenReuse });
   const blades = new BladeRegistry({ store, config, credentials: createAgentCredentials(config.agentTls), log, metrics });
   const sessions = new SessionService({ store, blades, tokens, config, log, metrics });
@@ -101,6 +107,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     trustProxy: [...config.trustProxy],
     ...(config.maxConnectionsPerIp !== null && { maxConnectionsPerIp: config.maxConnectionsPerIp }),
     ...(config.idleTimeoutSeconds !== null && { idleTimeoutMs: config.idleTimeoutSeconds * 1000 }),
+    wellFormedToken: isWellFormedSecret,
     // The target comes only from the session record and its registered blade (SECURITY.md threat 4).
     authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
       const { session, token: record } = await tokens.consume(token, clientIp);
@@ -124,9 +131,8 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
 
-  app.setErrorHandler(apiErrorHandler(log.child({ module: 'api' })));
-  app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send(errorBody('VD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  app.setErrorHandler(errorHandler(log.child({ module: 'http' })));
+  app.setNotFoundHandler(notFoundHandler);
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpRequests.inc({ method: request.method, route: request.routeOptions.url ?? 'none', status: reply.statusCode });
   });
@@ -179,5 +185,5 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     return closed;
   };
 
-  return { app, proxy, blades, sessions, reconciler, tokens, metrics, publicUrl, close };
+  return { app, proxy, blades, connections, sessions, reconciler, tokens, metrics, publicUrl, close };
 }

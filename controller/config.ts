@@ -51,6 +51,16 @@ export interface Config {
   tokenReuse: boolean;
   maxConnectionsPerIp: number | null;
   idleTimeoutSeconds: number | null;
+  /** Open TCP connections (HTTP and WebSocket) at most; over it the oldest idle connection is closed. */
+  maxConnections: number;
+  /** A client must send a request's complete headers within this. */
+  headersTimeoutMs: number;
+  /** A client must send a whole request within this. */
+  requestTimeoutMs: number;
+  /** An HTTP connection with no traffic for this long is closed (WebSockets have their own --idle-timeout). */
+  httpIdleTimeoutMs: number;
+  /** A kept-alive connection waits this long for the next request. */
+  keepAliveTimeoutMs: number;
   logLevel: LogLevel;
 }
 
@@ -80,6 +90,11 @@ const OPTIONS = {
   'token-reuse': { type: 'boolean', default: false },
   'max-connections-per-ip': { type: 'string' },
   'idle-timeout': { type: 'string' },
+  'max-connections': { type: 'string', default: '10000' },
+  'headers-timeout-ms': { type: 'string', default: '10000' },
+  'request-timeout-ms': { type: 'string', default: '30000' },
+  'http-idle-timeout-ms': { type: 'string', default: '60000' },
+  'keep-alive-timeout-ms': { type: 'string', default: '5000' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', default: false },
 } as const;
@@ -106,6 +121,11 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --token-reuse                 allow reconnecting with a token until it expires
   --max-connections-per-ip N    concurrent desktop connections per client IP
   --idle-timeout SECONDS        close desktop connections idle this long
+  --max-connections N           open connections (HTTP and WebSocket); over it the oldest idle one closes (default 10000)
+  --headers-timeout-ms N        time a client has to send a request's headers (default 10000)
+  --request-timeout-ms N        time a client has to send a whole request (default 30000)
+  --http-idle-timeout-ms N      close HTTP connections silent this long (default 60000)
+  --keep-alive-timeout-ms N     how long a kept-alive connection waits for its next request (default 5000)
   --log-level LEVEL             fatal|error|warn|info|debug|trace|silent (default info)
 `;
 
@@ -254,6 +274,11 @@ export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
     throw new ConfigError('--down-after-ms must be longer than --health-interval-ms, or a healthy blade would flap');
   }
 
+  const headersTimeoutMs = int(values['headers-timeout-ms'], 'headers-timeout-ms', 100, 600_000);
+  const requestTimeoutMs = int(values['request-timeout-ms'], 'request-timeout-ms', 100, 600_000);
+  // Node refuses a headers timeout longer than the request timeout.
+  if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError('--headers-timeout-ms must not exceed --request-timeout-ms');
+
   const allowedOrigins = values['allowed-origin'].map((o) => origin(o, 'allowed-origin'));
   for (const p of values['trust-proxy']) {
     const [addr, bits, extra] = p.split('/');
@@ -287,6 +312,11 @@ export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
     tokenReuse: values['token-reuse'],
     maxConnectionsPerIp: values['max-connections-per-ip'] ? int(values['max-connections-per-ip'], 'max-connections-per-ip', 1) : null,
     idleTimeoutSeconds: values['idle-timeout'] ? int(values['idle-timeout'], 'idle-timeout', 1) : null,
+    maxConnections: int(values['max-connections'], 'max-connections', 1, 1_000_000),
+    headersTimeoutMs,
+    requestTimeoutMs,
+    httpIdleTimeoutMs: int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000),
+    keepAliveTimeoutMs: int(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms', 100, 600_000),
     logLevel,
   };
   return Object.freeze(config);

@@ -1,9 +1,9 @@
 /**
- * Turns grpc-js ServiceErrors into the controller's own errors, in one place: callers see VD_ERR_AGENT_UNAVAILABLE
- * (could not reach or no answer: try elsewhere) or VD_ERR_AGENT_REJECTED (the agent answered no, with its gRPC code).
+ * Turns grpc-js ServiceErrors into the controller's own errors, in one place: callers see AgentUnavailableError
+ * (could not reach or no answer: try elsewhere) or AgentRejectedError (the agent answered no, with its gRPC code).
  */
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { AgentRejectedError, AgentUnavailableError, VncDispatchError } from '../errors.js';
+import { AgentCallError, AgentRejectedError, AgentUnavailableError } from '../errors.js';
 
 /** The trailer in which the agent sends its stable error code (agent/grpc/status-map.ts). */
 const AGENT_ERROR_CODE_KEY = 'vncdispatch-error-code';
@@ -28,9 +28,9 @@ function isServiceError(err: unknown): err is ServiceError {
   return err instanceof Error && typeof (err as Partial<ServiceError>).code === 'number';
 }
 
-/** Converts whatever a grpc-js call rejected with into a VncDispatchError, naming the blade and method. */
-export function toControllerError(err: unknown, blade: string, method: string): VncDispatchError {
-  if (err instanceof VncDispatchError) return err;
+/** Converts whatever a grpc-js call rejected with into an AgentCallError, naming the blade and method. */
+export function toControllerError(err: unknown, blade: string, method: string): AgentCallError {
+  if (err instanceof AgentCallError) return err;
   if (!isServiceError(err)) {
     return new AgentUnavailableError(`blade ${blade}: ${method} failed: ${String((err as Error)?.message ?? err)}`,
       status.UNKNOWN, { cause: err });

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  NotFoundError,
+  InternalError,
   OriginForbiddenError,
   ProxyUnavailableError,
   TokenRequiredError,
@@ -28,6 +28,7 @@ import { refuseUpgrade } from './http-refusal.js';
 import { BadTokenBackoff, ConnectionCounter } from './ip-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { normaliseOrigin, originAllowed } from './origin-check.js';
+import { checkUpgradeRequest } from './upgrade-request.js';
 
 /** Where a token leads: resolved by the controller from the session record and its registered blade. */
 export interface ProxyTarget {
@@ -77,6 +78,11 @@ export interface ProxyOptions {
   maxReadBytes?: number;
   /** After `limit` refused tokens from one IP within `windowMs`, that IP gets 429 until the window ends. */
   badTokenBackoff?: { limit: number; windowMs: number };
+  /**
+   * Whether a token could be valid at all (its format), checked without the store; used only while an address is in
+   * bad-token back-off. Default: any non-empty token.
+   */
+  wellFormedToken?: (token: string) => boolean;
   /** How often revalidate() runs. */
   revalidateIntervalMs?: number;
   /** Longest failure-reason string accepted from a VNC server. */
@@ -99,6 +105,7 @@ const DEFAULTS = {
   badTokenBackoff: { limit: 20, windowMs: 60_000 },
   revalidateIntervalMs: 500,
   maxReasonLength: 4096,
+  wellFormedToken: (token: string): boolean => token.length > 0,
 };
 
 type Resolved = Omit<ProxyOptions, keyof typeof DEFAULTS> & typeof DEFAULTS;
@@ -166,37 +173,50 @@ export class VncProxy {
     return this.live.size;
   }
 
-  /** For http.Server 'upgrade'. Handles only `path`; other paths get 404 and the socket is destroyed. */
+  /**
+   * For http.Server 'upgrade'. Never throws: a request it cannot make sense of is refused with a documented error and
+   * one log line, and the process carries on. Checks run cheapest first and the token last, so a refused request
+   * consumes no token; the per-IP slot taken before the token check is given back when the socket closes, whatever
+   * closed it.
+   */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // A client that resets during authorize() must not become an uncaught 'error'.
     socket.on('error', noop);
-    const url = new URL(req.url ?? '/', 'http://upgrade.invalid');
-    if (url.pathname !== this.options.path) {
-      this.refuse(socket, new NotFoundError(), 'unknown upgrade path', req.socket.remoteAddress ?? '');
+    try {
+      this.screen(req, socket, head);
+    } catch (err) {
+      this.log.error({ err }, 'desktop connection refused: unexpected error while checking the request');
+      this.refuse(socket, new InternalError(), 'unexpected error', req.socket?.remoteAddress ?? '');
+    }
+  }
+
+  private screen(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const peer = req.socket.remoteAddress ?? '';
+    const checked = checkUpgradeRequest(req, this.options.path);
+    if (checked instanceof VncDispatchError) {
+      const headers = checked.message.includes('Sec-WebSocket-Version') ? { 'Sec-WebSocket-Version': '13, 8' } : undefined;
+      this.refuse(socket, checked, 'not a WebSocket upgrade for the proxy', peer, undefined, { path: safeTarget(req.url) }, headers);
       return;
     }
     if (this.closing) {
-      this.refuse(socket, new ProxyUnavailableError('The proxy is shutting down.'), 'shutting down', '');
+      this.refuse(socket, new ProxyUnavailableError('The proxy is shutting down.'), 'shutting down', peer);
       return;
     }
-    const peer = req.socket.remoteAddress ?? '';
     const peerIsTrustedProxy = peer !== '' && this.trust(peer, 0);
     const clientIp = proxyaddr(req, this.trust);
-    const now = Date.now();
-
-    const wait = this.backoff.blockedFor(clientIp, now);
-    if (wait > 0) {
-      this.refuse(socket, new TooManyBadTokensError(), 'bad-token back-off', clientIp, Math.ceil(wait / 1000));
-      return;
-    }
     if (!originAllowed(req, this.allowedOrigins, peerIsTrustedProxy)) {
       this.refuse(socket, new OriginForbiddenError(), 'origin not allowed', clientIp, undefined, { origin: String(req.headers.origin).slice(0, 200) });
       return;
     }
-    const token = url.searchParams.get('token');
-    if (!token) {
+    const now = Date.now();
+    const wait = this.backoff.blockedFor(clientIp, now);
+    const { token } = checked;
+    // In back-off only tokens that cannot be valid are refused unseen: a valid token from the same address (another
+    // user behind the same NAT) still gets in, while junk costs no store lookup.
+    if (token === null || (wait > 0 && !this.options.wellFormedToken(token))) {
       this.backoff.record(clientIp, now);
-      this.refuse(socket, new TokenRequiredError(), 'no token', clientIp);
+      if (wait > 0) this.refuse(socket, new TooManyBadTokensError(), 'bad-token back-off', clientIp, Math.ceil(wait / 1000));
+      else this.refuse(socket, new TokenRequiredError(), 'no token', clientIp);
       return;
     }
     // Reserve the slot before authorize() so a refused excess request never consumes a single-use token.
@@ -204,7 +224,8 @@ export class VncProxy {
       this.refuse(socket, new TooManyConnectionsError(), 'per-IP connection cap', clientIp, 5);
       return;
     }
-    void this.admit(req, socket, head, token, clientIp);
+    socket.once('close', () => this.perIp.release(clientIp));
+    void this.admit(req, socket, head, token, clientIp, wait > 0);
   }
 
   /** Closes every live connection of a session now; returns how many. */
@@ -228,23 +249,28 @@ export class VncProxy {
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
-  private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, token: string, clientIp: string): Promise<void> {
+  private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, token: string, clientIp: string, backingOff: boolean): Promise<void> {
     let target: ProxyTarget;
     try {
       target = await withTimeout(this.options.authorize(token, clientIp), this.options.handshakeTimeoutMs);
     } catch (err) {
-      this.perIp.release(clientIp);
-      if (err instanceof VncDispatchError && (err.status === 401 || err.status === 403)) {
-        this.backoff.record(clientIp, Date.now());
-        this.refuse(socket, err, 'token refused', clientIp);
+      if (err instanceof VncDispatchError && (err.statusCode === 401 || err.statusCode === 403)) {
+        const now = Date.now();
+        this.backoff.record(clientIp, now);
+        if (backingOff) {
+          const wait = Math.max(1, this.backoff.blockedFor(clientIp, now));
+          this.refuse(socket, new TooManyBadTokensError(), 'bad-token back-off', clientIp, Math.ceil(wait / 1000), { refusedAs: err.code });
+        } else {
+          this.refuse(socket, err, 'token refused', clientIp);
+        }
       } else {
         this.log.error({ err, clientIp }, 'token check failed');
         this.refuse(socket, err instanceof VncDispatchError ? err : new ProxyUnavailableError(), 'token check failed', clientIp);
       }
       return;
     }
-    if (this.closing || socket.destroyed) {
-      this.perIp.release(clientIp);
+    // Checked here too: ws destroys a socket that is no longer readable and writable without a word.
+    if (this.closing || socket.destroyed || !socket.readable || !socket.writable) {
       socket.destroy();
       return;
     }
@@ -260,7 +286,6 @@ export class VncProxy {
         this.metrics,
         (c) => {
           if (this.live.delete(c)) {
-            this.perIp.release(c.clientIp);
             this.closedBytesDown += c.down;
             this.closedBytesUp += c.up;
           }
@@ -269,14 +294,13 @@ export class VncProxy {
       this.live.add(conn);
       conn.start();
     });
-    // ws refused the request itself (bad Sec-WebSocket-Key/Version): it answered 400 and destroyed the socket.
-    if (socket.destroyed) this.perIp.release(clientIp);
   }
 
-  private refuse(socket: Duplex, err: VncDispatchError, why: string, clientIp: string, retryAfter?: number, extra?: object): void {
+  private refuse(socket: Duplex, err: VncDispatchError, why: string, clientIp: string, retryAfter?: number, extra?: object,
+    headers?: Record<string, string>): void {
     this.metrics.refused(err.code);
-    this.log.info({ clientIp, code: err.code, status: err.status, ...extra }, `desktop connection refused: ${why}`);
-    refuseUpgrade(socket, { status: err.status, code: err.code, message: err.message, retryAfter });
+    this.log.info({ clientIp, code: err.code, status: err.statusCode, ...extra }, `desktop connection refused: ${why}`);
+    refuseUpgrade(socket, err, { ...(retryAfter !== undefined && { retryAfter }), ...(headers && { headers }) });
   }
 
   private stats() {
@@ -328,6 +352,11 @@ export class VncProxy {
 }
 
 function noop(): void {}
+
+/** The request target for a log line: bounded, and only the path (the query may hold a token). */
+function safeTarget(target: string | undefined): string {
+  return String(target ?? '').split('?')[0]!.slice(0, 200);
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {

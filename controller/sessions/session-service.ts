@@ -121,7 +121,7 @@ export class SessionService {
     } catch (err) {
       // A 4xx (the blades refused the user) is bad input and leaves no row; a start that failed on every blade
       // (5xx) stays on record.
-      const rejected = err instanceof VncDispatchError && err.status < 500;
+      const rejected = err instanceof VncDispatchError && err.statusCode < 500;
       const reason = rejected ? 'user-rejected' : 'start-failed';
       const cleanup = rejected ? store.discardSession(session.id) : store.endSession(session.id, reason, new Date());
       await cleanup.catch((e: unknown) =>

@@ -7,7 +7,6 @@ import {
   TokenSessionEndedError,
   TokenUnknownError,
   TokenUsedError,
-  TokenWrongSessionError,
   type VncDispatchError,
 } from '../errors.js';
 import type { SessionRecord, Store, TokenRecord, TokenRejection } from '../store/store.js';
@@ -94,17 +93,16 @@ export class TokenService {
 
   /**
    * Checks a presented token and (in single-use mode) marks it used, atomically in the store. Throws a
-   * VncDispatchError with a VD_ERR_TOKEN_* code when refused. With `sessionId`, a token of another session is refused.
+   * VncDispatchError with a VD_ERR_TOKEN_* code when refused.
    * `clientIp` is the connecting peer as the caller determined it (after any trusted-proxy handling); null if unknown.
    */
-  async consume(token: unknown, clientIp: string | null, options: { sessionId?: string } = {}): Promise<ConsumedToken> {
+  async consume(token: unknown, clientIp: string | null): Promise<ConsumedToken> {
     if (!isWellFormedSecret(token)) throw new TokenMalformedError();
     const hash = hashSecret(token);
-    // Binding checks first, so a token presented from the wrong address or for the wrong session is not burnt for
-    // its rightful holder. Both fields are fixed at issue, so checking them before the atomic consume is race-free.
+    // The binding check first, so a token presented from the wrong address is not burnt for its rightful holder. The
+    // binding is fixed at issue, so checking it before the atomic consume is race-free.
     const record = await this.store.getToken(hash);
     if (!record) throw new TokenUnknownError();
-    if (options.sessionId !== undefined && record.sessionId !== options.sessionId) throw new TokenWrongSessionError();
     if (record.clientIp !== null && (clientIp === null || normalizeIp(clientIp) !== normalizeIp(record.clientIp))) {
       throw new TokenIpMismatchError();
     }

@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
 import type { Store } from '../store/store.js';
-import { webErrorHandler } from './error-reply.js';
+import { errorHandler } from '../error-reply.js';
 import { webRoot } from './paths.js';
 import { registerReconnect, type ReconnectTokenIssuer } from './reconnect.js';
 import { applySecurityHeaders } from './security-headers.js';
@@ -51,7 +51,8 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
   const root = webRoot();
 
   await app.register(async (scope) => {
-    scope.setErrorHandler(webErrorHandler(log));
+    // The app's own handler (controller/error-reply.ts), set here too so the pages answer the same on their own.
+    scope.setErrorHandler(errorHandler(log));
     scope.addHook('onRequest', async (_request, reply) => {
       applySecurityHeaders(reply);
     });

@@ -11,7 +11,6 @@ import type { Logger } from '../log.js';
 import { BadRequestError, RateLimitedError, SessionEndedError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { hashSecret, isWellFormedSecret } from '../tokens/secrets.js';
-import { errorBody } from './error-reply.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /** What this route needs from the TokenService (controller/tokens). */
@@ -82,8 +81,7 @@ export function registerReconnect(
       const session = await deps.store.getLiveSessionByReconnectKey(hashSecret(key));
       if (!session || session.id !== sessionId || session.state === 'ended') {
         log.info({ sessionId, clientIp: request.ip, found: session !== null }, 'viewer reconnect refused: session ended or key unknown');
-        const err = new SessionEndedError('This desktop session has ended.');
-        return reply.code(err.status).send(errorBody(err.code, err.message));
+        throw new SessionEndedError('This desktop session has ended.');
       }
 
       // Bind the new token to the IP the session was requested for, exactly like the API's first token.

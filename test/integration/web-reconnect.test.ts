@@ -78,7 +78,7 @@ describe('POST /viewer/reconnect', () => {
     const body = (await res.json()) as { token: string; expiresAt: string; websocketPath: string };
     expect(body.websocketPath).toBe(`/websockify?token=${body.token}`);
     expect(new Date(body.expiresAt).getTime()).toBeGreaterThan(Date.now());
-    const consumed = await tokens.consume(body.token, null, { sessionId: s.id });
+    const consumed = await tokens.consume(body.token, null);
     expect(consumed.session.id).toBe(s.id);
     // Each call is a new token (single-use tokens cannot be shared between two connections).
     const again = (await (await post({ session: s.id, key: s.key })).json()) as { token: string };

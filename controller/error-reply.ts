@@ -1,0 +1,83 @@
+/**
+ * The one place an error becomes an answer, for every edge: the REST API and the web pages (one fastify error handler
+ * and not-found handler, registered at the root so every scope inherits them) and refused WebSocket upgrades
+ * (controller/proxy/http-refusal.ts writes `errorReply()` onto the raw socket). The body is always
+ * `{ "error": { "code": "VD_ERR_...", "message": "..." } }`.
+ *
+ * VncDispatchErrors keep their code, status and message; fastify's own errors (validation, body limits, bad JSON,
+ * wrong content type) become the matching VncDispatchError; anything else is a 500 with a generic message and the
+ * details only in the log.
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  BadRequestError,
+  InternalError,
+  MethodNotAllowedError,
+  NotFoundError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+  VncDispatchError,
+} from './errors.js';
+import type { Logger } from './log.js';
+
+export interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+/** fastify's own error codes that have a class of ours. */
+const FASTIFY_ERRORS: Readonly<Record<string, new (message?: string, options?: ErrorOptions) => VncDispatchError>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: PayloadTooLargeError,
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: UnsupportedMediaTypeError,
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: BadRequestError,
+  FST_ERR_CTP_EMPTY_JSON_BODY: BadRequestError,
+  FST_ERR_CTP_INVALID_JSON_BODY: BadRequestError,
+};
+
+/** fastify's 4xx without a code of their own (plugins, the HTTP parser), by status. */
+const BY_STATUS: Readonly<Record<number, new (message?: string, options?: ErrorOptions) => VncDispatchError>> = {
+  404: NotFoundError,
+  405: MethodNotAllowedError,
+  413: PayloadTooLargeError,
+  415: UnsupportedMediaTypeError,
+};
+
+/** Any thrown value as the VncDispatchError a client is told about. */
+export function toDispatchError(err: unknown): VncDispatchError {
+  if (err instanceof VncDispatchError) return err;
+  const fe = (typeof err === 'object' && err !== null ? err : {}) as Partial<FastifyError> & { validation?: unknown };
+  // fastify's parse and validation messages name the field and the rule, never the submitted value.
+  if (fe.validation) return new BadRequestError(`invalid request: ${String(fe.message)}`, { cause: err });
+  const known = typeof fe.code === 'string' ? FASTIFY_ERRORS[fe.code] : undefined;
+  if (known) return new known(typeof fe.message === 'string' ? fe.message : undefined, { cause: err });
+  if (err instanceof SyntaxError && fe.statusCode === 400) return new BadRequestError('the body is not valid JSON', { cause: err });
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    const cls = BY_STATUS[fe.statusCode] ?? BadRequestError;
+    return new cls(typeof fe.message === 'string' ? fe.message : undefined, { cause: err });
+  }
+  return new InternalError(undefined, { cause: err });
+}
+
+export function errorBody(err: VncDispatchError): ErrorBody {
+  return { error: { code: err.code, message: err.message } };
+}
+
+/** Logs one line for a refused or failed request: info for the caller's mistakes, error (with the cause) for ours. */
+export function logRefusal(log: Logger, err: VncDispatchError, context: Record<string, unknown>, what = 'request refused'): void {
+  if (err.statusCode >= 500) log.error({ ...context, err: err.cause ?? err, code: err.code }, `${what}: ${err.message}`);
+  else log.info({ ...context, code: err.code, status: err.statusCode, message: err.message }, what);
+}
+
+/** fastify setErrorHandler, for the whole app (REST and web pages alike). */
+export function errorHandler(log: Logger) {
+  return (err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const e = toDispatchError(err);
+    logRefusal(log, e, { reqId: request.id, url: request.routeOptions.url ?? request.url.split('?')[0]!.slice(0, 200) });
+    return reply.code(e.statusCode).type('application/json; charset=utf-8').send(errorBody(e));
+  };
+}
+
+/** fastify setNotFoundHandler: unknown routes get the same body as every other error. */
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const e = new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`);
+  return reply.code(e.statusCode).type('application/json; charset=utf-8').send(errorBody(e));
+}
