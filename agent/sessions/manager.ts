@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
+import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
 import { checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
 import { checkDepth, checkGeometry, checkPassword, checkUsername } from '../users/validate.js';
 import { homePaths, prepareSessionFiles, removeSessionFiles, userXstartup, writePasswordFile } from '../vnc/home-files.js';
@@ -187,8 +188,10 @@ export class SessionManager {
       port = xvnc.port;
       t3 = performance.now();
       const script = userXstartup(user, paths) ?? config.sessionScript;
-      scriptChild = spawnAsUser(user, [script], {
-        env: { DISPLAY: `:${display}`, XAUTHORITY: paths.xauth },
+      // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell.
+      const loginEnv = await loginEnvironment(user);
+      scriptChild = spawnAsUser(user, loginShellArgv(user.shell, [script]), {
+        env: { ...loginEnv, DISPLAY: `:${display}`, XAUTHORITY: paths.xauth },
         stdio: ['ignore', logFd, logFd],
       });
       scriptChild.on('error', (err) => this.log.error({ err, username: user.name }, 'session script error'));

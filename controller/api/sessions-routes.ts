@@ -14,6 +14,21 @@ export interface SessionsRouteDeps {
 interface CreateBody {
   username: string;
   clientIp?: string;
+  geometry?: string;
+}
+
+/** The agent's bounds for a desktop size (its --geometry and StartSession check the same). */
+export const GEOMETRY_BOUNDS = { minW: 320, minH: 200, maxW: 8192, maxH: 8192 } as const;
+
+/** Checks WIDTHxHEIGHT against GEOMETRY_BOUNDS, so a bad size is a 400 here rather than a refusal from a blade. */
+export function checkGeometry(geometry: string | undefined, field: string): string | undefined {
+  if (geometry === undefined) return undefined;
+  const m = /^(\d{3,4})x(\d{3,4})$/.exec(geometry);
+  const b = GEOMETRY_BOUNDS;
+  if (!m || Number(m[1]) < b.minW || Number(m[1]) > b.maxW || Number(m[2]) < b.minH || Number(m[2]) > b.maxH) {
+    throw new BadRequestError(`${field} must be WIDTHxHEIGHT between ${b.minW}x${b.minH} and ${b.maxW}x${b.maxH}`);
+  }
+  return geometry;
 }
 
 /** Checks an IP string strictly (JSON-schema formats alone would let through zone ids and odd forms). */
@@ -47,6 +62,12 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
             anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }],
             description: "The browser's IP address; when given, the connection token works only from it.",
           },
+          geometry: {
+            type: 'string',
+            pattern: '^[0-9]{3,4}x[0-9]{3,4}$',
+            description: 'Initial desktop size, WIDTHxHEIGHT between 320x200 and 8192x8192 (default: the agent\'s ' +
+              '--geometry). Only a new desktop takes it; the viewer then fits the desktop to its window.',
+          },
         },
       },
       response: {
@@ -63,7 +84,8 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
     },
   }, async (request, reply) => {
     const clientIp = checkClientIp(request.body.clientIp, 'body/clientIp');
-    const grant = await deps.sessions.open(request.body.username, clientIp);
+    const geometry = checkGeometry(request.body.geometry, 'body/geometry');
+    const grant = await deps.sessions.open(request.body.username, clientIp, geometry === undefined ? {} : { geometry });
     return reply.code(grant.created ? 201 : 200).send(grantView(grant, deps.publicUrl()));
   });
 

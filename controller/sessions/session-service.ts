@@ -24,6 +24,15 @@ import type { SessionRecord, Store } from '../store/store.js';
 import { hashSecret, newReconnectKey, newVncPassword, type TokenService } from '../tokens/index.js';
 import { SingleFlight } from './single-flight.js';
 
+/**
+ * How a new desktop is started. Ignored when the user already has one (it keeps its size; the viewer fits it to the
+ * window), and when concurrent requests for one user start one desktop, the one that starts it decides.
+ */
+export interface DesktopOptions {
+  /** WIDTHxHEIGHT, already checked against the agent's bounds. */
+  geometry?: string;
+}
+
 /** What POST /api/v1/sessions returns (before the route shapes it). */
 export interface SessionGrant {
   created: boolean;
@@ -88,11 +97,11 @@ export class SessionService {
    * Gives the user a desktop: the live one if there is one (`created: false`), else a new one. Either way with a
    * fresh connection token (bound to `clientIp` when given) and a fresh reconnect key.
    */
-  async open(username: string, clientIp: string | null): Promise<SessionGrant> {
+  async open(username: string, clientIp: string | null, desktop: DesktopOptions = {}): Promise<SessionGrant> {
     const t0 = performance.now();
     let result = 'error';
     try {
-      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp));
+      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop));
       const created = value.created && leader;
       const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
       const reconnectKey = newReconnectKey();
@@ -109,7 +118,8 @@ export class SessionService {
   }
 
   /** The user's live session, reserving and starting one if needed. */
-  async #ensure(username: string, clientIp: string | null): Promise<{ created: boolean; session: SessionRecord }> {
+  async #ensure(username: string, clientIp: string | null, desktop: DesktopOptions):
+    Promise<{ created: boolean; session: SessionRecord }> {
     const { store } = this.#o;
     const { created, session } = await store.createSession({ id: randomUUID(), username, clientIp, now: new Date() });
     if (!created) {
@@ -117,7 +127,7 @@ export class SessionService {
       return { created: false, session: await this.#waitRunning(session) };
     }
     try {
-      return { created: true, session: await this.#start(session) };
+      return { created: true, session: await this.#start(session, desktop) };
     } catch (err) {
       // A 4xx (the blades refused the user) is bad input and leaves no row; a start that failed on every blade
       // (5xx) stays on record.
@@ -146,7 +156,7 @@ export class SessionService {
   }
 
   /** Tries blades in placement order until one starts the desktop. */
-  async #start(session: SessionRecord): Promise<SessionRecord> {
+  async #start(session: SessionRecord, desktop: DesktopOptions): Promise<SessionRecord> {
     await this.#o.blades.refresh();
     const candidates = (await this.#o.blades.candidates(() => this.#o.store.nextCounter('placement')))
       .slice(0, this.#o.config.startAttempts);
@@ -154,7 +164,7 @@ export class SessionService {
     const failures: string[] = [];
     for (const blade of candidates) {
       try {
-        return await this.#startOn(blade, session);
+        return await this.#startOn(blade, session, desktop);
       } catch (err) {
         if (isUserError(err)) {
           this.#o.metrics.sessionStarts.inc({ blade: blade.name, result: 'rejected' });
@@ -171,12 +181,12 @@ export class SessionService {
     throw new NoBladeAvailableError(`no blade could start the desktop (${failures.join('; ')})`);
   }
 
-  async #startOn(blade: Blade, session: SessionRecord): Promise<SessionRecord> {
+  async #startOn(blade: Blade, session: SessionRecord, desktop: DesktopOptions): Promise<SessionRecord> {
     const password = newVncPassword();
     blade.pending++;
     let res;
     try {
-      res = await blade.connection.startSession({ username: session.username, password });
+      res = await blade.connection.startSession({ username: session.username, password, ...desktop });
     } finally {
       blade.pending--;
     }

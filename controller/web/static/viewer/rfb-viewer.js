@@ -1,14 +1,26 @@
-// noVNC's RFB, plus the two events the viewer's resize policy needs and noVNC does not emit. An ExtendedDesktopSize
+// noVNC's RFB with two private methods wrapped (both checked at load; noVNC is pinned and bundled at build time).
+//
+// _screenSize: noVNC asks the server for floor(area) but then compares the fractional area (browser zoom, a toolbar
+// of 31.5 px) with the desktop's integer size, finds them different and asks again, ten times a second, forever.
+// Whole pixels here make the comparison true once the desktop has the size it asked for.
+//
+// _handleExtendedDesktopSize: the two events the viewer's resize policy needs and noVNC does not emit. An ExtendedDesktopSize
 // update carries a reason: 1 = this client asked for the new size, 2 = another client did (RFC 6143 §7.8.2). noVNC
 // reads it in _handleExtendedDesktopSize and keeps it to itself; this subclass reads the same field first, then
 // dispatches 'localresize' (our request was applied) or 'remoteresize' (another viewer's was). The method is private
 // to noVNC, so it is checked at load: without it the viewer still works, with noVNC's own policy (last resize wins).
 import RFB from '@novnc/novnc';
 
-const HAS_HOOK = typeof RFB.prototype._handleExtendedDesktopSize === 'function';
-if (!HAS_HOOK) console.warn('vncdispatch: this noVNC has no _handleExtendedDesktopSize; another viewer resizing the desktop will not be noticed');
+for (const method of ['_handleExtendedDesktopSize', '_screenSize']) {
+  if (typeof RFB.prototype[method] !== 'function') console.warn(`vncdispatch: this noVNC has no ${method}; review rfb-viewer.js`);
+}
 
 export class ViewerRFB extends RFB {
+  _screenSize() {
+    const size = super._screenSize();
+    return { w: Math.floor(size.w), h: Math.floor(size.h) };
+  }
+
   _handleExtendedDesktopSize() {
     const reason = this._FBU?.x;
     const status = this._FBU?.y;

@@ -432,10 +432,14 @@ screenEl.addEventListener('focusin', () => void syncLocalClipboard());
 // ---- Toolbar ----
 
 function togglePanel(button, panel, open = panel.hidden) {
+  const wasOpen = !panel.hidden;
   panel.hidden = !open;
   button.setAttribute('aria-expanded', String(open));
   if (open) panel.querySelector('textarea, button')?.focus();
-  else if (rfb) safely(() => rfb.focus());
+  // A closed panel gives the keyboard back to the desktop, unless the focus is elsewhere in the toolbar.
+  else if (wasOpen && rfb && (panel.contains(document.activeElement) || document.activeElement === document.body)) {
+    safely(() => rfb.focus());
+  }
 }
 
 keysEl.addEventListener('click', () => {
