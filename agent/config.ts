@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { defaultSessionScript } from './paths.js';
+import { fallbackSessionScript, sessionLauncher } from './paths.js';
 
 export interface AgentConfig {
   /** Host to bind the gRPC server to. */
@@ -24,11 +24,28 @@ export interface AgentConfig {
   vncPorts: { first: number; last: number };
   geometry: string;
   depth: number;
-  sessionScript: string;
+  /** The operator's --session-script, run for every desktop; undefined lets the launcher choose (see below). */
+  sessionScript?: string | undefined;
+  /** The session run when neither ~/.vnc/xstartup nor /etc/X11/Xvnc-session is usable. */
+  fallbackSessionScript: string;
+  /** The first process of every session, run as the user: it chooses the session script. */
+  sessionLauncher: string;
   xvnc: string;
   logLevel: string;
   /** Milliseconds between SIGTERM and SIGKILL when stopping a session. */
   stopGraceMs: number;
+  /** Root-owned base of the per-session runtime directories (password file, X cookie, desktop log). */
+  runtimeDir: string;
+  /** Admit users whose primary or supplementary groups include gid 0. */
+  allowRootGroup: boolean;
+  /** Most milliseconds a StartSession may take, Xvnc's start included; kept below the controller's deadline. */
+  startTimeoutMs: number;
+  /** Most milliseconds for each look outside the agent's own directories (passwd and group lookups, the home check). */
+  lookupTimeoutMs: number;
+  /** How often sessions are checked for a dead Xvnc or session script (adopted ones send no exit event). */
+  reapIntervalMs: number;
+  /** On SIGTERM, how long calls in flight may finish before the server closes them. */
+  shutdownGraceMs: number;
 }
 
 export const defaults = {
@@ -42,6 +59,11 @@ export const defaults = {
   xvnc: 'Xvnc',
   logLevel: 'info',
   stopGraceMs: 3000,
+  runtimeDir: '/run/vncdispatch',
+  startTimeoutMs: 8000,
+  lookupTimeoutMs: 2000,
+  reapIntervalMs: 500,
+  shutdownGraceMs: 5000,
 } as const;
 
 export const USAGE = `usage: vncdispatch-agent [options]
@@ -58,9 +80,17 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --vnc-ports FIRST-LAST ports for the desktops' VNC servers, first free one wins (default ${defaults.vncPorts})
   --geometry WxH         default desktop size (default ${defaults.geometry})
   --depth N              default colour depth 16, 24 or 32 (default ${defaults.depth})
-  --session-script PATH  session script when the user has no executable ~/.vnc/xstartup (default: shipped script)
+  --session-script PATH  run PATH as every session (default: ~/.vnc/xstartup if safe, else
+                         /etc/X11/Xvnc-session, else the shipped fallback session)
   --xvnc PATH            Xvnc binary (default ${defaults.xvnc})
   --stop-grace-ms N      wait before SIGKILL when stopping a session (default ${defaults.stopGraceMs})
+  --runtime-dir DIR      root-owned base of per-session runtime directories (default ${defaults.runtimeDir})
+  --allow-root-group     admit users whose groups include gid 0 (refused by default)
+  --start-timeout-ms N   most time a StartSession may take; keep it below the controller's
+                         --agent-start-timeout-ms (default ${defaults.startTimeoutMs})
+  --lookup-timeout-ms N  most time for a user lookup or home check (default ${defaults.lookupTimeoutMs})
+  --reap-interval-ms N   how often sessions are checked for a dead desktop (default ${defaults.reapIntervalMs})
+  --shutdown-grace-ms N  on SIGTERM, time calls in flight get to finish (default ${defaults.shutdownGraceMs})
   --log-level LEVEL      pino level (default ${defaults.logLevel})
 `;
 
@@ -136,9 +166,15 @@ export function parseConfig(argv: string[]): AgentConfig {
         'vnc-ports': { type: 'string', default: defaults.vncPorts },
         geometry: { type: 'string', default: defaults.geometry },
         depth: { type: 'string', default: String(defaults.depth) },
-        'session-script': { type: 'string', default: defaultSessionScript },
+        'session-script': { type: 'string' },
         xvnc: { type: 'string', default: defaults.xvnc },
         'stop-grace-ms': { type: 'string', default: String(defaults.stopGraceMs) },
+        'runtime-dir': { type: 'string', default: defaults.runtimeDir },
+        'allow-root-group': { type: 'boolean', default: false },
+        'start-timeout-ms': { type: 'string', default: String(defaults.startTimeoutMs) },
+        'lookup-timeout-ms': { type: 'string', default: String(defaults.lookupTimeoutMs) },
+        'reap-interval-ms': { type: 'string', default: String(defaults.reapIntervalMs) },
+        'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
         'log-level': { type: 'string', default: defaults.logLevel },
         help: { type: 'boolean', default: false },
       },
@@ -179,6 +215,17 @@ export function parseConfig(argv: string[]): AgentConfig {
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
     throw new ConfigError(`--log-level must be a pino level, got ${logLevel}`);
   }
+  const runtimeDir = values['runtime-dir'];
+  if (!runtimeDir.startsWith('/')) throw new ConfigError(`--runtime-dir must be an absolute path, got ${runtimeDir}`);
+  const sessionScript = values['session-script'];
+  if (sessionScript !== undefined && !sessionScript.startsWith('/')) {
+    throw new ConfigError(`--session-script must be an absolute path, got ${sessionScript}`);
+  }
+  const startTimeoutMs = integer('start-timeout-ms', values['start-timeout-ms'], 100, 600_000);
+  const lookupTimeoutMs = integer('lookup-timeout-ms', values['lookup-timeout-ms'], 10, 60_000);
+  if (lookupTimeoutMs >= startTimeoutMs) {
+    throw new ConfigError('--lookup-timeout-ms must be below --start-timeout-ms (a start includes its lookups)');
+  }
 
   return {
     listenHost: host,
@@ -193,9 +240,17 @@ export function parseConfig(argv: string[]): AgentConfig {
     vncPorts,
     geometry: values.geometry,
     depth,
-    sessionScript: values['session-script'],
+    sessionScript,
+    fallbackSessionScript,
+    sessionLauncher,
     xvnc: values.xvnc,
     logLevel,
     stopGraceMs: integer('stop-grace-ms', values['stop-grace-ms'], 0, 600_000),
+    runtimeDir,
+    allowRootGroup: values['allow-root-group'],
+    startTimeoutMs,
+    lookupTimeoutMs,
+    reapIntervalMs: integer('reap-interval-ms', values['reap-interval-ms'], 10, 60_000),
+    shutdownGraceMs: integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 600_000),
   };
 }

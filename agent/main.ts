@@ -5,11 +5,13 @@
  */
 import { hostname as osHostname } from 'node:os';
 import { ConfigError, parseConfig, USAGE, type AgentConfig } from './config.js';
-import { buildServer, listen } from './grpc/server.js';
+import { buildServer, listen, reportShuttingDown } from './grpc/server.js';
 import { createLogger } from './logger.js';
 import { agentVersion } from './paths.js';
 import { SessionManager } from './sessions/manager.js';
 import { SessionStore } from './sessions/store.js';
+import { HostStatusSampler } from './status.js';
+import { ensureRuntimeBase } from './vnc/runtime-dir.js';
 import { ensureX11SocketDir } from './x11-socket-dir.js';
 
 async function run(config: AgentConfig): Promise<void> {
@@ -23,22 +25,29 @@ async function run(config: AgentConfig): Promise<void> {
       'port can start desktops as any allowed user. Use only for local development.');
   }
   ensureX11SocketDir(log);
+  await ensureRuntimeBase(config.runtimeDir);
   const hostname = osHostname();
-  const store = new SessionStore(config.stateDir);
+  const store = await SessionStore.open(config.stateDir);
   const sessions = new SessionManager({ config, store, log, hostname });
-  sessions.open();
-  const { server } = buildServer({ config, sessions, log, hostname, version: agentVersion });
+  await sessions.open();
+  const host = new HostStatusSampler();
+  host.start(config.reapIntervalMs);
+  const { server, health } = buildServer({ config, sessions, log, hostname, version: agentVersion,
+    hostStatus: () => host.current() });
   const { address, port } = await listen(server, config);
   log.info({ address, port, version: agentVersion, tls: !config.insecure, stateDir: config.stateDir,
-    maxSessions: config.maxSessions }, 'listening');
+    runtimeDir: config.runtimeDir, maxSessions: config.maxSessions }, 'listening');
 
   let shuttingDown = false;
   const shutdown = (signal: NodeJS.Signals) => {
     if (shuttingDown) return;
     shuttingDown = true;
     log.info({ signal }, 'shutting down; desktops keep running');
+    // Health watchers (the controllers) hear it first, so they stop placing desktops here at once.
+    reportShuttingDown(health);
     sessions.close();
-    const force = setTimeout(() => server.forceShutdown(), 5000);
+    host.stop();
+    const force = setTimeout(() => server.forceShutdown(), config.shutdownGraceMs);
     force.unref();
     server.tryShutdown(() => {
       log.info('stopped');

@@ -24,8 +24,11 @@ export const packageRoot = findPackageRoot(dirname(fileURLToPath(import.meta.url
 export const agentVersion = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string })
   .version;
 
-/** The session script used when a user has no executable ~/.vnc/xstartup. */
-export const defaultSessionScript = join(packageRoot, 'agent', 'vnc', 'default-xstartup.sh');
+/** The session run when neither the user's ~/.vnc/xstartup nor the system's /etc/X11/Xvnc-session is usable. */
+export const fallbackSessionScript = join(packageRoot, 'agent', 'vnc', 'default-xstartup.sh');
+
+/** The first process of every session (as the user): chooses the session script, see the script's header. */
+export const sessionLauncher = join(packageRoot, 'agent', 'vnc', 'session-launcher.sh');
 
 /** The agent's .proto, loaded for server reflection. */
 export const protoRoot = join(packageRoot, 'proto');

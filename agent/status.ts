@@ -1,5 +1,5 @@
-/** What GetStatus reports about the blade. */
-import { readFileSync } from 'node:fs';
+/** What GetStatus reports about the blade, sampled in the background so that GetStatus itself only reads memory. */
+import { readFile } from 'node:fs/promises';
 import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
 import type { GetStatusResponse } from '../proto/gen/vncdispatch/agent/v1/agent.js';
 
@@ -8,9 +8,9 @@ export type HostStatus = Pick<GetStatusResponse,
   'load1' | 'load5' | 'load15' | 'memoryTotalBytes' | 'memoryAvailableBytes' | 'cpus'>;
 
 /** MemAvailable (what can be used without swapping), which is what capacity planning wants, not MemFree. */
-function memAvailable(): number {
+async function memAvailable(): Promise<number> {
   try {
-    const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'latin1'));
+    const m = /^MemAvailable:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'latin1'));
     if (m) return Number(m[1]) * 1024;
   } catch {
     // Not Linux: fall back.
@@ -18,8 +18,26 @@ function memAvailable(): number {
   return freemem();
 }
 
-export function hostStatus(): HostStatus {
-  const [load1, load5, load15] = loadavg() as [number, number, number];
-  return { load1, load5, load15, memoryTotalBytes: totalmem(), memoryAvailableBytes: memAvailable(),
-    cpus: availableParallelism() };
+/** Keeps a recent HostStatus; `current()` never touches the filesystem. */
+export class HostStatusSampler {
+  private available = freemem();
+  private timer?: NodeJS.Timeout;
+
+  /** Samples now and then every `intervalMs` (the timer does not keep the process alive). */
+  start(intervalMs: number): void {
+    const sample = () => void memAvailable().then((m) => { this.available = m; }, () => undefined);
+    sample();
+    this.timer = setInterval(sample, intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  current(): HostStatus {
+    const [load1, load5, load15] = loadavg() as [number, number, number];
+    return { load1, load5, load15, memoryTotalBytes: totalmem(), memoryAvailableBytes: this.available,
+      cpus: availableParallelism() };
+  }
 }

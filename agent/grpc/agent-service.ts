@@ -1,11 +1,11 @@
 /** Adapts the SessionManager to the generated Agent service: request/response mapping and error conversion. */
-import type { Server, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import type { Server, ServerUnaryCall, sendUnaryData, ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AgentService, type AgentServer, type Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
-import { toAgentError } from '../errors.js';
+import { AgentError, toAgentError } from '../errors.js';
 import type { SessionRecord } from '../sessions/record.js';
 import type { SessionManager } from '../sessions/manager.js';
-import { hostStatus } from '../status.js';
+import type { HostStatus } from '../status.js';
 import { toServiceError } from './status-map.js';
 
 export interface AgentServiceOptions {
@@ -14,6 +14,8 @@ export interface AgentServiceOptions {
   hostname: string;
   version: string;
   startedAt: number;
+  /** The latest host figures (sampled in the background: GetStatus reads memory only). */
+  hostStatus: () => HostStatus;
 }
 
 export function toSession(r: SessionRecord, hostname: string): Session {
@@ -21,6 +23,39 @@ export function toSession(r: SessionRecord, hostname: string): Session {
     id: r.id, username: r.username, hostname, display: r.display, port: r.port, pid: r.pid,
     startedAt: new Date(r.startedAt), uid: r.uid, geometry: r.geometry, depth: r.depth,
   };
+}
+
+/** Marks a request message that could not be decoded; the handler answers VD_AGENT_INVALID_REQUEST. */
+class Undecodable {
+  constructor(readonly reason: string) {}
+}
+
+/**
+ * The generated service definition with decoders that never throw: grpc-js would answer an undecodable message with
+ * a bare INTERNAL status, without one of the agent's codes.
+ */
+function tolerantDefinition(def: ServiceDefinition): ServiceDefinition {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(def)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (buf: Buffer) => {
+        try {
+          return method.requestDeserialize(buf) as unknown;
+        } catch (err) {
+          return new Undecodable((err as Error).message);
+        }
+      },
+    };
+  }
+  return out as ServiceDefinition;
+}
+
+/** Epoch ms of a call's deadline, or Infinity. */
+function deadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
+  const d = call.getDeadline();
+  const t = d instanceof Date ? d.getTime() : Number(d);
+  return Number.isFinite(t) ? t : Infinity;
 }
 
 /** The Agent service implementation; add it to a server with addToServer. */
@@ -32,15 +67,32 @@ export class AgentServiceImpl {
   }
 
   addToServer(server: Server): void {
-    server.addService(AgentService, this.handlers());
+    server.addService(tolerantDefinition(AgentService), this.handlers());
   }
 
-  private unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res) {
+  private unary<Req, Res>(method: string,
+    fn: (req: Req, call: ServerUnaryCall<Req, Res>, signal: AbortSignal) => Promise<Res> | Res,
+    onCancelledAfter?: (res: Res) => void) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      // A caller that cancels (or whose deadline passes, or whose connection drops) aborts the work it asked for.
+      const ac = new AbortController();
+      const onCancel = () => ac.abort();
+      call.on('cancelled', onCancel);
       Promise.resolve()
-        .then(() => fn(call.request))
-        .then((res) => callback(null, res))
+        .then(() => {
+          if (call.request instanceof Undecodable) {
+            throw new AgentError('VD_AGENT_INVALID_REQUEST', `the ${method} request could not be decoded`);
+          }
+          return fn(call.request, call, ac.signal);
+        })
+        .then((res) => {
+          call.off('cancelled', onCancel);
+          // Nobody is waiting for this answer: undo what it created rather than leave it unknown to the caller.
+          if (call.cancelled && onCancelledAfter) onCancelledAfter(res);
+          callback(null, res);
+        })
         .catch((err: unknown) => {
+          call.off('cancelled', onCancel);
           const e = toAgentError(err);
           const level = e.code === 'VD_AGENT_INTERNAL' ? 'error' : 'info';
           this.log[level]({ method, code: e.code, err: e.code === 'VD_AGENT_INTERNAL' ? err : undefined,
@@ -53,10 +105,15 @@ export class AgentServiceImpl {
   private handlers(): AgentServer {
     const { sessions, hostname } = this.opts;
     return {
-      startSession: this.unary('StartSession', async (req) => {
-        const r = await sessions.start({ username: req.username, password: req.password, geometry: req.geometry,
-          depth: req.depth });
+      startSession: this.unary('StartSession', async (req, call, signal) => {
+        const r = await sessions.start({ sessionId: req.sessionId, username: req.username, password: req.password,
+          geometry: req.geometry, depth: req.depth, notAfter: req.deadline?.getTime() },
+        { signal, deadline: deadlineOf(call) });
         return { session: toSession(r.session, hostname), existing: r.existing };
+      }, (res) => {
+        if (res.existing || !res.session) return;
+        this.log.warn({ session: res.session.id }, 'StartSession caller went away before the answer; stopping the desktop');
+        sessions.stop(res.session.id, 'caller went away before StartSession answered').catch(() => undefined);
       }),
       stopSession: this.unary('StopSession', async (req) => ({ session: toSession(await sessions.stop(req.id), hostname) })),
       listSessions: this.unary('ListSessions', () => ({ sessions: sessions.list().map((r) => toSession(r, hostname)) })),
@@ -66,7 +123,7 @@ export class AgentServiceImpl {
         uptimeSeconds: (Date.now() - this.opts.startedAt) / 1000,
         liveSessions: sessions.list().length,
         capacity: sessions.capacity,
-        ...hostStatus(),
+        ...this.opts.hostStatus(),
       })),
     };
   }

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
 import { agentProtoFile, protoRoot } from '../paths.js';
 import type { SessionManager } from '../sessions/manager.js';
+import type { HostStatus } from '../status.js';
 import { AgentServiceImpl } from './agent-service.js';
 
 export const AGENT_SERVICE_NAME = 'vncdispatch.agent.v1.Agent';
@@ -20,6 +21,7 @@ export interface AgentServerOptions {
   log: Logger;
   hostname: string;
   version: string;
+  hostStatus: () => HostStatus;
 }
 
 export interface RunningServer {
@@ -36,11 +38,17 @@ export function credentials(config: AgentConfig): ServerCredentials {
   return ServerCredentials.createSsl(config.tls.ca, [{ cert_chain: config.tls.cert, private_key: config.tls.key }], true);
 }
 
+/** Tells health watchers the agent is going away (before it stops accepting calls). */
+export function reportShuttingDown(health: HealthImplementation): void {
+  health.setStatus('', 'NOT_SERVING');
+  health.setStatus(AGENT_SERVICE_NAME, 'NOT_SERVING');
+}
+
 /** Builds the server with all services added; does not listen. */
 export function buildServer(opts: AgentServerOptions): { server: Server; health: HealthImplementation } {
   const server = new Server({ 'grpc.max_receive_message_length': 64 * 1024 });
   new AgentServiceImpl({ sessions: opts.sessions, log: opts.log, hostname: opts.hostname, version: opts.version,
-    startedAt: Date.now() }).addToServer(server);
+    startedAt: Date.now(), hostStatus: opts.hostStatus }).addToServer(server);
   const health = new HealthImplementation({ '': 'SERVING', [AGENT_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
   const pkg = loadSync(agentProtoFile, { includeDirs: [protoRoot], keepCase: false, longs: Number, defaults: true });

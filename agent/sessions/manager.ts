@@ -1,10 +1,16 @@
 /**
  * The agent's sessions: starts, stops, lists, re-adopts after a restart and reaps dead ones. One live session per
- * user (StartSession is idempotent), at most --max-sessions at once.
+ * user, at most --max-sessions at once, desktops kept under the id the controller chose (its idempotency key).
+ *
+ * A start runs under one budget: the earliest of the caller's gRPC deadline, the request's own `deadline` and
+ * --start-timeout-ms. When the budget runs out or the caller cancels, whatever the start spawned is torn down. Its
+ * intent is on disk before anything is spawned and the desktop is on disk before the call answers, so a crash at any
+ * point leaves nothing a restarted agent does not know about (adoption kills what a `starting` record spawned).
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,23 +18,37 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
 import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
-import { checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
-import { checkDepth, checkGeometry, checkPassword, checkUsername } from '../users/validate.js';
-import { homePaths, prepareSessionFiles, removeSessionFiles, userXstartup, writePasswordFile } from '../vnc/home-files.js';
-import { signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
+import { checkHomeUsable, checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
+import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername } from '../users/validate.js';
+import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
 import { obfuscateVncPassword } from '../vnc/password.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
-import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import { VncPorts } from '../vnc/ports.js';
+import {
+  createRuntimeDir, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,
+} from '../vnc/runtime-dir.js';
+import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import { startXvnc, type StartedXvnc, type XvncOptions } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
 
 export interface StartRequest {
+  /** The controller's session id (idempotency key); empty or undefined lets the agent choose one. */
+  sessionId?: string | undefined;
   username: string;
   password: string;
-  geometry?: string;
-  depth?: number;
+  geometry?: string | undefined;
+  depth?: number | undefined;
+  /** Epoch ms after which the caller no longer wants this desktop (the request's own deadline field). */
+  notAfter?: number | undefined;
+}
+
+/** What the gRPC layer knows about the call. */
+export interface CallContext {
+  /** Aborted when the caller cancels or its connection goes away. */
+  signal?: AbortSignal | undefined;
+  /** Epoch ms of the call's gRPC deadline, or Infinity. */
+  deadline?: number | undefined;
 }
 
 export interface StartResult {
@@ -41,14 +61,11 @@ export interface SessionManagerOptions {
   store: SessionStore;
   log: Logger;
   hostname: string;
-  /** How often to check that sessions are alive (adopted sessions are not our children: no exit events). */
-  pollMs?: number;
-  /** How long Xvnc may take to become ready. */
-  readyTimeoutMs?: number;
 }
 
 interface Live {
   record: SessionRecord;
+  files: RuntimeFiles | undefined;
   stopping?: Promise<void>;
 }
 
@@ -72,30 +89,58 @@ function xvncExeNames(xvnc: string): Set<string> {
   return names;
 }
 
+/** A start's budget: one signal whose reason is the AgentError to report. */
+function startBudget(deadline: number, agentBudgetMs: number, caller: AbortSignal | undefined):
+  { signal: AbortSignal; done: () => void } {
+  const ac = new AbortController();
+  const now = Date.now();
+  const own = now + agentBudgetMs;
+  const end = Math.min(deadline, own);
+  const reason = end === own
+    ? new AgentError('VD_AGENT_DEADLINE_EXCEEDED', `the desktop was not ready within ${agentBudgetMs} ms ` +
+      '(--start-timeout-ms); nothing was left running')
+    : new AgentError('VD_AGENT_DEADLINE_EXCEEDED', "the call's deadline passed before the desktop was ready; " +
+      'nothing was left running');
+  const timer = setTimeout(() => ac.abort(reason), Math.max(0, end - now));
+  const onCancel = () => ac.abort(new AgentError('VD_AGENT_CANCELLED'));
+  caller?.addEventListener('abort', onCancel, { once: true });
+  if (caller?.aborted) onCancel();
+  return { signal: ac.signal, done: () => { clearTimeout(timer); caller?.removeEventListener('abort', onCancel); } };
+}
+
+function throwIfStopped(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason as Error;
+}
+
 export class SessionManager {
-  private readonly opts: Required<SessionManagerOptions>;
+  private readonly opts: SessionManagerOptions;
   private readonly log: Logger;
   private readonly sessions = new Map<string, Live>();
   private readonly userLocks = new Map<string, Promise<unknown>>();
+  /** Ids of starts in flight, with their user: one id never names two users' desktops. */
+  private readonly inFlight = new Map<string, string>();
   private pending = 0;
   private timer?: NodeJS.Timeout;
+  private polling = false;
+  private closed = false;
   private readonly ports: VncPorts;
 
   constructor(options: SessionManagerOptions) {
-    this.opts = { pollMs: 500, readyTimeoutMs: 15_000, ...options };
+    this.opts = options;
     this.log = options.log.child({ module: 'sessions' });
     this.ports = new VncPorts(options.config.vncPorts, options.config.vncListen);
   }
 
   /** Loads persisted sessions, keeps the ones still running and starts reaping. */
-  open(): void {
-    this.adoptAll();
-    this.timer = setInterval(() => this.poll(), this.opts.pollMs);
+  async open(): Promise<void> {
+    await this.adoptAll();
+    this.timer = setInterval(() => void this.poll(), this.opts.config.reapIntervalMs);
     this.timer.unref();
   }
 
-  /** Stops reaping; sessions keep running (the agent may be restarting). */
+  /** Stops reaping and refuses new starts; sessions keep running (the agent may be restarting). */
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
   }
 
@@ -103,15 +148,23 @@ export class SessionManager {
     return this.opts.config.maxSessions;
   }
 
-  /** Live sessions, oldest first. */
+  /** Live sessions, oldest first. Reads memory only: the reaper keeps it current. */
   list(): SessionRecord[] {
-    this.poll();
     return [...this.sessions.values()].filter((s) => !s.stopping).map((s) => s.record)
       .sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
 
-  /** Starts a desktop for the user, or returns the live one with its password replaced. */
-  async start(req: StartRequest): Promise<StartResult> {
+  /** The runtime directory of a live session (where its files and sockets are), or undefined. */
+  runtimeDirOf(id: string): string | undefined {
+    const live = this.sessions.get(id);
+    return live && !live.stopping ? live.files?.dir : undefined;
+  }
+
+  /**
+   * Starts a desktop for the user under `req.sessionId`, or returns the one already there: the session with that id,
+   * or else the user's live one, either with its password replaced.
+   */
+  async start(req: StartRequest, ctx: CallContext = {}): Promise<StartResult> {
     const { config } = this.opts;
     // Everything that needs no lookup first: a bad name never reaches getent, the filesystem or a process.
     checkUsername(req.username);
@@ -120,38 +173,84 @@ export class SessionManager {
     checkGeometry(geometry);
     const depth = req.depth ?? config.depth;
     checkDepth(depth);
-
-    return this.withUserLock(req.username, async () => {
-      const t0 = performance.now();
-      const user = await lookupUser(req.username);
-      await checkUserAllowed(user, { minUid: config.minUid, allowGroup: config.allowGroup });
-      this.poll();
-      const live = [...this.sessions.values()].find((s) => s.record.username === user.name && !s.stopping);
-      if (live) {
-        // TigerVNC re-reads the file at each authentication, so the caller's new password works at once.
-        writePasswordFile(user, homePaths(user.home, this.opts.hostname), obfuscateVncPassword(req.password));
-        this.log.info({ session: live.record.id, username: user.name }, 'returning existing session, password replaced');
-        return { session: live.record, existing: true };
-      }
-      if (this.sessions.size + this.pending >= config.maxSessions) {
-        throw new AgentError('VD_AGENT_CAPACITY',
-          `this blade already runs its maximum of ${config.maxSessions} sessions; try another blade`);
-      }
-      this.pending++;
-      try {
-        return { session: await this.launch(user, req.password, geometry, depth, t0), existing: false };
-      } finally {
-        this.pending--;
-      }
-    });
+    const id = req.sessionId ? checkSessionId(req.sessionId) : randomUUID();
+    if (this.closed) throw new AgentError('VD_AGENT_SHUTTING_DOWN');
+    const deadline = Math.min(ctx.deadline ?? Infinity, req.notAfter ?? Infinity);
+    if (deadline <= Date.now()) {
+      throw new AgentError('VD_AGENT_DEADLINE_EXCEEDED', "the call's deadline had passed when it arrived; not started");
+    }
+    const owner = this.inFlight.get(id);
+    if (owner !== undefined && owner !== req.username) {
+      throw new AgentError('VD_AGENT_SESSION_ID_IN_USE', `session id ${id} is being started for another user`);
+    }
+    const budget = startBudget(deadline, config.startTimeoutMs, ctx.signal);
+    this.inFlight.set(id, req.username);
+    try {
+      return await this.withUserLock(req.username, () =>
+        this.startLocked(id, req, geometry, depth, budget.signal));
+    } finally {
+      budget.done();
+      if (owner === undefined) this.inFlight.delete(id);
+    }
   }
 
-  /** Ends a session's Xvnc and session script and removes its password file. */
-  async stop(id: string): Promise<SessionRecord> {
-    if (!/^[0-9a-f-]{36}$/.test(id)) throw new AgentError('VD_AGENT_INVALID_ID', 'session id must be a UUID');
+  private async startLocked(id: string, req: StartRequest, geometry: string, depth: number, signal: AbortSignal):
+    Promise<StartResult> {
+    const { config } = this.opts;
+    throwIfStopped(signal);
+    const t0 = performance.now();
+    const byId = this.sessions.get(id);
+    if (byId && !byId.stopping) {
+      if (byId.record.username !== req.username) {
+        throw new AgentError('VD_AGENT_SESSION_ID_IN_USE', `session id ${id} belongs to another user's desktop`);
+      }
+      return this.existing(byId, req.password);
+    }
+    const lookup = { timeoutMs: Math.min(config.lookupTimeoutMs, config.startTimeoutMs), signal };
+    let user: UnixUser;
+    try {
+      user = await lookupUser(req.username, lookup);
+      checkUserAllowed(user, { minUid: config.minUid, allowGroup: config.allowGroup,
+        allowRootGroup: config.allowRootGroup });
+    } catch (err) {
+      throwIfStopped(signal);
+      throw err;
+    }
+    const live = [...this.sessions.values()].find((s) => s.record.username === user.name && !s.stopping);
+    if (live) return this.existing(live, req.password);
+    if (this.sessions.size + this.pending >= config.maxSessions) {
+      throw new AgentError('VD_AGENT_CAPACITY',
+        `this blade already runs its maximum of ${config.maxSessions} sessions; try another blade`);
+    }
+    this.pending++;
+    try {
+      try {
+        await checkHomeUsable(user, lookup);
+      } catch (err) {
+        throwIfStopped(signal);
+        throw err;
+      }
+      throwIfStopped(signal);
+      return { session: await this.launch(id, user, req.password, geometry, depth, t0, signal), existing: false };
+    } finally {
+      this.pending--;
+    }
+  }
+
+  /** A live session returned again: TigerVNC re-reads the password file at each authentication. */
+  private async existing(live: Live, password: string): Promise<StartResult> {
+    const r = live.record;
+    if (live.files) await replacePasswordFile(live.files, r, obfuscateVncPassword(password));
+    this.log.info({ session: r.id, username: r.username }, 'returning existing session, password replaced');
+    return { session: r, existing: true };
+  }
+
+  /** Ends a session's Xvnc and session script and removes its runtime directory. */
+  async stop(id: string, reason = 'stopped by request'): Promise<SessionRecord> {
+    checkSessionId(id);
     const live = this.sessions.get(id);
     if (!live) throw new AgentError('VD_AGENT_SESSION_NOT_FOUND', `no session ${id} on this blade`);
-    await this.terminate(live, 'stopped by request');
+    await this.terminate(live, reason);
     return live.record;
   }
 
@@ -166,77 +265,104 @@ export class SessionManager {
     return next;
   }
 
-  private async launch(user: UnixUser, password: string, geometry: string, depth: number, t0: number):
-    Promise<SessionRecord> {
-    const { config, hostname } = this.opts;
-    const paths = homePaths(user.home, hostname);
-    const t1 = performance.now();
-    const { logFd } = prepareSessionFiles(user, paths, obfuscateVncPassword(password));
-    const t2 = performance.now();
-    let t3 = t2;
-    let xvncChild: ChildProcess | undefined;
-    let scriptChild: ChildProcess;
-    let display: number;
-    let port: number;
+  private async launch(id: string, user: UnixUser, password: string, geometry: string, depth: number, t0: number,
+    signal: AbortSignal): Promise<SessionRecord> {
+    const { config, store } = this.opts;
+    const runtimeDir = sessionRuntimeDir(config.runtimeDir, id);
+    const record: SessionRecord = {
+      id, state: 'starting', username: user.name, uid: user.uid, gid: user.gid, home: user.home, shell: user.shell,
+      runtimeDir, display: 0, port: 0, pid: 0, pidStartTime: 0, scriptPid: 0, scriptStartTime: 0,
+      startedAt: new Date().toISOString(), geometry, depth,
+    };
+    // The intent, durably, before anything is spawned.
     try {
+      await store.save(record);
+    } catch (err) {
+      throw new AgentError('VD_AGENT_STATE_UNWRITABLE', `cannot record the session in ${config.stateDir} ` +
+        `(${(err as NodeJS.ErrnoException).code ?? String(err)}); nothing was started`, { cause: err });
+    }
+    const t1 = performance.now();
+    let files: RuntimeFiles | undefined;
+    let log: FileHandle | undefined;
+    let xvncChild: ChildProcess | undefined;
+    let scriptChild: ChildProcess | undefined;
+    let t2 = t1;
+    let t3 = t1;
+    try {
+      throwIfStopped(signal);
+      ({ files, log } = await createRuntimeDir(config.runtimeDir, id, user, obfuscateVncPassword(password),
+        config.lookupTimeoutMs));
+      t2 = performance.now();
+      throwIfStopped(signal);
       const xvnc = await this.startOnFreePort(user, {
-        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, passwdFile: paths.passwd,
-        xauthFile: paths.xauth, logFd, readyTimeoutMs: this.opts.readyTimeoutMs,
+        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, passwdFile: files.passwd,
+        xauthFile: files.xauth, logFd: log.fd, cwd: files.dir, signal,
       });
       xvncChild = xvnc.child;
-      display = xvnc.display;
-      port = xvnc.port;
       t3 = performance.now();
-      const script = userXstartup(user, paths) ?? config.sessionScript;
+      const launcherArgs = config.sessionScript !== undefined
+        ? ['use', config.sessionScript] : ['choose', config.fallbackSessionScript];
       // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell.
       const loginEnv = await loginEnvironment(user);
-      scriptChild = spawnAsUser(user, loginShellArgv(user.shell, [script]), {
-        env: { ...loginEnv, DISPLAY: `:${display}`, XAUTHORITY: paths.xauth },
-        stdio: ['ignore', logFd, logFd],
+      scriptChild = spawnAsUser(user, loginShellArgv(user.shell, ['/bin/sh', config.sessionLauncher, ...launcherArgs]), {
+        env: { ...loginEnv, DISPLAY: `:${xvnc.display}`, XAUTHORITY: files.xauth },
+        stdio: ['ignore', log.fd, log.fd],
+        cwd: files.dir,
       });
       scriptChild.on('error', (err) => this.log.error({ err, username: user.name }, 'session script error'));
+      await log.close();
+      log = undefined;
+      const xvncStat = await readProcStat(xvnc.pid);
+      if (!xvncStat || xvncStat.state === 'Z') {
+        throw new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc for ${user.name} exited right after starting`);
+      }
+      const scriptStat = scriptChild.pid !== undefined ? await readProcStat(scriptChild.pid) : undefined;
+      Object.assign(record, {
+        state: 'running', display: xvnc.display, port: xvnc.port, pid: xvnc.pid, pidStartTime: xvncStat.startTime,
+        scriptPid: scriptChild.pid ?? 0, scriptStartTime: scriptStat?.startTime ?? 0,
+      });
+      throwIfStopped(signal);
+      // The desktop, durably, before the call answers; if that fails the desktop is stopped.
+      try {
+        await store.save(record);
+      } catch (err) {
+        throw new AgentError('VD_AGENT_STATE_UNWRITABLE', `cannot record the desktop in ${config.stateDir} ` +
+          `(${(err as NodeJS.ErrnoException).code ?? String(err)}); it was stopped`, { cause: err });
+      }
     } catch (err) {
-      if (xvncChild?.pid) xvncChild.kill('SIGKILL');
-      removeSessionFiles(user, paths);
+      await log?.close().catch(() => undefined);
+      await this.abandon(record, xvncChild, scriptChild, files, err);
       throw err;
-    } finally {
-      closeSync(logFd);
     }
-    const xvncStat = readProcStat(xvncChild.pid!);
-    const scriptStat = scriptChild.pid !== undefined ? readProcStat(scriptChild.pid) : undefined;
-    if (!xvncStat) {
-      signalSession(scriptChild.pid ?? -1, user.uid, 'SIGKILL');
-      removeSessionFiles(user, paths);
-      throw new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc for ${user.name} exited right after starting`);
-    }
-    const record: SessionRecord = {
-      id: randomUUID(),
-      username: user.name,
-      uid: user.uid,
-      gid: user.gid,
-      home: user.home,
-      shell: user.shell,
-      display,
-      port,
-      pid: xvncChild.pid!,
-      pidStartTime: xvncStat.startTime,
-      scriptPid: scriptChild.pid ?? 0,
-      scriptStartTime: scriptStat?.startTime ?? 0,
-      startedAt: new Date().toISOString(),
-      geometry,
-      depth,
-    };
-    this.opts.store.save(record);
-    const live: Live = { record };
+    const live: Live = { record, files };
     this.sessions.set(record.id, live);
     // Exit events reap our own children at once; poll() covers adopted sessions.
-    xvncChild.once('exit', () => this.poll());
-    scriptChild.once('exit', () => this.poll());
-    this.log.info({ session: record.id, username: user.name, uid: user.uid, display, port: record.port,
+    xvncChild.once('exit', () => void this.poll());
+    scriptChild.once('exit', () => void this.poll());
+    this.log.info({ session: record.id, username: user.name, uid: user.uid, display: record.display, port: record.port,
       pid: record.pid, scriptPid: record.scriptPid,
       ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
     'session started');
     return record;
+  }
+
+  /** Tears down a start that did not finish: its processes, its runtime directory, its intent record. */
+  private async abandon(record: SessionRecord, xvnc: ChildProcess | undefined, script: ChildProcess | undefined,
+    files: RuntimeFiles | undefined, why: unknown): Promise<void> {
+    if (xvnc?.pid !== undefined && xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
+    if (script?.pid !== undefined) await signalSession(script.pid, record.uid, 'SIGKILL');
+    if (files) {
+      const problems = await removeRuntimeDir(files.dir, record, this.opts.config.lookupTimeoutMs);
+      if (problems.length) this.log.warn({ session: record.id, problems }, 'could not remove runtime directory');
+    }
+    try {
+      await this.opts.store.remove(record.id);
+    } catch (err) {
+      this.log.error({ err, session: record.id }, 'could not remove the record of an abandoned start');
+    }
+    const code = why instanceof AgentError ? why.code : 'VD_AGENT_INTERNAL';
+    this.log.info({ session: record.id, username: record.username, code, spawned: xvnc?.pid !== undefined },
+      'start abandoned; everything it spawned was stopped');
   }
 
   /**
@@ -262,76 +388,98 @@ export class SessionManager {
   }
 
   /** Checks every session: Xvnc gone means the session is gone; session script gone means the session ends. */
-  private poll(): void {
-    for (const live of this.sessions.values()) {
-      if (live.stopping) continue;
-      const r = live.record;
-      if (!isSameProcess(r.pid, r.pidStartTime)) {
-        void this.terminate(live, 'Xvnc exited');
-      } else if (!isSameProcess(r.scriptPid, r.scriptStartTime)) {
-        void this.terminate(live, 'session script exited');
+  private async poll(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      for (const live of [...this.sessions.values()]) {
+        if (live.stopping) continue;
+        const r = live.record;
+        if (!(await isSameProcess(r.pid, r.pidStartTime))) {
+          void this.terminate(live, 'Xvnc exited');
+        } else if (!(await isSameProcess(r.scriptPid, r.scriptStartTime))) {
+          void this.terminate(live, 'session script exited');
+        }
       }
+    } catch (err) {
+      this.log.error({ err }, 'error while checking sessions');
+    } finally {
+      this.polling = false;
     }
   }
 
   private terminate(live: Live, reason: string): Promise<void> {
-    live.stopping ??= this.doTerminate(live.record, reason)
-      .catch((err) => this.log.error({ err, session: live.record.id }, 'error while ending session'))
+    live.stopping ??= this.doTerminate(live, reason)
+      .catch((err: unknown) => this.log.error({ err, session: live.record.id }, 'error while ending session'))
       .finally(() => {
         this.sessions.delete(live.record.id);
       });
     return live.stopping;
   }
 
-  private async doTerminate(r: SessionRecord, reason: string): Promise<void> {
-    const alive = () => isSameProcess(r.pid, r.pidStartTime) || sessionMembers(r.scriptPid, r.uid).length > 0;
-    const signal = (sig: NodeJS.Signals) => {
-      signalProcess(r.pid, r.pidStartTime, sig);
-      if (r.scriptPid > 1) signalSession(r.scriptPid, r.uid, sig);
+  private async doTerminate(live: Live, reason: string): Promise<void> {
+    const r = live.record;
+    const alive = async () => (await isSameProcess(r.pid, r.pidStartTime)) ||
+      (r.scriptPid > 1 && (await sessionMembers(r.scriptPid, r.uid)).length > 0);
+    const signal = async (sig: NodeJS.Signals) => {
+      await signalProcess(r.pid, r.pidStartTime, sig);
+      if (r.scriptPid > 1) await signalSession(r.scriptPid, r.uid, sig);
     };
-    signal('SIGTERM');
+    await signal('SIGTERM');
     const deadline = Date.now() + this.opts.config.stopGraceMs;
-    while (alive() && Date.now() < deadline) await sleep(25);
-    if (alive()) {
+    while ((await alive()) && Date.now() < deadline) await sleep(25);
+    if (await alive()) {
       this.log.warn({ session: r.id }, 'session did not end after SIGTERM; sending SIGKILL');
-      signal('SIGKILL');
-      for (let i = 0; i < 40 && alive(); i++) await sleep(25);
+      await signal('SIGKILL');
+      for (let i = 0; i < 40 && (await alive()); i++) await sleep(25);
     }
-    this.cleanupFiles(r);
-    this.opts.store.remove(r.id);
+    await this.cleanupFiles(r, live.files);
+    await this.opts.store.remove(r.id);
     this.log.info({ session: r.id, username: r.username, display: r.display, reason }, 'session ended');
   }
 
-  private cleanupFiles(r: SessionRecord): void {
+  private async cleanupFiles(r: SessionRecord, files: RuntimeFiles | undefined): Promise<void> {
+    if (!files) return;
     try {
-      const problems = removeSessionFiles({ name: r.username, uid: r.uid, gid: r.gid, home: r.home },
-        homePaths(r.home, this.opts.hostname));
-      if (problems.length) this.log.warn({ session: r.id, problems }, 'could not remove session files');
+      const problems = await removeRuntimeDir(files.dir, r, this.opts.config.lookupTimeoutMs);
+      if (problems.length) this.log.warn({ session: r.id, problems }, 'could not remove runtime directory');
     } catch (err) {
-      this.log.warn({ err, session: r.id }, 'could not remove session files');
+      this.log.warn({ err, session: r.id }, 'could not remove runtime directory');
     }
   }
 
-  /** Re-adopts persisted sessions whose Xvnc is provably the one the agent started; drops the rest. */
-  private adoptAll(): void {
-    const { records, bad } = this.opts.store.loadAll();
+  /**
+   * Re-adopts persisted sessions whose Xvnc is provably the one the agent started; drops the rest. A `starting`
+   * record is a start the agent died in: whatever it spawned is killed, so no desktop outlives its record.
+   */
+  private async adoptAll(): Promise<void> {
+    const { store } = this.opts;
+    const { records, bad } = await store.loadAll();
     for (const id of bad) {
       this.log.warn({ session: id }, 'dropping unreadable session record');
-      this.opts.store.remove(id);
+      await store.remove(id);
     }
     const xvncNames = xvncExeNames(this.opts.config.xvnc);
     for (const r of records) {
-      const exe = readProcExeName(r.pid);
-      const ours = isSameProcess(r.pid, r.pidStartTime) && readProcUid(r.pid) === r.uid &&
+      const files = r.runtimeDir ? runtimeFiles(r.runtimeDir) : undefined;
+      if (r.state === 'starting') {
+        const killed = files ? await killProcessesUsing(files.dir, r.uid) : [];
+        await this.cleanupFiles(r, files);
+        await store.remove(r.id);
+        this.log.warn({ session: r.id, username: r.username, killed }, 'dropped a start the agent did not finish');
+        continue;
+      }
+      const exe = await readProcExeName(r.pid);
+      const ours = (await isSameProcess(r.pid, r.pidStartTime)) && (await readProcUid(r.pid)) === r.uid &&
         exe !== undefined && xvncNames.has(exe);
       if (ours) {
-        this.sessions.set(r.id, { record: r });
+        this.sessions.set(r.id, { record: r, files });
         this.log.info({ session: r.id, username: r.username, pid: r.pid, display: r.display }, 'adopted session');
       } else {
         // Xvnc is gone (or its pid now belongs to another process): clean up what is left of the session.
-        if (r.scriptPid > 1) signalSession(r.scriptPid, r.uid, 'SIGTERM');
-        this.cleanupFiles(r);
-        this.opts.store.remove(r.id);
+        if (r.scriptPid > 1) await signalSession(r.scriptPid, r.uid, 'SIGTERM');
+        await this.cleanupFiles(r, files);
+        await store.remove(r.id);
         this.log.info({ session: r.id, username: r.username, pid: r.pid }, 'dropped session whose Xvnc is gone');
       }
     }

@@ -36,3 +36,15 @@ export function checkDepth(depth: number): void {
     throw new AgentError('VD_AGENT_INVALID_DEPTH', `invalid depth ${depth}: must be 16, 24 or 32`);
   }
 }
+
+/** Session ids are UUIDs in lower case (the controller's, or the agent's own): safe as a file name. */
+const SESSION_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Returns `id` if it is a session id, else throws VD_AGENT_INVALID_ID. */
+export function checkSessionId(id: string): string {
+  if (!SESSION_ID_PATTERN.test(id)) {
+    throw new AgentError('VD_AGENT_INVALID_ID', `invalid session id ${JSON.stringify(id.slice(0, 40))}: must be a ` +
+      'lower-case UUID');
+  }
+  return id;
+}

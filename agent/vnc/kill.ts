@@ -1,6 +1,6 @@
 /** Signals only processes proven to be a session's own, so a recycled pid is never hit. */
-import { readdirSync } from 'node:fs';
-import { isSameProcess, readProcStat, readProcUid } from './proc.js';
+import { readdir } from 'node:fs/promises';
+import { isSameProcess, readProcCmdline, readProcStat, readProcUid } from './proc.js';
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -11,28 +11,51 @@ function trySignal(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Signals `pid` if it is still the process that started at `startTime`. */
-export function signalProcess(pid: number, startTime: number, signal: NodeJS.Signals): void {
-  if (isSameProcess(pid, startTime)) trySignal(pid, signal);
+export async function signalProcess(pid: number, startTime: number, signal: NodeJS.Signals): Promise<void> {
+  if (await isSameProcess(pid, startTime)) trySignal(pid, signal);
+}
+
+async function procPids(): Promise<number[]> {
+  return (await readdir('/proc')).filter((n) => /^\d+$/.test(n)).map(Number);
 }
 
 /**
  * Pids of live processes in session `sid` owned by `uid`. The session script runs in its own session (setsid), so
  * this finds what it started even after it exited; a reused id would also need the same owner to match.
  */
-export function sessionMembers(sid: number, uid: number): number[] {
+export async function sessionMembers(sid: number, uid: number): Promise<number[]> {
   const found: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    const st = readProcStat(pid);
-    if (st && st.session === sid && st.state !== 'Z' && readProcUid(pid) === uid) found.push(pid);
+  for (const pid of await procPids()) {
+    const st = await readProcStat(pid);
+    if (st && st.session === sid && st.state !== 'Z' && (await readProcUid(pid)) === uid) found.push(pid);
   }
   return found;
 }
 
 /** Signals every process of session `sid` owned by `uid`; returns how many were signalled. */
-export function signalSession(sid: number, uid: number, signal: NodeJS.Signals): number {
-  const pids = sessionMembers(sid, uid);
+export async function signalSession(sid: number, uid: number, signal: NodeJS.Signals): Promise<number> {
+  const pids = await sessionMembers(sid, uid);
   for (const pid of pids) trySignal(pid, signal);
   return pids.length;
+}
+
+/**
+ * Kills (SIGKILL) every process of `uid` whose argv names something inside `dir`, and every process in their
+ * sessions: a desktop the agent spawned for a start it never finished recording (the agent died in between). Xvnc's
+ * argv names its runtime directory (-rfbauth, -auth). Returns the pids it found.
+ */
+export async function killProcessesUsing(dir: string, uid: number): Promise<number[]> {
+  const prefix = `${dir}/`;
+  const found: number[] = [];
+  for (const pid of await procPids()) {
+    if ((await readProcUid(pid)) !== uid) continue;
+    const argv = await readProcCmdline(pid);
+    if (argv?.some((a) => a.startsWith(prefix))) found.push(pid);
+  }
+  for (const pid of found) {
+    const st = await readProcStat(pid);
+    trySignal(pid, 'SIGKILL');
+    if (st && st.session === pid) await signalSession(pid, uid, 'SIGKILL');
+  }
+  return found;
 }

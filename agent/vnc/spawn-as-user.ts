@@ -24,14 +24,21 @@ export function userEnv(user: SpawnUser, extra: Record<string, string> = {}): Re
 export interface SpawnAsUserOptions {
   env?: Record<string, string>;
   stdio: StdioOptions;
+  /**
+   * The working directory: the session's runtime directory, never the home. libuv waits in the agent until the child
+   * has changed directory and exec'd, so a cwd on a hung NFS home would freeze the agent; the session launcher
+   * changes to the home itself, in the user's process.
+   */
+  cwd: string;
 }
 
-/** Spawns `argv` as `user` in a new session with cwd = home. The caller handles 'error' and 'exit'. */
+/** Spawns `argv` as `user` in a new session. The caller handles 'error' and 'exit'. */
 export function spawnAsUser(user: SpawnUser, argv: string[], opts: SpawnAsUserOptions): ChildProcess {
-  if (user.uid === 0 || user.gid === 0) throw new Error('refusing to start a desktop process as root');
+  // gid 0 is a policy decision made before this (--allow-root-group); uid 0 never gets a desktop.
+  if (user.uid === 0) throw new Error('refusing to start a desktop process as root');
   const child = spawn('setpriv',
     ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', '--', ...argv],
-    { cwd: user.home, env: userEnv(user, opts.env), detached: true, stdio: opts.stdio });
+    { cwd: opts.cwd, env: userEnv(user, opts.env), detached: true, stdio: opts.stdio });
   // The agent must be able to exit (or restart) while desktops keep running.
   child.unref();
   return child;

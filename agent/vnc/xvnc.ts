@@ -19,8 +19,10 @@ export interface XvncOptions {
   passwdFile: string;
   xauthFile: string;
   logFd: number;
-  /** Give up on a start after this long. */
-  readyTimeoutMs: number;
+  /** The session's runtime directory: Xvnc's working directory. */
+  cwd: string;
+  /** Aborted when the start's budget runs out or its caller goes away; its reason (an AgentError) is the error. */
+  signal: AbortSignal;
 }
 
 export interface StartedXvnc {
@@ -48,14 +50,17 @@ export function xvncArgs(user: SpawnUser, opts: XvncOptions): string[] {
 
 /** Starts Xvnc as the user and resolves once it is ready, or rejects with VD_AGENT_XVNC_FAILED. */
 export function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXvnc> {
-  const child = spawnAsUser(user, xvncArgs(user, opts), { stdio: ['ignore', opts.logFd, opts.logFd, 'pipe'] });
+  if (opts.signal.aborted) return Promise.reject(opts.signal.reason as Error);
+  const child = spawnAsUser(user, xvncArgs(user, opts), { stdio: ['ignore', opts.logFd, opts.logFd, 'pipe'],
+    cwd: opts.cwd });
   return new Promise((resolve, reject) => {
     let out = '';
     const displayPipe = child.stdio[3] as Readable;
-    const fail = (why: string, cause?: unknown) => {
+    const fail = (why: string, cause?: unknown, err?: Error) => {
       cleanup();
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      reject(new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc failed to start for ${user.name}: ${why}`, { cause }));
+      displayPipe.destroy();
+      reject(err ?? new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc failed to start for ${user.name}: ${why}`, { cause }));
     };
     const onData = (chunk: Buffer) => {
       out += chunk.toString('latin1');
@@ -69,11 +74,12 @@ export function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXv
       }
     };
     const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      fail(`exited (${signal ?? `code ${code}`}) before it was ready; see ~/.vnc/ log`);
+      fail(`exited (${signal ?? `code ${code}`}) before it was ready; see the desktop log`);
     const onError = (err: Error) => fail(err.message, err);
-    const timer = setTimeout(() => fail(`not ready after ${opts.readyTimeoutMs} ms`), opts.readyTimeoutMs);
+    const onAbort = () => fail('abandoned', undefined, opts.signal.reason as Error);
+    opts.signal.addEventListener('abort', onAbort, { once: true });
     function cleanup() {
-      clearTimeout(timer);
+      opts.signal.removeEventListener('abort', onAbort);
       displayPipe.off('data', onData);
       child.off('exit', onExit);
       child.off('error', onError);

@@ -3,7 +3,7 @@
  * gives tests an mTLS client for it. Stopping the agent leaves the desktops it started running (they are in their
  * own sessions): tests that start sessions must stop them (StopSession, or kill by pid) in afterAll.
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
@@ -20,6 +20,8 @@ export interface AgentProcess {
   port: number;
   pid: number;
   stateDir: string;
+  /** The base of its per-session runtime directories (--runtime-dir). */
+  runtimeDir: string;
   /** Every log line so far (pino JSON on stdout, plus anything on stderr). */
   logs: string[];
   /** Sends `signal` (default SIGTERM) and waits for the agent to exit; desktops keep running. */
@@ -28,10 +30,15 @@ export interface AgentProcess {
 
 export interface StartAgentOptions {
   pki: Pki;
-  /** Extra flags, appended after the defaults (--listen 127.0.0.1:0, TLS files, --state-dir, --vnc-listen 127.0.0.1). */
+  /**
+   * Extra flags, appended after the defaults (--listen 127.0.0.1:0, TLS files, --state-dir, --runtime-dir,
+   * --vnc-listen 127.0.0.1).
+   */
   args?: string[];
   /** Reuse a state directory (to test re-adoption); default a fresh temp dir. */
   stateDir?: string;
+  /** Reuse a runtime directory base; default a fresh temp dir (root's, so the agent accepts it). */
+  runtimeDir?: string;
   env?: NodeJS.ProcessEnv;
   /** How long to wait for the "listening" line. */
   timeoutMs?: number;
@@ -40,11 +47,13 @@ export interface StartAgentOptions {
 /** Starts the agent and resolves once it logs `"msg":"listening"`. */
 export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-agent-state-'));
+  const runtimeDir = opts.runtimeDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-agent-run-'));
   const service = await startNodeService('agent', AGENT_MAIN, [
     '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
-    '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--vnc-listen', '127.0.0.1', ...(opts.args ?? []),
+    '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--runtime-dir', runtimeDir, '--vnc-listen', '127.0.0.1',
+    ...(opts.args ?? []),
   ], { env: opts.env, timeoutMs: opts.timeoutMs });
-  return { ...service, stateDir };
+  return { ...service, stateDir, runtimeDir };
 }
 
 /**
@@ -83,6 +92,22 @@ export function call<Req, Res>(client: AgentClient, method: UnaryMethod<Req, Res
     method.call(client, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, out) =>
       (err ? rej(err) : res(out)));
   });
+}
+
+/**
+ * The desktop log (Xvnc's and the session's output) of `uid`'s desktop on this agent: the agent keeps it in the
+ * session's runtime directory, which belongs to the user. Empty if there is none.
+ */
+export function desktopLog(runtimeDir: string, uid: number): string {
+  for (const name of readdirSync(runtimeDir)) {
+    const dir = join(runtimeDir, name);
+    try {
+      if (lstatSync(dir).uid === uid) return readFileSync(join(dir, 'desktop.log'), 'utf8');
+    } catch {
+      // Removed while we looked.
+    }
+  }
+  return '';
 }
 
 /** Uid, Gid and Groups lines of /proc/PID/status (real uid/gid first), or undefined if the process is gone. */

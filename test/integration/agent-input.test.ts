@@ -155,7 +155,7 @@ describe('policy flags', () => {
       expect(err).toMatchObject({ code: status.RESOURCE_EXHAUSTED });
       expect((err as { details: string }).details).toMatch(/VD_AGENT_NO_VNC_PORT: no free VNC port in \d+-\d+/);
       expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
-      expect(existsSync(`/home/${U3}/.vnc/passwd`)).toBe(false);
+      expect(readdirSync(agents.at(-1)!.runtimeDir)).toEqual([]);
       expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
     } finally {
       await held.close();
@@ -190,12 +190,13 @@ exec /usr/bin/Xvnc "$@"
     }
   });
 
-  it('an Xvnc that cannot start gives UNAVAILABLE and leaves no password file', async () => {
-    const { client } = await agentWith(['--xvnc', '/bin/false']);
+  it('an Xvnc that cannot start gives UNAVAILABLE and leaves no password file or session record', async () => {
+    const { agent, client } = await agentWith(['--xvnc', '/bin/false']);
     const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
     expect(err).toMatchObject({ code: status.UNAVAILABLE });
     expect((err as { details: string }).details).toMatch(/Xvnc failed to start/);
-    expect(existsSync(`/home/${U3}/.vnc/passwd`)).toBe(false);
+    expect(readdirSync(agent.runtimeDir)).toEqual([]);
+    expect(sessionFiles(agent)).toEqual([]);
     expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
   });
 });

@@ -21,6 +21,7 @@ const U9 = testUser(9);
 
 let pki: Pki;
 let stateDir: string;
+let runtimeDir: string;
 let agent: AgentProcess | undefined;
 let client: AgentClient | undefined;
 const started: Session[] = [];
@@ -28,7 +29,7 @@ const started: Session[] = [];
 async function restart(signal: NodeJS.Signals = 'SIGTERM'): Promise<AgentClient> {
   client?.close();
   await agent?.stop(signal);
-  agent = await startAgent({ pki, stateDir });
+  agent = await startAgent({ pki, stateDir, runtimeDir });
   client = agentClient(agent.address, pki);
   return client;
 }
@@ -57,6 +58,7 @@ function plantRecord(fields: { username: string; pid: number; pidStartTime: numb
 beforeAll(async () => {
   pki = makePki();
   stateDir = mkdtempSync(join(tmpdir(), 'vncdispatch-agent-restart-'));
+  runtimeDir = mkdtempSync(join(tmpdir(), 'vncdispatch-agent-restart-run-'));
   await restart();
 });
 
@@ -95,7 +97,7 @@ describe('restarting the agent', () => {
     expect((await rfbConnect({ host: '127.0.0.1', port: s9.port, password: 'newpass9' })).ok).toBe(true);
   });
 
-  it('a desktop that died while the agent was down is dropped on restart and its password file removed', async () => {
+  it('a desktop that died while the agent was down is dropped on restart and its runtime directory removed', async () => {
     client!.close();
     await agent!.stop();
     client = undefined;
@@ -105,7 +107,7 @@ describe('restarting the agent', () => {
     const ids = (await listed(c)).map((s) => s.id);
     expect(ids).toContain(s8.id);
     expect(ids).not.toContain(s9.id);
-    expect(existsSync(`/home/${U9}/.vnc/passwd`)).toBe(false);
+    expect(existsSync(join(runtimeDir, s9.id))).toBe(false);
     expect(existsSync(join(stateDir, 'sessions', `${s9.id}.json`))).toBe(false);
   });
 
@@ -113,7 +115,7 @@ describe('restarting the agent', () => {
     const c = client!;
     process.kill(s8.pid, 'SIGKILL');
     await waitFor(async () => !(await listed(c)).some((s) => s.id === s8.id), 'the adopted session to be reaped');
-    await waitFor(() => !existsSync(`/home/${U8}/.vnc/passwd`), 'its password file to be removed');
+    await waitFor(() => !existsSync(join(runtimeDir, s8.id)), 'its runtime directory to be removed');
   });
 });
 

@@ -7,6 +7,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runtimeFiles, sessionRuntimeDir } from '../../agent/vnc/runtime-dir.js';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
   agentClient, alive, call, endDesktop, procIds, sessionPids, startAgent, waitFor, type AgentClient,
@@ -110,8 +111,8 @@ describe('a started session', () => {
     }
   });
 
-  it('runs each process in a clean environment with cwd = home, and the password nowhere in argv or environment', async () => {
-    const home = `/home/${U1}`;
+  it('runs each process in a clean environment, Xvnc in its runtime directory, and the password nowhere in argv or environment', async () => {
+    const dir = sessionRuntimeDir(agent.runtimeDir, s.id);
     const pids = [s.pid, ...scriptLeaders(idsOf(U1).uid, s.pid).flatMap((p) => sessionPids(p))];
     const obfuscated = vncPasswordObfuscate(PW1);
     for (const pid of pids) {
@@ -130,14 +131,19 @@ describe('a started session', () => {
       if (pid === s.pid) {
         const env = environ.toString().split('\0').filter(Boolean).map((kv) => kv.split('=')[0]).sort();
         expect(env).toEqual(['HOME', 'LOGNAME', 'PATH', 'SHELL', 'USER']);
-        expect(execFileSync('readlink', [`/proc/${pid}/cwd`], { encoding: 'utf8' }).trim()).toBe(home);
+        expect(execFileSync('readlink', [`/proc/${pid}/cwd`], { encoding: 'utf8' }).trim()).toBe(dir);
       }
     }
     for (const line of agent.logs) expect(line).not.toContain(PW1);
   });
 
-  it('keeps the password file 0600, owned by the user, in vncpasswd -f format', () => {
-    const path = `/home/${U1}/.vnc/passwd`;
+  it("keeps the password file 0600, owned by the user, in vncpasswd -f format, in the session's own directory", () => {
+    const { dir, passwd: path } = runtimeFiles(sessionRuntimeDir(agent.runtimeDir, s.id));
+    const d = lstatSync(dir);
+    expect(d.isDirectory()).toBe(true);
+    expect(d.mode & 0o777).toBe(0o700);
+    expect(d.uid).toBe(idsOf(U1).uid);
+    expect(lstatSync(agent.runtimeDir).uid).toBe(0);
     const st = lstatSync(path);
     expect(st.isFile()).toBe(true);
     expect(st.mode & 0o777).toBe(0o600);
@@ -151,7 +157,7 @@ describe('a started session', () => {
       ['--reuid', user, '--regid', user, '--init-groups', '--', 'xdpyinfo', '-display', `:${s.display}`],
       { env: { PATH: '/usr/bin:/bin', HOME: `/home/${user}`, ...(xauthority ? { XAUTHORITY: xauthority } : {}) },
         encoding: 'utf8', timeout: 10_000 });
-    const xauth = execFileSync('sh', ['-c', `ls /home/${U1}/.vnc/vncdispatch-*.xauth`], { encoding: 'utf8' }).trim();
+    const { xauth } = runtimeFiles(sessionRuntimeDir(agent.runtimeDir, s.id));
     expect(run(U1, xauth).status).toBe(0);
     const intruder = run(OTHER, undefined);
     expect(intruder.status).not.toBe(0);
@@ -234,7 +240,7 @@ describe('VNC ports', () => {
 });
 
 describe('ending sessions', () => {
-  it('StopSession ends Xvnc and the session script and removes the password file', async () => {
+  it('StopSession ends Xvnc and the session script and removes its runtime directory', async () => {
     const s = (await start(U2, 'cccc3333')).session!;
     const uid = idsOf(U2).uid;
     await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
@@ -243,7 +249,7 @@ describe('ending sessions', () => {
     expect(stopped.session!.id).toBe(s.id);
     expect(alive(s.pid)).toBe(false);
     for (const p of script) expect(sessionPids(p)).toEqual([]);
-    expect(existsSync(`/home/${U2}/.vnc/passwd`)).toBe(false);
+    expect(existsSync(sessionRuntimeDir(agent.runtimeDir, s.id))).toBe(false);
     expect((await call(client, client.listSessions, {})).sessions.map((x) => x.id)).not.toContain(s.id);
     expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'cccc3333' })).ok).toBe(false);
   });
@@ -258,7 +264,7 @@ describe('ending sessions', () => {
     process.kill(s.pid, 'SIGKILL');
     await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
       'the dead session to be reaped');
-    await waitFor(() => !existsSync(`/home/${U3}/.vnc/passwd`), 'the password file to be removed');
+    await waitFor(() => !existsSync(sessionRuntimeDir(agent.runtimeDir, s.id)), 'the runtime directory to be removed');
     const fresh = await start(U3, 'eeee5555');
     expect(fresh.existing).toBe(false);
     expect(fresh.session!.id).not.toBe(s.id);

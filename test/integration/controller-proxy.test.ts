@@ -4,15 +4,14 @@
  * Refusals are checked by what the desktop itself saw: TigerVNC logs every accepted connection in the session log,
  * so "no TCP connection reached the blade" is read from there. Users vdtest38..vdtest40.
  */
-import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { desktopLog, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { buildController, type InProcessController } from '../helpers/controller-process.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
-import { testUser } from '../helpers/users.js';
+import { idsOf, testUser } from '../helpers/users.js';
 import { hashSecret, newToken } from '../../controller/tokens/index.js';
 
 const USER = testUser(38);
@@ -29,7 +28,7 @@ let decoyPort: number;
 let decoyHits = 0;
 
 function sessionLog(username: string): string {
-  return readFileSync(`/home/${username}/.vnc/vncdispatch-${readFileSync('/proc/sys/kernel/hostname', 'utf8').trim()}.log`, 'utf8');
+  return desktopLog(agent.runtimeDir, idsOf(username).uid);
 }
 
 /** How many connections the user's Xvnc has accepted so far. */

@@ -1,7 +1,7 @@
 /** The agent's command line: defaults, validation, and errors a person can act on. */
 import { describe, expect, it } from 'vitest';
 import { ConfigError, defaults, parseConfig } from '../../agent/config.js';
-import { defaultSessionScript } from '../../agent/paths.js';
+import { fallbackSessionScript, sessionLauncher } from '../../agent/paths.js';
 import { existsSync, statSync } from 'node:fs';
 import { makePki } from '../helpers/certs.js';
 
@@ -15,24 +15,32 @@ describe('parseConfig', () => {
       listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
       maxSessions: 50, minUid: 1000, allowGroup: undefined, vncListen: undefined, vncPorts: { first: 5900, last: 5999 },
       geometry: '1280x800', depth: 24,
-      sessionScript: defaultSessionScript, xvnc: 'Xvnc', logLevel: 'info', stopGraceMs: defaults.stopGraceMs,
+      sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', logLevel: 'info',
+      stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
+      lookupTimeoutMs: 2000, reapIntervalMs: 500, shutdownGraceMs: 5000,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
   });
 
-  it('ships an executable default session script', () => {
-    expect(existsSync(defaultSessionScript)).toBe(true);
-    expect(statSync(defaultSessionScript).mode & 0o111).toBe(0o111);
+  it('ships an executable fallback session script and the session launcher', () => {
+    for (const script of [fallbackSessionScript, sessionLauncher]) {
+      expect(existsSync(script)).toBe(true);
+      expect(statSync(script).mode & 0o111).toBe(0o111);
+    }
   });
 
   it('parses every flag', () => {
     const c = parseConfig([...tls, '--listen', '[::1]:0', '--state-dir', '/tmp/s', '--max-sessions', '3',
       '--min-uid', '2000', '--allow-group', 'vdusers', '--vnc-listen', '127.0.0.1', '--geometry', '1920x1080',
       '--depth', '16', '--session-script', '/bin/true', '--xvnc', '/usr/bin/Xvnc', '--log-level', 'debug',
-      '--stop-grace-ms', '100', '--vnc-ports', '15900-15902']);
+      '--stop-grace-ms', '100', '--vnc-ports', '15900-15902', '--runtime-dir', '/tmp/r', '--allow-root-group',
+      '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
+      '--shutdown-grace-ms', '50']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', vncListen: '127.0.0.1', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
-      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100, vncPorts: { first: 15900, last: 15902 } });
+      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100, vncPorts: { first: 15900, last: 15902 },
+      runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
+      shutdownGraceMs: 50 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -60,6 +68,9 @@ describe('parseConfig', () => {
     [['--vnc-ports', '5900-70000'], /between 1 and 65535/],
     [['--vnc-ports', '5900-5909'], /fewer ports than --max-sessions 50/],
     [['--max-sessions', '200'], /--vnc-ports 5900-5999 holds fewer ports than --max-sessions 200/],
+    [['--runtime-dir', 'run/vd'], /--runtime-dir must be an absolute path/],
+    [['--session-script', 'xstartup'], /--session-script must be an absolute path/],
+    [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '1000'], /--lookup-timeout-ms must be below/],
     [['--bogus'], /Unknown option/],
     [['stray'], /positional/],
   ])('refuses %j', (args, message) => {

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { xauthEntry } from '../../agent/vnc/home-files.js';
+import { xauthEntry } from '../../agent/vnc/runtime-dir.js';
 import { obfuscateVncPassword } from '../../agent/vnc/password.js';
 import { vncAuthResponse, vncPasswordObfuscate } from '../helpers/rfb-client.js';
 

@@ -39,7 +39,21 @@ export interface StartSessionRequest {
     | string
     | undefined;
   /** Colour depth: 16, 24 or 32. Default: 24. */
-  depth?: number | undefined;
+  depth?:
+    | number
+    | undefined;
+  /**
+   * The caller's id for this desktop (a lower-case UUID), its idempotency key: the agent keeps the desktop under it,
+   * and a repeated call with the same id returns that desktop. Empty: the agent picks an id (no idempotency).
+   */
+  sessionId?:
+    | string
+    | undefined;
+  /**
+   * When the caller stops waiting for this desktop. Unlike the gRPC deadline, which is relative to when the request
+   * arrives, this survives a request held up in a partitioned network: past it the agent refuses the call.
+   */
+  deadline?: Date | undefined;
 }
 
 export interface StartSessionResponse {
@@ -86,6 +100,7 @@ export interface GetStatusResponse {
 
 /** A desktop: one Xvnc server and its session script, running as one user. */
 export interface Session {
+  /** The id the caller chose in StartSession (or the agent's, if it sent none). */
   id: string;
   username: string;
   hostname: string;
@@ -101,7 +116,14 @@ export interface Session {
 }
 
 function createBaseStartSessionRequest(): StartSessionRequest {
-  return { username: "", password: "", geometry: undefined, depth: undefined };
+  return {
+    username: "",
+    password: "",
+    geometry: undefined,
+    depth: undefined,
+    sessionId: undefined,
+    deadline: undefined,
+  };
 }
 
 export const StartSessionRequest: MessageFns<StartSessionRequest> = {
@@ -117,6 +139,12 @@ export const StartSessionRequest: MessageFns<StartSessionRequest> = {
     }
     if (message.depth !== undefined) {
       writer.uint32(32).uint32(message.depth);
+    }
+    if (message.sessionId !== undefined) {
+      writer.uint32(42).string(message.sessionId);
+    }
+    if (message.deadline !== undefined) {
+      Timestamp.encode(toTimestamp(message.deadline), writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -166,6 +194,22 @@ export const StartSessionRequest: MessageFns<StartSessionRequest> = {
             message.depth = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.deadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -184,6 +228,12 @@ export const StartSessionRequest: MessageFns<StartSessionRequest> = {
       password: isSet(object.password) ? globalThis.String(object.password) : "",
       geometry: isSet(object.geometry) ? globalThis.String(object.geometry) : undefined,
       depth: isSet(object.depth) ? globalThis.Number(object.depth) : undefined,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : undefined,
+      deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
     };
   },
 
@@ -201,6 +251,12 @@ export const StartSessionRequest: MessageFns<StartSessionRequest> = {
     if (message.depth !== undefined) {
       obj.depth = Math.round(message.depth);
     }
+    if (message.sessionId !== undefined) {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.deadline !== undefined) {
+      obj.deadline = message.deadline.toISOString();
+    }
     return obj;
   },
 
@@ -213,6 +269,8 @@ export const StartSessionRequest: MessageFns<StartSessionRequest> = {
     message.password = object.password ?? "";
     message.geometry = object.geometry ?? undefined;
     message.depth = object.depth ?? undefined;
+    message.sessionId = object.sessionId ?? undefined;
+    message.deadline = object.deadline ?? undefined;
     return message;
   },
 };
@@ -1102,9 +1160,11 @@ export const Session: MessageFns<Session> = {
 export type AgentService = typeof AgentService;
 export const AgentService = {
   /**
-   * StartSession starts a desktop for a user, or returns the user's live one (idempotent per user).
-   * For a live session the password file is rewritten with the new password, so a retried call never leaves the
-   * caller holding a stale password.
+   * StartSession starts a desktop for a user under the caller's session_id, or returns the desktop already there:
+   * the one with that id, else the user's live one (existing = true). For an existing desktop the password file is
+   * rewritten with the new password, so a retried call never leaves the caller holding a stale password. A call
+   * whose deadline (the gRPC deadline or the deadline field) has passed is refused, not run late; a call cancelled
+   * or expired while starting leaves nothing running.
    */
   startSession: {
     path: "/vncdispatch.agent.v1.Agent/StartSession" as const,
@@ -1151,9 +1211,11 @@ export const AgentService = {
 
 export interface AgentServer extends UntypedServiceImplementation {
   /**
-   * StartSession starts a desktop for a user, or returns the user's live one (idempotent per user).
-   * For a live session the password file is rewritten with the new password, so a retried call never leaves the
-   * caller holding a stale password.
+   * StartSession starts a desktop for a user under the caller's session_id, or returns the desktop already there:
+   * the one with that id, else the user's live one (existing = true). For an existing desktop the password file is
+   * rewritten with the new password, so a retried call never leaves the caller holding a stale password. A call
+   * whose deadline (the gRPC deadline or the deadline field) has passed is refused, not run late; a call cancelled
+   * or expired while starting leaves nothing running.
    */
   startSession: handleUnaryCall<StartSessionRequest, StartSessionResponse>;
   /** StopSession ends Xvnc and the session script and removes the password file. NOT_FOUND if no such session. */
@@ -1166,9 +1228,11 @@ export interface AgentServer extends UntypedServiceImplementation {
 
 export interface AgentClient extends Client {
   /**
-   * StartSession starts a desktop for a user, or returns the user's live one (idempotent per user).
-   * For a live session the password file is rewritten with the new password, so a retried call never leaves the
-   * caller holding a stale password.
+   * StartSession starts a desktop for a user under the caller's session_id, or returns the desktop already there:
+   * the one with that id, else the user's live one (existing = true). For an existing desktop the password file is
+   * rewritten with the new password, so a retried call never leaves the caller holding a stale password. A call
+   * whose deadline (the gRPC deadline or the deadline field) has passed is refused, not run late; a call cancelled
+   * or expired while starting leaves nothing running.
    */
   startSession(
     request: StartSessionRequest,
