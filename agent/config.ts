@@ -12,14 +12,14 @@ export interface AgentConfig {
   /** Port to bind; 0 picks a free one (logged as `address`). */
   listenPort: number;
   /** PEM contents, present unless `insecure`. */
-  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer } | undefined;
   insecure: boolean;
   stateDir: string;
   maxSessions: number;
   minUid: number;
-  allowGroup?: string;
+  allowGroup?: string | undefined;
   /** Passed to Xvnc as `-interface`; undefined listens on all interfaces. */
-  vncListen?: string;
+  vncListen?: string | undefined;
   /** Ports for desktops' VNC servers (each desktop gets the first free one, passed as -rfbport). */
   vncPorts: { first: number; last: number };
   geometry: string;

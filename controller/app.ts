@@ -51,7 +51,7 @@ export interface ControllerApp {
   close(): Promise<void>;
 }
 
-/** Limits on the REST side; the proxy has its own (issue 4). */
+/** Limits on the REST side; the proxy has its own. */
 const BODY_LIMIT = 16 * 1024;
 
 /**
@@ -71,8 +71,10 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   const { config, store, log } = options;
   const metrics = options.metrics ?? createMetrics();
 
+  // Typed as fastify's base logger so the instance is the plain FastifyInstance the routes are written against.
+  const httpLog: FastifyBaseLogger = log.child({ module: 'http' });
   const app = Fastify({
-    loggerInstance: log.child({ module: 'http' }) as FastifyBaseLogger,
+    loggerInstance: httpLog,
     bodyLimit: BODY_LIMIT,
     connectionTimeout: config.httpIdleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
@@ -108,7 +110,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     ...(config.maxConnectionsPerIp !== null && { maxConnectionsPerIp: config.maxConnectionsPerIp }),
     ...(config.idleTimeoutSeconds !== null && { idleTimeoutMs: config.idleTimeoutSeconds * 1000 }),
     wellFormedToken: isWellFormedSecret,
-    // The target comes only from the session record and its registered blade (SECURITY.md threat 4).
+    // The target comes only from the session record and its registered blade (README, Security: threat 4).
     authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
       const { session, token: record } = await tokens.consume(token, clientIp);
       const blade = session.blade ? blades.get(session.blade) : undefined;
@@ -151,7 +153,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     },
     // Only the REST API (tagged routes) is documented; the browser pages are not an API.
     hideUntagged: true,
-    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
 
   await app.register(healthRoutes, { store, blades, registry: metrics.registry });

@@ -13,7 +13,7 @@ export interface XvncOptions {
   geometry: string;
   depth: number;
   /** -interface: the address the VNC port listens on; undefined = all. */
-  vncListen?: string;
+  vncListen?: string | undefined;
   /** -rfbport: the VNC port (chosen by VncPorts, not 5900 + display). */
   port: number;
   passwdFile: string;

@@ -133,7 +133,7 @@ export class AgentConnection {
     if (this.#closed) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: connection closed`));
     if (signal?.aborted) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: ${method} aborted`, 1));
     return new Promise<Res>((resolve, reject) => {
-      const call = fn.call(this.#client, req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      const call = fn(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
         signal?.removeEventListener('abort', onAbort);
         this.#onCall(method, err ? grpcStatusName(err.code) : 'ok');
         if (err) reject(toControllerError(err, this.name, method));
@@ -146,25 +146,25 @@ export class AgentConnection {
 
   /** Starts (or returns, `existing: true`) the user's desktop. The password goes only into this request. */
   startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
-    return this.#call('StartSession', this.#client.startSession as Unary<StartSessionRequest, StartSessionResponse>, req,
+    return this.#call('StartSession', this.#client.startSession.bind(this.#client), req,
       opts.timeoutMs ?? this.#deadlines.startSessionMs, opts.signal);
   }
 
   /** Stops a session by the agent's id. Rejects with VD_ERR_AGENT_REJECTED (grpcCode NOT_FOUND) if it is gone. */
   async stopSession(id: string, opts: CallOpts = {}): Promise<Session | undefined> {
-    const res = await this.#call('StopSession', this.#client.stopSession as Unary<{ id: string }, { session?: Session }>,
+    const res = await this.#call('StopSession', this.#client.stopSession.bind(this.#client) as Unary<{ id: string }, { session?: Session }>,
       { id }, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
     return res.session;
   }
 
   async listSessions(opts: CallOpts = {}): Promise<Session[]> {
-    const res = await this.#call('ListSessions', this.#client.listSessions as Unary<object, { sessions: Session[] }>,
+    const res = await this.#call('ListSessions', this.#client.listSessions.bind(this.#client),
       {}, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
     return res.sessions;
   }
 
   getStatus(opts: CallOpts = {}): Promise<GetStatusResponse> {
-    return this.#call('GetStatus', this.#client.getStatus as Unary<object, GetStatusResponse>, {},
+    return this.#call('GetStatus', this.#client.getStatus.bind(this.#client), {},
       opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
   }
 

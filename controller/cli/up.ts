@@ -48,7 +48,7 @@ function startChild(name: string, script: string, args: string[], nodeFlags: rea
   // Own process group: Ctrl-C reaches only `up`, which ends the desktop it opened before stopping the services.
   const child = spawn(process.execPath, [...nodeFlags, join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     let address: string | null = null;
     lines.on('line', (line) => {
       process.stdout.write(`[${name}] ${line}\n`);

@@ -127,7 +127,7 @@ export class ProxyConnection implements ByteCounters {
     };
     if (failedInHandshake) this.log.warn(entry, 'desktop connection closed: %s', (err as Error).message);
     else this.log.info(entry, 'desktop connection closed');
-    if (failedInHandshake) this.metrics.handshakeFailed((err as VncDispatchError).code);
+    if (failedInHandshake) this.metrics.handshakeFailed(err.code);
     this.metrics.connectionClosed(reason);
     this.onClosed(this);
   }

@@ -10,7 +10,7 @@ import type { VncDispatchError } from '../errors.js';
 
 export interface RefusalExtras {
   /** Seconds, for 429. */
-  retryAfter?: number;
+  retryAfter?: number | undefined;
   /** Further response headers (fixed names and values chosen by the proxy, never from the request). */
   headers?: Record<string, string>;
 }

@@ -1,9 +1,9 @@
 /**
- * The WebSocket-to-VNC proxy (issue 4): `GET /websockify?token=...` upgrades to a WebSocket that noVNC speaks RFB
+ * The WebSocket-to-VNC proxy: `GET /websockify?token=...` upgrades to a WebSocket that noVNC speaks RFB
  * over. Everything that can refuse a request happens BEFORE the upgrade and before any connection to a desktop:
  * path, per-IP back-off, Origin, per-IP connection cap, then the token via the injected `authorize()`. The desktop's
  * address and VNC password come only from authorize()'s result (the session record and its registered blade), never
- * from the request (SECURITY.md threat 4). Live connections are re-checked with `revalidate()` so a deleted session
+ * from the request (README, Security: threat 4). Live connections are re-checked with `revalidate()` so a deleted session
  * or a revoked token closes its sockets within a second, even when another controller sharing the store did it.
  *
  * The controller wires it into its HTTP server: `server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(...))`.
@@ -359,17 +359,9 @@ function safeTarget(target: string | undefined): string {
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new ProxyUnavailableError('The token check timed out.')), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
+  let t: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    t = setTimeout(() => reject(new ProxyUnavailableError('The token check timed out.')), ms);
   });
+  return Promise.race([p, timedOut]).finally(() => clearTimeout(t));
 }

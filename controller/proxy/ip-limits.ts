@@ -1,5 +1,5 @@
 /**
- * Per-client-IP limits on the upgrade path (SECURITY.md threat 13): a cap on concurrent connections, and a back-off
+ * Per-client-IP limits on the upgrade path (README, Security: threat 13): a cap on concurrent connections, and a back-off
  * after repeated refused tokens so guessing is slow. Both maps are pruned so that many distinct addresses cannot
  * grow memory without bound.
  */

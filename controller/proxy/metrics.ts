@@ -29,8 +29,6 @@ export interface ProxyStats {
 }
 
 export class ProxyMetrics {
-  private reportedDown = 0;
-  private reportedUp = 0;
   private readonly closed: Counter<'reason'>;
   private readonly refusals: Counter<'code'>;
   private readonly handshakeFailures: Counter<'code'>;
@@ -51,7 +49,8 @@ export class ProxyMetrics {
       labelNames: ['reason'],
       registers,
     });
-    const self = this;
+    let reportedDown = 0;
+    let reportedUp = 0;
     new Counter({
       name: 'vncdispatch_proxy_bytes_total',
       help: 'Bytes relayed by the proxy; direction=downstream is desktop to browser, upstream is browser to desktop.',
@@ -59,10 +58,10 @@ export class ProxyMetrics {
       registers,
       collect() {
         const { bytesDown, bytesUp } = stats();
-        this.inc({ direction: 'downstream' }, bytesDown - self.reportedDown);
-        this.inc({ direction: 'upstream' }, bytesUp - self.reportedUp);
-        self.reportedDown = bytesDown;
-        self.reportedUp = bytesUp;
+        this.inc({ direction: 'downstream' }, bytesDown - reportedDown);
+        this.inc({ direction: 'upstream' }, bytesUp - reportedUp);
+        reportedDown = bytesDown;
+        reportedUp = bytesUp;
       },
     });
     this.handshakeFailures = new Counter({

@@ -1,5 +1,5 @@
 /**
- * Cross-site WebSocket hijacking defence (SECURITY.md threat 5, Nova CVE-2015-0259): browsers attach the page's
+ * Cross-site WebSocket hijacking defence (README, Security: threat 5; Nova CVE-2015-0259): browsers attach the page's
  * Origin to every WebSocket request, so a page on another site cannot open a desktop connection even if it got hold
  * of a token.
  *

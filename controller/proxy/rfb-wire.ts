@@ -30,7 +30,6 @@ export function parseVersion(msg: Buffer): RfbMinor | null {
 
 /** A printable, shortened rendering of peer-supplied bytes for logs (never trusted as text). */
 export function printable(bytes: Buffer, max = 200): string {
-  // eslint-disable-next-line no-control-regex
   const s = bytes.subarray(0, max).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
   return bytes.length > max ? `${s}...` : s;
 }

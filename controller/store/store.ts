@@ -46,10 +46,11 @@ export interface NewSession {
   now: Date;
 }
 
-/** Fields that may change after creation. */
-export type SessionPatch = Partial<
-  Pick<SessionRecord, 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp' | 'reconnectKeyHash'>
->;
+/** Fields that may change after creation; a field that is absent or undefined stays as it is. */
+export type SessionPatch = {
+  [K in 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp' | 'reconnectKeyHash']?:
+    SessionRecord[K] | undefined;
+};
 
 export interface TokenRecord {
   /** SHA-256 of the token, hex. The token itself is never stored. */

@@ -84,7 +84,9 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
         prefix: `/${page}/`,
         index: ['index.html'],
         cacheControl: false,
-        setHeaders: (reply) => reply.header('cache-control', 'no-cache'),
+        setHeaders: (reply) => {
+          reply.header('cache-control', 'no-cache');
+        },
       });
       // A constant target relative to the request's folder (`/viewer` → `viewer/`, so `/prefix/viewer` →
       // `/prefix/viewer/`): nothing from the request ends up in Location. Browsers keep the #fragment.

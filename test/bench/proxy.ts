@@ -286,15 +286,15 @@ class Conn {
   /** The RFB handshake the client does itself: None (through our proxy) or VNC auth (websockify, direct). */
   async handshake(vncAuth: boolean, response: (challenge: Buffer) => Buffer): Promise<void> {
     await this.read(12);
-    this.write(Buffer.from('RFB 003.008\n'));
+    void this.write(Buffer.from('RFB 003.008\n'));
     const n = (await this.read(1))[0]!;
     await this.read(n);
     if (vncAuth) {
-      this.write(Buffer.of(2));
-      this.write(response(await this.read(16)));
-    } else this.write(Buffer.of(1));
+      void this.write(Buffer.of(2));
+      void this.write(response(await this.read(16)));
+    } else void this.write(Buffer.of(1));
     if ((await this.read(4)).readUInt32BE(0) !== 0) throw new Error('security result not OK');
-    this.write(Buffer.of(1));
+    void this.write(Buffer.of(1));
     const init = await this.read(24);
     await this.read(init.readUInt32BE(20));
   }
@@ -470,7 +470,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
       got += d.length;
       if (got >= DOWN_BYTES) resolve();
     };
-    c.write(cmd('D', DOWN_BYTES));
+    void c.write(cmd('D', DOWN_BYTES));
   });
   const downSec = Number(process.hrtime.bigint() - t0) / 1e9;
   const downLoad = describeLoad('down', load(c.received), downSec);
@@ -524,7 +524,7 @@ async function roundTrips(paths: Path[], response: (c: Buffer) => Buffer, rounds
     paths.map(async (path) => {
       const c = await path.open();
       await c.handshake(path.vncAuth, response);
-      c.write(cmd('E'));
+      void c.write(cmd('E'));
       return c;
     }),
   );
@@ -544,7 +544,7 @@ async function roundTrips(paths: Path[], response: (c: Buffer) => Buffer, rounds
       const t = process.hrtime.bigint();
       await new Promise<void>((r) => {
         done = r;
-        conns[k]!.write(msg);
+        void conns[k]!.write(msg);
       });
       if (i >= warmup) samples[k]!.push(Number(process.hrtime.bigint() - t) / 1000);
     }
@@ -585,7 +585,7 @@ async function openIdle(path: Path, n: number, response: (c: Buffer) => Buffer):
       next++;
       const c = await path.open();
       await c.handshake(path.vncAuth, response);
-      c.write(cmd('I'));
+      void c.write(cmd('I'));
       conns.push(c);
     }
   };

@@ -7,7 +7,7 @@
  * connections); the time until an RFB handshake with the password succeeds is printed too. For the wrapper it is
  * the command returning plus the VNC port accepting a TCP connection.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { connect } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -77,7 +77,7 @@ async function benchAgent(): Promise<{ rpc: number[]; rfb: number[] }> {
   return { rpc, rfb };
 }
 
-function asUser(user: string, argv: string[]): ReturnType<typeof spawnSync> {
+function asUser(user: string, argv: string[]): SpawnSyncReturns<string> {
   const home = `/home/${user}`;
   return spawnSync('setpriv', ['--reuid', user, '--regid', user, '--init-groups', '--', ...argv], {
     cwd: home, encoding: 'utf8', timeout: 30_000,

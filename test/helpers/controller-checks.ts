@@ -5,7 +5,7 @@ import type { ControllerHandle } from './controller-process.js';
 
 export interface Json {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
   text: string;
 }
 

@@ -1,5 +1,5 @@
 /**
- * A TCP server that plays a VNC server badly on purpose, for the proxy's hostile-peer tests (SECURITY.md threat 8),
+ * A TCP server that plays a VNC server badly on purpose, for the proxy's hostile-peer tests (README, Security: threat 8),
  * and counts every TCP connection it receives (for the "refused before any connection to the blade" tests).
  * Behaviours:
  * - `none`: a correct RFB 3.8 server with security None; after ClientInit it sends a tiny ServerInit and then echoes.

@@ -27,7 +27,7 @@ export interface NodeService {
 
 /** Starts `node script ...args` and resolves once it logs `listening`; rejects if it exits or times out first. */
 export function startNodeService(name: string, script: string, args: string[],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<NodeService> {
+  opts: { env?: NodeJS.ProcessEnv | undefined; timeoutMs?: number | undefined } = {}): Promise<NodeService> {
   if (!existsSync(script)) throw new Error(`${script} missing: run npm run build first`);
   const child = spawn(process.execPath, [script, ...args], {
     env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },

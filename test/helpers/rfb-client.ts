@@ -43,7 +43,7 @@ export interface RfbResult {
   /** Why it failed: 'auth-failed', 'no-vnc-auth', 'timeout', 'closed', 'protocol', or a socket error code. */
   reason?: string;
   /** The server's failure reason string, if it sent one. */
-  serverReason?: string;
+  serverReason?: string | undefined;
   serverVersion?: string;
   serverName?: string;
   width?: number;
@@ -67,7 +67,7 @@ export interface RfbConnectOptions {
 /** Reads exactly n bytes (and never more than `limit` buffered) from a socket. */
 class Reader {
   private buf = Buffer.alloc(0);
-  private waiter?: () => void;
+  private waiter: (() => void) | undefined;
   private ended = false;
   constructor(sock: Socket, private readonly limit = 1 << 20) {
     sock.on('data', (d: Buffer) => {

@@ -9,7 +9,9 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, sy
 import { hostname } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { credentials, loadPackageDefinition, makeGenericClientConstructor, status, type Client } from '@grpc/grpc-js';
+import {
+  credentials, loadPackageDefinition, makeGenericClientConstructor, status, type CallOptions, type Client, type ClientDuplexStream,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,9 +97,11 @@ describe('standard gRPC tooling', () => {
     const Health = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
     const creds = credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey),
       readFileSync(pki.clientCert));
-    const h = new Health(agent.address, creds, { 'grpc.ssl_target_name_override': 'localhost' }) as Client & Record<string, Function>;
+    const h = new Health(agent.address, creds, { 'grpc.ssl_target_name_override': 'localhost' }) as unknown as Client & {
+      check(req: { service: string }, opts: Partial<CallOptions>, cb: (e: Error | null, r: { status: string }) => void): void;
+    };
     const check = (svc: string) => new Promise<{ status: string }>((res, rej) =>
-      h.check!({ service: svc }, { deadline: Date.now() + 5000 }, (e: Error | null, r: { status: string }) =>
+      h.check({ service: svc }, { deadline: Date.now() + 5000 }, (e: Error | null, r: { status: string }) =>
         (e ? rej(e) : res(r))));
     expect((await check('')).status).toBe('SERVING');
     expect((await check('vncdispatch.agent.v1.Agent')).status).toBe('SERVING');
@@ -109,13 +113,15 @@ describe('standard gRPC tooling', () => {
     const reflDir = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto');
     const def = loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [reflDir] });
     const pkg = loadPackageDefinition(def) as unknown as {
-      grpc: { reflection: { v1: { ServerReflection: new (a: string, c: unknown, o?: object) => Client & Record<string, Function> } } };
+      grpc: { reflection: { v1: { ServerReflection: new (a: string, c: unknown, o?: object) => Client & {
+        serverReflectionInfo(opts: Partial<CallOptions>): ClientDuplexStream<unknown, unknown>;
+      } } } };
     };
     const creds = credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey),
       readFileSync(pki.clientCert));
     const r = new pkg.grpc.reflection.v1.ServerReflection(agent.address, creds,
       { 'grpc.ssl_target_name_override': 'localhost' });
-    const stream = r.serverReflectionInfo!({ deadline: Date.now() + 5000 });
+    const stream = r.serverReflectionInfo({ deadline: Date.now() + 5000 });
     const reply = new Promise<{ listServicesResponse?: { service: { name: string }[] } }>((res, rej) => {
       stream.on('data', res);
       stream.on('error', rej);

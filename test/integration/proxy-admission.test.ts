@@ -1,5 +1,5 @@
 /**
- * Everything the proxy refuses before the upgrade (SECURITY.md threats 3, 4, 5, 13): missing/unknown/expired/revoked/
+ * Everything the proxy refuses before the upgrade (README, Security: threat 3, 4, 5, 13): missing/unknown/expired/revoked/
  * reused tokens, a foreign Origin, a token bound to another client IP, X-Forwarded-For only from trusted proxies, the
  * per-IP connection cap and the bad-token back-off. The target is a counting fake VNC server: every refusal must leave
  * its connection count untouched, i.e. no TCP connection to the "blade" was opened.

@@ -1,5 +1,5 @@
 /**
- * Hostile or broken VNC servers (SECURITY.md threat 8): garbage, a server that stalls forever, a 2^32-1 reason
+ * Hostile or broken VNC servers (README, Security: threat 8): garbage, a server that stalls forever, a 2^32-1 reason
  * length, truncation, a refused authentication, a disconnect mid-handshake and a flood. Each must end only its own
  * connection, with a log line naming the failure, while a good connection to a real Xvnc (vdtest32) keeps working.
  *

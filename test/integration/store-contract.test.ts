@@ -610,7 +610,7 @@ describe('SqliteStore shared by several processes', () => {
           const child = spawn(viteNode, [script, dataDir, JSON.stringify(hashes)], { stdio: ['pipe', 'pipe', 'inherit'] });
           children.push(child);
           let buffered = '';
-          child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+          child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
             buffered += chunk;
             let nl: number;
             while ((nl = buffered.indexOf('\n')) >= 0) {

@@ -1,4 +1,4 @@
-/** The per-session VNC password (SECURITY.md threat 3): crypto.randomInt, exactly 8 characters of a fixed alphabet. */
+/** The per-session VNC password (README, Security: threat 3): crypto.randomInt, exactly 8 characters of a fixed alphabet. */
 import { describe, expect, it } from 'vitest';
 import { VNC_PASSWORD_ALPHABET, newVncPassword } from '../../controller/tokens/vnc-password.js';
 
@@ -19,6 +19,9 @@ describe('newVncPassword', () => {
     const counts = new Map<string, number>();
     for (const c of passwords.join('')) counts.set(c, (counts.get(c) ?? 0) + 1);
     expect(counts.size).toBe(VNC_PASSWORD_ALPHABET.length);
-    for (const n of counts.values()) expect(n).toBeGreaterThan(150), expect(n).toBeLessThan(380);
+    for (const n of counts.values()) {
+      expect(n).toBeGreaterThan(150);
+      expect(n).toBeLessThan(380);
+    }
   });
 });

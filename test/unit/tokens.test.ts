@@ -1,5 +1,5 @@
 /**
- * Connection tokens (SECURITY.md threat 3): 256-bit random bearer secrets, stored only as hashes, short-lived, bound
+ * Connection tokens (README, Security: threat 3): 256-bit random bearer secrets, stored only as hashes, short-lived, bound
  * to one session and optionally one client IP. Runs on a real SqliteStore file.
  */
 import { randomUUID } from 'node:crypto';
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VncDispatchError } from '../../controller/errors.js';
 import { SqliteStore } from '../../controller/store/sqlite-store.js';
-import type { SessionRecord, Store } from '../../controller/store/store.js';
+import type { SessionRecord } from '../../controller/store/store.js';
 import { normalizeIp, sameIp } from '../../controller/tokens/client-ip.js';
 import { hashSecret, isWellFormedSecret, newReconnectKey, newToken } from '../../controller/tokens/secrets.js';
 import { TokenService } from '../../controller/tokens/token-service.js';
@@ -43,7 +43,10 @@ describe('token format', () => {
       for (let bit = 0; bit < 256; bit++) ones[bit]! += (bytes[bit >> 3]! >> (bit & 7)) & 1;
     }
     // Binomial(2000, 0.5): sd ≈ 22, so 800..1200 is ±9 sd; a stuck or biased bit lands far outside.
-    for (const n of ones) expect(n).toBeGreaterThan(800), expect(n).toBeLessThan(1200);
+    for (const n of ones) {
+      expect(n).toBeGreaterThan(800);
+      expect(n).toBeLessThan(1200);
+    }
   });
 
   it('hashes with SHA-256 hex', () => {
@@ -202,7 +205,7 @@ describe('TokenService', () => {
 
   it('rejects malformed tokens without touching the store', async () => {
     const calls: string[] = [];
-    const spy = new Proxy(store as Store, {
+    const spy = new Proxy(store, {
       get(target, prop, receiver) {
         const value = Reflect.get(target, prop, receiver) as unknown;
         if (typeof value !== 'function') return value;
