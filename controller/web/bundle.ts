@@ -108,7 +108,7 @@ export async function bundlePages(opts: BundleOptions): Promise<BundleResult> {
 
   for (const page of pages) {
     const preloads = new Set<string>();
-    const rewritten = html.get(page)!.replace(LOCAL_REF, (whole, attr: string, name: string) => {
+    const rewritten = html.get(page)!.replace(LOCAL_REF, (_whole, attr: string, name: string) => {
       const out = outputs.get(join(opts.srcDir, page, name));
       if (!out) throw new Error(`bundle: ${page}/index.html refers to ${name}, which was not built`);
       for (const c of out.chunks) preloads.add(c);

@@ -75,7 +75,9 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
       prefix: '/assets/',
       index: false,
       cacheControl: false,
-      setHeaders: (reply) => reply.header('cache-control', IMMUTABLE),
+      setHeaders: (reply) => {
+        reply.header('cache-control', IMMUTABLE);
+      },
     });
     for (const page of PAGES) {
       await scope.register(fastifyStatic, {
