@@ -22,6 +22,7 @@ import { desktopOf, runInDesktop, screenSize, windowGeometry, type Desktop } fro
 import { testUser } from '../helpers/users.js';
 
 const API_KEY = 'e2e-desktop-api-key-0123456789abcdef';
+// Each test starts a desktop and a browser page; on a loaded 2-core machine one can take 30 s (events, not sleeps).
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url);
 
 let agent: AgentProcess;
@@ -144,7 +145,7 @@ afterAll(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 }, 60_000);
 
-describe('the default desktop session', () => {
+describe('the default desktop session', { timeout: 60_000 }, () => {
   it('has a window manager: the terminal can be moved by dragging its title bar with the mouse', async () => {
     const { viewerUrl, desktop } = await openDesktop(testUser(71));
     const { page } = await newPage();
@@ -196,7 +197,7 @@ describe('the default desktop session', () => {
   });
 });
 
-describe('the clipboard, both ways, UTF-8', () => {
+describe('the clipboard, both ways, UTF-8', { timeout: 60_000 }, () => {
   it('text copied in the desktop arrives in the page, and text pasted in the browser arrives in the desktop', async () => {
     const { viewerUrl, desktop } = await openDesktop(testUser(73));
     const { page, errors } = await newPage();
@@ -243,7 +244,7 @@ describe('the clipboard, both ways, UTF-8', () => {
   });
 });
 
-describe('the desktop size', () => {
+describe('the desktop size', { timeout: 60_000 }, () => {
   it('follows the browser window by default, and stays put in scale mode', async () => {
     const { viewerUrl, desktop } = await openDesktop(testUser(75));
     const { page } = await newPage({ width: 1024, height: 768 });
@@ -313,7 +314,7 @@ describe('the desktop size', () => {
   });
 });
 
-describe('accessibility', () => {
+describe('accessibility', { timeout: 60_000 }, () => {
   it('axe-core finds no serious or critical issue on the viewer, its toolbar and its panels', async () => {
     const { viewerUrl } = await openDesktop(testUser(79));
     const { page } = await newPage();

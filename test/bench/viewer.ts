@@ -1,0 +1,224 @@
+/**
+ * `npm run bench:viewer`: from POST /api/v1/sessions to the first non-black pixel of the desktop in headless Chromium,
+ * with a real agent, real Xvnc, the controller process and the bundled viewer, and in the same run the viewer as it
+ * was before bundling as the reference (test/bench/reference-viewer/, a verbatim copy from commit 6859748, served the
+ * way that commit served it: noVNC's 55 ES modules from node_modules, uncompressed, pages revalidated, noVNC cached for
+ * an hour; its WebSocket goes through to the same controller).
+ *
+ * Each measurement: POST (timed) → open the viewer URL → an init script samples the noVNC canvas every animation
+ * frame and records when a pixel is not black → DELETE (untimed). Cold: a new browser context each time (empty cache).
+ * Warm: one context whose cache a first, untimed load filled. The two viewers alternate, so machine noise hits both.
+ * Users vdtest71..vdtest80 (the desktop e2e tests' users: do not run both at once).
+ */
+import { connect, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyInstance } from 'fastify';
+import fastifyStatic from '@fastify/static';
+import type { Browser, BrowserContext } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
+import { startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { makePki } from '../helpers/certs.js';
+import { api, waitForBladeStates } from '../helpers/controller-checks.js';
+import { startController, type ControllerProcess } from '../helpers/controller-process.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
+import { ensureTestUsers, testUser } from '../helpers/users.js';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+
+const USERS = Array.from({ length: 10 }, (_, i) => testUser(71 + i));
+const DESKTOPS = Number(process.env.BENCH_DESKTOPS ?? 20);
+const VIEWPORT = { width: 1024, height: 768 };
+const TIMEOUT_MS = 15_000;
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+const sortNum = (a: number[]) => [...a].sort((x, y) => x - y);
+
+/**
+ * Runs in every page before its own scripts: on each animation frame, look at a 7x7 grid of the desktop canvas and
+ * note the wall-clock time (Date.now(), the same clock as the bench's) of the first frame with a non-black pixel.
+ */
+const FIRST_PIXEL_PROBE = `(() => {
+  const check = () => {
+    const c = document.querySelector('#screen canvas');
+    if (c && c.width > 0 && c.height > 0) {
+      const ctx = c.getContext('2d');
+      for (let i = 1; i <= 7; i++) for (let j = 1; j <= 7; j++) {
+        const d = ctx.getImageData(Math.floor(c.width * i / 8), Math.floor(c.height * j / 8), 1, 1).data;
+        if (d[3] > 0 && d[0] + d[1] + d[2] > 24) { window.__firstPixel = Date.now(); return; }
+      }
+    }
+    requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+})();`;
+
+/** The pre-bundling viewer on its own port, as commit 6859748 served it; /websockify tunnels to the controller. */
+async function startReferenceServer(controllerPort: number, port: number): Promise<{ base: string; close(): Promise<void> }> {
+  const app: FastifyInstance = Fastify();
+  const novnc = dirname(dirname(createRequire(import.meta.url).resolve('@novnc/novnc')));
+  const common = { wildcard: false, redirect: false, list: false, decorateReply: false, acceptRanges: false } as const;
+  for (const dir of ['core', 'vendor']) {
+    await app.register(fastifyStatic, { ...common, root: `${novnc}/${dir}`, prefix: `/novnc/${dir}/`, index: false, maxAge: 3_600_000 });
+  }
+  await app.register(fastifyStatic, {
+    ...common, root: fileURLToPath(new URL('../../../test/bench/reference-viewer/', import.meta.url)), prefix: '/viewer/',
+    index: ['index.html'], cacheControl: false, setHeaders: (reply) => {
+      reply.header('cache-control', 'no-cache');
+    },
+  });
+  const tunnels = new Set<Socket>();
+  app.server.on('upgrade', (req, socket: Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    const up = connect({ host: '127.0.0.1', port: controllerPort }, () => {
+      // The controller allows its own origin; this stand-in for the old controller passes the upgrade on as from it.
+      const headers = Object.entries({ ...req.headers, host: `127.0.0.1:${controllerPort}`, origin: `http://127.0.0.1:${controllerPort}` })
+        .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}\r\n`);
+      up.write(`${req.method} ${req.url} HTTP/1.1\r\n${headers.join('')}\r\n`);
+      if (head.length > 0) up.write(head);
+      up.pipe(socket);
+      socket.pipe(up);
+    });
+    up.on('error', () => socket.destroy());
+    tunnels.add(up).add(socket);
+    socket.on('close', () => {
+      tunnels.delete(up);
+      tunnels.delete(socket);
+      up.destroy();
+    });
+  });
+  await app.listen({ host: '127.0.0.1', port });
+  return {
+    base: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const t of tunnels) t.destroy();
+      await app.close();
+    },
+  };
+}
+
+interface Variant {
+  name: string;
+  /** The viewer URL for a POST's viewerUrl. */
+  url(viewerUrl: string): string;
+}
+
+let next = 0;
+/** POST → first non-black pixel, in ms, in a page of `context`. */
+async function measure(c: ControllerProcess, context: BrowserContext, variant: Variant): Promise<number> {
+  const user = USERS[next++ % USERS.length]!;
+  const page = await context.newPage();
+  try {
+    const t0 = Date.now();
+    const r = await api(c, 'POST', '/api/v1/sessions', { username: user });
+    if (r.status !== 201) throw new Error(`POST for ${user}: ${r.status} ${r.text}`);
+    try {
+      await page.goto(variant.url(r.body.viewerUrl), { waitUntil: 'commit' });
+      const handle = await page.waitForFunction(() => (window as unknown as { __firstPixel?: number }).__firstPixel,
+        undefined, { timeout: TIMEOUT_MS, polling: 50 }).catch(async (err: unknown) => {
+        const status = await page.locator('#status').textContent().catch(() => '?');
+        throw new Error(`${variant.name}: no desktop on screen after ${TIMEOUT_MS} ms (status: ${status}; `
+          + `controller log: ${c.logs.slice(-5).join(' | ')})`, { cause: err });
+      });
+      return (await handle.jsonValue()) as number - t0;
+    } finally {
+      await api(c, 'DELETE', `/api/v1/sessions/${r.body.id}`);
+    }
+  } finally {
+    await page.close();
+  }
+}
+
+async function newContext(browser: Browser): Promise<BrowserContext> {
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  await context.addInitScript(FIRST_PIXEL_PROBE);
+  return context;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('run as root: the agent starts desktops as the test users');
+  ensureTestUsers();
+  const pki = makePki();
+  let agent: AgentProcess | undefined;
+  let controller: ControllerProcess | undefined;
+  let browser: Browser | undefined;
+  let reference: { base: string; close(): Promise<void> } | undefined;
+  try {
+    const refPort = await freeLoopbackPort();
+    agent = await startAgent({ pki, args: ['--max-sessions', '30'] });
+    controller = await startController({
+      pki, blades: [{ name: 'b1', address: `127.0.0.1:${agent.port}` }],
+      args: ['--log-level', process.env.BENCH_LOG_LEVEL ?? 'warn'],
+    });
+    await waitForBladeStates(controller, { b1: 'UP' });
+    reference = await startReferenceServer(Number(new URL(controller.url).port), refPort);
+    browser = await launchChromium();
+
+    const bundled: Variant = { name: 'bundled viewer', url: (u) => u };
+    const ref: Variant = { name: 'reference (6859748)', url: (u) => `${reference!.base}/viewer/${new URL(u).hash}` };
+    const variants = [bundled, ref];
+    const cold = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+    const warm = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+
+    // One untimed round first: Xvnc, fonts and the browser's own start-up costs are not the viewer's.
+    for (const v of variants) {
+      const ctx = await newContext(browser);
+      await measure(controller, ctx, v);
+      await ctx.close();
+    }
+    for (let i = 0; i < DESKTOPS; i++) {
+      for (const v of i % 2 === 0 ? variants : [...variants].reverse()) {
+        const ctx = await newContext(browser);
+        cold.get(v)!.push(await measure(controller, ctx, v));
+        await ctx.close();
+      }
+    }
+    const warmContexts = new Map<Variant, BrowserContext>();
+    for (const v of variants) {
+      const ctx = await newContext(browser);
+      await measure(controller, ctx, v); // fills the cache
+      warmContexts.set(v, ctx);
+    }
+    for (let i = 0; i < DESKTOPS; i++) {
+      for (const v of i % 2 === 0 ? variants : [...variants].reverse()) warm.get(v)!.push(await measure(controller, warmContexts.get(v)!, v));
+    }
+    for (const ctx of warmContexts.values()) await ctx.close();
+
+    const stats = (xs: number[]) => {
+      const s = sortNum(xs);
+      return { p50: percentile(s, 50), p99: percentile(s, 99), n: s.length };
+    };
+    console.log(`vncdispatch bench:viewer (POST -> first non-black pixel, headless Chromium ${VIEWPORT.width}x${VIEWPORT.height}, `
+      + 'one agent on loopback, real Xvnc, controller process)');
+    const results: Record<string, Record<string, { p50: number; p99: number; n: number }>> = {};
+    for (const [label, data] of [['cold', cold], ['warm', warm]] as const) {
+      results[label] = {};
+      for (const v of variants) {
+        const s = stats(data.get(v)!);
+        results[label][v.name] = s;
+        console.log(`  ${label} ${v.name.padEnd(20)} (n=${s.n}): p50 ${s.p50} ms  p99 ${s.p99} ms`);
+      }
+      const ratio = results[label][ref.name]!.p50 / results[label][bundled.name]!.p50;
+      console.log(`  ${label} ratio: reference p50 / bundled p50 = ${ratio.toFixed(2)}x`);
+    }
+    const coldP50 = results.cold![bundled.name]!.p50;
+    const coldRatio = results.cold![ref.name]!.p50 / coldP50;
+    console.log(`  target cold p50 <= 300 ms: ${coldP50 <= 300 ? 'met' : 'NOT met'}; >= 2x the reference: ${coldRatio >= 2 ? 'met' : 'NOT met'}`);
+  } finally {
+    await browser?.close();
+    await reference?.close();
+    if (controller) {
+      for (const x of (await api(controller, 'GET', '/api/v1/sessions?state=live&limit=1000').catch(() => ({ body: null }))).body?.sessions ?? []) {
+        await api(controller, 'DELETE', `/api/v1/sessions/${x.id}`).catch(() => undefined);
+      }
+      await controller.stop();
+    }
+    await agent?.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
