@@ -36,6 +36,10 @@ export interface Config {
   startAttempts: number;
   healthIntervalMs: number;
   downAfterMs: number;
+  /** Deadline of a StartSession call; the agents' --start-timeout-ms must be below it. */
+  agentStartTimeoutMs: number;
+  /** Deadline of every other agent call. */
+  agentCallTimeoutMs: number;
   reconcileIntervalMs: number;
   stopUnknownSessions: boolean;
   /** True if --public-url was given (else publicUrl follows the listening address, resolved after listen). */
@@ -82,6 +86,8 @@ const OPTIONS = {
   'start-attempts': { type: 'string', default: '3' },
   'health-interval-ms': { type: 'string', default: '1000' },
   'down-after-ms': { type: 'string', default: '2500' },
+  'agent-start-timeout-ms': { type: 'string', default: '10000' },
+  'agent-call-timeout-ms': { type: 'string', default: '3000' },
   'reconcile-interval-ms': { type: 'string', default: '30000' },
   'stop-unknown-sessions': { type: 'boolean', default: false },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
@@ -113,6 +119,8 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --start-attempts N            blades tried per new session (default 3)
   --health-interval-ms N        GetStatus poll interval (default 1000)
   --down-after-ms N             a blade silent this long is DOWN (default 2500)
+  --agent-start-timeout-ms N    StartSession deadline; above the agents' --start-timeout-ms (default 10000)
+  --agent-call-timeout-ms N     deadline of the other agent calls (default 3000)
   --reconcile-interval-ms N     store/agent reconciliation period (default 30000)
   --stop-unknown-sessions       stop desktops a blade runs that the store does not know
   --allowed-origin ORIGIN       WebSocket Origin allowlist (repeatable; default the --public-url origin, else the controller's own)
@@ -302,6 +310,8 @@ export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
     startAttempts: int(values['start-attempts'], 'start-attempts', 1, 100),
     healthIntervalMs,
     downAfterMs,
+    agentStartTimeoutMs: int(values['agent-start-timeout-ms'], 'agent-start-timeout-ms', 100, 600_000),
+    agentCallTimeoutMs: int(values['agent-call-timeout-ms'], 'agent-call-timeout-ms', 100, 600_000),
     reconcileIntervalMs: int(values['reconcile-interval-ms'], 'reconcile-interval-ms', 1000, 86_400_000),
     stopUnknownSessions: values['stop-unknown-sessions'],
     publicUrlGiven: Boolean(values['public-url']),

@@ -163,6 +163,15 @@ export class UserNotAllowedError extends VncDispatchError {
   }
 }
 
+/** The blades refuse the user because of their home directory (missing, unreachable): the message says what to fix. */
+export class UserHomeUnusableError extends VncDispatchError {
+  static readonly code = 'VD_ERR_USER_HOME_UNUSABLE';
+  static readonly statusCode = 422;
+  constructor(message: string = "The user's home directory cannot be used on the blades.", options?: ErrorOptions) {
+    super(UserHomeUnusableError.code, UserHomeUnusableError.statusCode, message, options);
+  }
+}
+
 export class NoBladeAvailableError extends VncDispatchError {
   static readonly code = 'VD_ERR_NO_BLADE_AVAILABLE';
   static readonly statusCode = 503;
@@ -290,6 +299,7 @@ export const ERROR_CLASSES = [
   UnsupportedMediaTypeError,
   UnknownUserError,
   UserNotAllowedError,
+  UserHomeUnusableError,
   NoBladeAvailableError,
   SessionStartingError,
   SessionEndedError,

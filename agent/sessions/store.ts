@@ -30,14 +30,15 @@ export class SessionStore {
     const tmp = `${path}.tmp`;
     const fh = await open(tmp, 'w', 0o600);
     try {
-      await fh.writeFile(JSON.stringify(record) + '\n');
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    try {
+      try {
+        await fh.writeFile(JSON.stringify(record) + '\n');
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
       await rename(tmp, path);
     } catch (err) {
+      // A half-written temporary file would hold the very space that ran out.
       await unlink(tmp).catch(() => undefined);
       throw err;
     }

@@ -144,10 +144,15 @@ export class AgentConnection {
     });
   }
 
-  /** Starts (or returns, `existing: true`) the user's desktop. The password goes only into this request. */
+  /**
+   * Starts (or returns, `existing: true`) the user's desktop. The password goes only into this request. The request
+   * also carries the call's deadline as an absolute time: gRPC's own deadline travels as a relative timeout counted
+   * from arrival, so a request held up in a partitioned network would otherwise start a desktop nobody waits for.
+   */
   startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
-    return this.#call('StartSession', this.#client.startSession.bind(this.#client), req,
-      opts.timeoutMs ?? this.#deadlines.startSessionMs, opts.signal);
+    const timeoutMs = opts.timeoutMs ?? this.#deadlines.startSessionMs;
+    return this.#call('StartSession', this.#client.startSession.bind(this.#client),
+      { deadline: new Date(Date.now() + timeoutMs), ...req }, timeoutMs, opts.signal);
   }
 
   /** Stops a session by the agent's id. Rejects with VD_ERR_AGENT_REJECTED (grpcCode NOT_FOUND) if it is gone. */

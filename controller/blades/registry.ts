@@ -98,7 +98,8 @@ export class Blade {
 
 export interface RegistryOptions {
   store: Store;
-  config: Pick<Config, 'blades' | 'healthIntervalMs' | 'downAfterMs' | 'placement'>;
+  config: Pick<Config, 'blades' | 'healthIntervalMs' | 'downAfterMs' | 'placement' | 'agentStartTimeoutMs' |
+    'agentCallTimeoutMs'>;
   credentials: AgentCredentials;
   log: Logger;
   metrics: Metrics;
@@ -144,6 +145,7 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
       name: rec.name,
       address: rec.address,
       credentials: this.#o.credentials,
+      deadlines: { startSessionMs: this.#o.config.agentStartTimeoutMs, defaultMs: this.#o.config.agentCallTimeoutMs },
       onCall: (method, result) => this.#o.metrics.agentCalls.inc({ method, result }),
     });
     const health = new HealthMonitor<GetStatusResponse>({

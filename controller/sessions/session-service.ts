@@ -15,6 +15,7 @@ import {
   SessionConflictError,
   SessionStartingError,
   UnknownUserError,
+  UserHomeUnusableError,
   UserNotAllowedError,
   VncDispatchError,
 } from '../errors.js';
@@ -57,8 +58,13 @@ export interface SessionServiceOptions {
 
 const POLL_MS = 50;
 
-/** Agent codes about the user (the same on every blade), where trying another blade cannot help. */
-const USER_ERRORS = new Set(['VD_AGENT_USER_NOT_FOUND', 'VD_AGENT_USER_FORBIDDEN', 'VD_AGENT_INVALID_USERNAME']);
+/**
+ * Agent codes about the user (the same on every blade), where trying another blade cannot help: answered at once with
+ * a 4xx, never retried blade after blade nor turned into a 503. A home that is missing or hangs is the user's
+ * account's problem (shared homes are the same everywhere), not a blade failure.
+ */
+const USER_ERRORS = new Set(['VD_AGENT_USER_NOT_FOUND', 'VD_AGENT_USER_FORBIDDEN', 'VD_AGENT_USER_ROOT_GROUP',
+  'VD_AGENT_INVALID_USERNAME', 'VD_AGENT_HOME_UNUSABLE']);
 
 function isUserError(err: unknown): err is AgentRejectedError {
   return err instanceof AgentRejectedError && err.agentCode !== null && USER_ERRORS.has(err.agentCode);
@@ -72,7 +78,10 @@ function userError(err: AgentRejectedError, username: string): VncDispatchError 
     case 'VD_AGENT_USER_NOT_FOUND':
       return new UnknownUserError(`no such user ${JSON.stringify(username)}: ${detail}`, { cause: err });
     case 'VD_AGENT_USER_FORBIDDEN':
+    case 'VD_AGENT_USER_ROOT_GROUP':
       return new UserNotAllowedError(`user ${JSON.stringify(username)} may not have a desktop: ${detail}`, { cause: err });
+    case 'VD_AGENT_HOME_UNUSABLE':
+      return new UserHomeUnusableError(`user ${JSON.stringify(username)} cannot have a desktop: ${detail}`, { cause: err });
     default:
       return new BadRequestError(`the blade refused user ${JSON.stringify(username)}: ${detail}`, { cause: err });
   }
@@ -186,30 +195,59 @@ export class SessionService {
     blade.pending++;
     let res;
     try {
-      res = await blade.connection.startSession({ username: session.username, password, ...desktop });
+      // The session's id is the agent's idempotency key: a retry on this blade returns the same desktop.
+      res = await blade.connection.startSession({ sessionId: session.id, username: session.username, password,
+        ...desktop });
+    } catch (err) {
+      if (err instanceof AgentUnavailableError) {
+        // No answer in time: the agent tears down a start whose caller went away, but if the answer was merely lost
+        // on the way back the desktop runs. Stop it by its id, so moving to the next blade leaves nothing behind.
+        void blade.connection.stopSession(session.id).catch(() => undefined);
+      }
+      throw err;
     } finally {
       blade.pending--;
     }
     const s = res.session;
     if (!s) throw new AgentUnavailableError(`blade ${blade.name}: StartSession answered without a session`);
     this.#o.metrics.sessionStarts.inc({ blade: blade.name, result: res.existing ? 'existing' : 'ok' });
-    const patched = await this.#o.store.updateSession(session.id, {
-      state: 'running',
-      blade: blade.name,
-      agentSessionId: s.id,
-      display: s.display,
-      port: s.port,
-      pid: s.pid,
-      password,
-    }, new Date());
+    let patched;
+    try {
+      patched = await this.#o.store.updateSession(session.id, {
+        state: 'running',
+        blade: blade.name,
+        agentSessionId: s.id,
+        display: s.display,
+        port: s.port,
+        pid: s.pid,
+        password,
+      }, new Date());
+    } catch (err) {
+      // A desktop the store cannot record would run unknown: stop it, and say so.
+      this.#log.error({ err, sessionId: session.id, username: session.username, blade: blade.name,
+        agentSessionId: s.id }, 'could not record a started desktop; stopping it');
+      await this.#stopUnrecorded(blade, s.id, session.id);
+      throw err;
+    }
     if (!patched) {
       // Deleted while starting: the desktop must not outlive its record.
-      await blade.connection.stopSession(s.id).catch(() => {});
+      await this.#stopUnrecorded(blade, s.id, session.id);
       throw new SessionConflictError(`session ${session.id} was deleted while it was starting`);
     }
     this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
       pid: s.pid, agentExisting: res.existing }, 'session running');
     return patched;
+  }
+
+  /** Stops a desktop the store does not (or no longer) record; logs when even that fails. */
+  async #stopUnrecorded(blade: Blade, agentSessionId: string, sessionId: string): Promise<void> {
+    try {
+      await blade.connection.stopSession(agentSessionId);
+    } catch (err) {
+      if (err instanceof AgentRejectedError && err.agentCode === 'VD_AGENT_SESSION_NOT_FOUND') return;
+      this.#log.error({ err, sessionId, blade: blade.name, agentSessionId },
+        'could not stop an unrecorded desktop; reconciliation will find it on the blade');
+    }
   }
 
   async get(id: string): Promise<SessionRecord> {

@@ -33,6 +33,8 @@ export interface ControllerOptions {
   /** Default: a fresh random key. */
   apiKey?: string;
   timeoutMs?: number;
+  /** buildController only: wraps the real store (to make one of its writes fail on purpose). */
+  wrapStore?: (store: Store) => Store;
 }
 
 export interface ControllerHandle {
@@ -88,7 +90,7 @@ export async function buildController(o: ControllerOptions): Promise<InProcessCo
   const log = createLogger({ logLevel: 'info' }, { write: (line: string) => void logs.push(line.trimEnd()) });
   const store = createStore({ dataDir });
   await store.init();
-  const controller = await buildApp({ config, store, log });
+  const controller = await buildApp({ config, store: o.wrapStore ? o.wrapStore(store) : store, log });
   await controller.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = controller.app.server.address() as AddressInfo;
   let stopped = false;

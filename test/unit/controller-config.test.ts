@@ -25,6 +25,8 @@ describe('controller config', () => {
     expect(c.startAttempts).toBe(3);
     expect(c.healthIntervalMs).toBe(1000);
     expect(c.downAfterMs).toBe(2500);
+    expect(c.agentStartTimeoutMs).toBe(10_000);
+    expect(c.agentCallTimeoutMs).toBe(3_000);
     expect(c.reconcileIntervalMs).toBe(30_000);
     expect(c.tokenTtlSeconds).toBe(60);
     expect(c.tokenReuse).toBe(false);
