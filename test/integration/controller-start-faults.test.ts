@@ -85,7 +85,9 @@ describe('a desktop the store cannot record', () => {
       failRunningWrite = false;
     }
     expect(c.logs.some((l) => l.includes('could not record a started desktop; stopping it'))).toBe(true);
-    await vi.waitFor(() => expect(pidsOfUid(idsOf(U_UNRECORDED).uid)).toEqual([]), { timeout: 10_000 });
-    expect(agentLines('"msg":"session ended"').reduce((a, b) => a + b, 0)).toBe(1);
+    await vi.waitFor(() => {
+      expect(pidsOfUid(idsOf(U_UNRECORDED).uid)).toEqual([]);
+      expect(agentLines('stopped by request').reduce((a, b) => a + b, 0)).toBe(1);
+    }, { timeout: 10_000 });
   });
 });
