@@ -15,7 +15,7 @@ import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
 import type { Config } from './config.js';
-import { errorHandler, notFoundHandler } from './error-reply.js';
+import { clientErrorHandler, errorHandler, notFoundHandler } from './error-reply.js';
 import { ConnectionGate } from './http-connections.js';
 import { BadRequestError, TokenSessionEndedError } from './errors.js';
 import type { Logger } from './log.js';
@@ -79,7 +79,10 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     connectionTimeout: config.httpIdleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
-    http: { headersTimeout: config.headersTimeoutMs },
+    // Node checks header and request deadlines on this interval (default 30 s): a quarter of the header timeout keeps
+    // a slow client's 408 close to its deadline.
+    http: { headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.floor(config.headersTimeoutMs / 4)) },
+    clientErrorHandler: clientErrorHandler(log.child({ module: 'http' })),
     return503OnClosing: true,
     forceCloseConnections: true,
     trustProxy: config.trustProxy.length ? [...config.trustProxy] : false,

@@ -1,16 +1,21 @@
 /**
  * The one place an error becomes an answer, for every edge: the REST API and the web pages (one fastify error handler
- * and not-found handler, registered at the root so every scope inherits them) and refused WebSocket upgrades
- * (controller/proxy/http-refusal.ts writes `errorReply()` onto the raw socket). The body is always
- * `{ "error": { "code": "VD_ERR_...", "message": "..." } }`.
+ * and not-found handler, registered at the root so every scope inherits them), and, written straight onto the socket
+ * by `refuseRaw()`, refused WebSocket upgrades and requests Node's HTTP parser refuses (fastify's clientErrorHandler).
+ * The body is always `{ "error": { "code": "VD_ERR_...", "message": "..." } }`.
  *
  * VncDispatchErrors keep their code, status and message; fastify's own errors (validation, body limits, bad JSON,
  * wrong content type) become the matching VncDispatchError; anything else is a 500 with a generic message and the
  * details only in the log.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import {
   BadRequestError,
+  HeadersTooLargeError,
+  RequestTimeoutError,
   InternalError,
   MethodNotAllowedError,
   NotFoundError,
@@ -80,4 +85,43 @@ export function errorHandler(log: Logger) {
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const e = new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`);
   return reply.code(e.statusCode).type('application/json; charset=utf-8').send(errorBody(e));
+}
+
+export interface RawExtras {
+  /** Seconds, for 429. */
+  retryAfter?: number | undefined;
+  /** Further response headers (fixed names and values chosen by the controller, never from the request). */
+  headers?: Record<string, string>;
+}
+
+/** Writes an error answer onto a raw socket (no fastify reply exists) and closes it once flushed, or at once if gone. */
+export function refuseRaw(socket: Duplex, err: VncDispatchError, extras: RawExtras = {}): void {
+  if (socket.destroyed || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(errorBody(err));
+  const head = [
+    `HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? 'Error'}`,
+    'Connection: close',
+    'Content-Type: application/json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Cache-Control: no-store',
+  ];
+  if (extras.retryAfter !== undefined) head.push(`Retry-After: ${extras.retryAfter}`);
+  for (const [name, value] of Object.entries(extras.headers ?? {})) head.push(`${name}: ${value}`);
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy());
+}
+
+/** Node's HTTP parser's refusals (malformed request line or headers, headers too large, too slow) as our errors. */
+export function clientErrorHandler(log: Logger) {
+  return (err: Error & { code?: string }, socket: Socket): void => {
+    // A reset connection has nobody left to answer.
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeoutError(undefined, { cause: err })
+      : err.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError(undefined, { cause: err })
+        : new BadRequestError('The request is not valid HTTP.', { cause: err });
+    logRefusal(log, e, { clientIp: socket.remoteAddress, parserError: err.code });
+    refuseRaw(socket, e);
+  };
 }

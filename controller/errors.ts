@@ -49,6 +49,22 @@ export class MethodNotAllowedError extends VncDispatchError {
   }
 }
 
+export class RequestTimeoutError extends VncDispatchError {
+  static readonly code = 'VD_ERR_REQUEST_TIMEOUT';
+  static readonly statusCode = 408;
+  constructor(message: string = 'The request was not sent in time.', options?: ErrorOptions) {
+    super(RequestTimeoutError.code, RequestTimeoutError.statusCode, message, options);
+  }
+}
+
+export class HeadersTooLargeError extends VncDispatchError {
+  static readonly code = 'VD_ERR_HEADERS_TOO_LARGE';
+  static readonly statusCode = 431;
+  constructor(message: string = 'The request headers are too large.', options?: ErrorOptions) {
+    super(HeadersTooLargeError.code, HeadersTooLargeError.statusCode, message, options);
+  }
+}
+
 export class RateLimitedError extends VncDispatchError {
   static readonly code = 'VD_ERR_RATE_LIMITED';
   static readonly statusCode = 429;
@@ -285,6 +301,8 @@ export const ERROR_CLASSES = [
   BadRequestError,
   NotFoundError,
   MethodNotAllowedError,
+  RequestTimeoutError,
+  HeadersTooLargeError,
   RateLimitedError,
   TokenRequiredError,
   OriginForbiddenError,

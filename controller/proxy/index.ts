@@ -14,6 +14,7 @@ import proxyaddr from '@fastify/proxy-addr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { refuseRaw } from '../error-reply.js';
 import {
   InternalError,
   OriginForbiddenError,
@@ -24,7 +25,6 @@ import {
   VncDispatchError,
 } from '../errors.js';
 import { ProxyConnection } from './connection.js';
-import { refuseUpgrade } from './http-refusal.js';
 import { BadTokenBackoff, ConnectionCounter } from './ip-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { normaliseOrigin, originAllowed } from './origin-check.js';
@@ -300,7 +300,7 @@ export class VncProxy {
     headers?: Record<string, string>): void {
     this.metrics.refused(err.code);
     this.log.info({ clientIp, code: err.code, status: err.statusCode, ...extra }, `desktop connection refused: ${why}`);
-    refuseUpgrade(socket, err, { ...(retryAfter !== undefined && { retryAfter }), ...(headers && { headers }) });
+    refuseRaw(socket, err, { ...(retryAfter !== undefined && { retryAfter }), ...(headers && { headers }) });
   }
 
   private stats() {

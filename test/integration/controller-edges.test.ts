@@ -112,11 +112,32 @@ describe('REST answers', () => {
   });
 });
 
+describe('slow and oversized requests', () => {
+  it('headers over 16 KiB get 431 VD_ERR_HEADERS_TOO_LARGE', async () => {
+    const answer = await rawRequest(rig.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(answer.status).toBe(431);
+    expect(code(answer.body)).toBe('VD_ERR_HEADERS_TOO_LARGE');
+  });
+
+  it('a request line that is not HTTP gets 400 VD_ERR_BAD_REQUEST in the same JSON as every other error', async () => {
+    const answer = await rawRequest(rig.port, 'GET /healthz HTTP/9.9\r\n\r\n');
+    expect(answer.status).toBe(400);
+    expect(code(answer.body)).toBe('VD_ERR_BAD_REQUEST');
+  });
+});
+
 describe('connection flood', () => {
   let flooded: EdgeRig;
 
   beforeAll(async () => {
-    flooded = await startEdgeRig({ withAgent: false, args: ['--max-connections', '40'] });
+    flooded = await startEdgeRig({ withAgent: false, args: ['--max-connections', '40', '--headers-timeout-ms', '500'] });
+  });
+
+  it('a client that never finishes its headers gets 408 VD_ERR_REQUEST_TIMEOUT', async () => {
+    // Waits for the controller to answer and close; the bound only stops waiting if it never does.
+    const answer = await rawRequest(flooded.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n', { keepOpen: true, boundMs: 20_000 });
+    expect(answer.status).toBe(408);
+    expect(code(answer.body)).toBe('VD_ERR_REQUEST_TIMEOUT');
   });
 
   afterAll(async () => {
