@@ -15,7 +15,7 @@ import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
 import type { Config } from './config.js';
-import { clientErrorHandler, errorHandler, notFoundHandler } from './error-reply.js';
+import { clientErrorHandler, connectRefusal, errorHandler, notFoundHandler } from './error-reply.js';
 import { ConnectionGate } from './http-connections.js';
 import { BadRequestError, TokenSessionEndedError } from './errors.js';
 import type { Logger } from './log.js';
@@ -112,6 +112,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     trustProxy: [...config.trustProxy],
     ...(config.maxConnectionsPerIp !== null && { maxConnectionsPerIp: config.maxConnectionsPerIp }),
     ...(config.idleTimeoutSeconds !== null && { idleTimeoutMs: config.idleTimeoutSeconds * 1000 }),
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
     wellFormedToken: isWellFormedSecret,
     // The target comes only from the session record and its registered blade (README, Security: threat 4).
     authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
@@ -135,6 +136,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   });
   sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
+  app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
 
   app.setErrorHandler(errorHandler(log.child({ module: 'http' })));
   app.setNotFoundHandler(notFoundHandler);

@@ -1,6 +1,6 @@
 /**
- * The controller's configuration: parsed once from argv (and the files argv names), validated, frozen and passed
- * down. Nothing else in the controller reads process.argv or process.env.
+ * The controller's configuration: parsed once from argv, the environment (VNCDISPATCH_API_KEYS only) and the files
+ * argv names, validated, frozen and passed down. Nothing else in the controller reads process.argv or process.env.
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -55,6 +55,8 @@ export interface Config {
   tokenReuse: boolean;
   maxConnectionsPerIp: number | null;
   idleTimeoutSeconds: number | null;
+  /** Both RFB handshakes (to the desktop and to the browser) must finish within this. */
+  handshakeTimeoutMs: number;
   /** Open TCP connections (HTTP and WebSocket) at most; over it the oldest idle connection is closed. */
   maxConnections: number;
   /** A client must send a request's complete headers within this. */
@@ -66,7 +68,12 @@ export interface Config {
   /** A kept-alive connection waits this long for the next request. */
   keepAliveTimeoutMs: number;
   logLevel: LogLevel;
+  /** Things the operator should fix, logged once at start-up (e.g. an API key readable in `ps`). */
+  warnings: readonly string[];
 }
+
+/** Environment variable with API keys (one per line or comma-separated): unlike argv, not readable by other users. */
+export const API_KEYS_ENV = 'VNCDISPATCH_API_KEYS';
 
 /** The flags, their defaults and one line each; the README's table is made from the same facts. */
 const OPTIONS = {
@@ -96,6 +103,7 @@ const OPTIONS = {
   'token-reuse': { type: 'boolean', default: false },
   'max-connections-per-ip': { type: 'string' },
   'idle-timeout': { type: 'string' },
+  'handshake-timeout-ms': { type: 'string', default: '10000' },
   'max-connections': { type: 'string', default: '10000' },
   'headers-timeout-ms': { type: 'string', default: '10000' },
   'request-timeout-ms': { type: 'string', default: '30000' },
@@ -112,7 +120,8 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --blades-file FILE            JSON array of {"name","address"} objects
   --agent-tls-cert/-key/-ca F   mutual TLS to the agents (required unless --insecure-agents)
   --insecure-agents             plaintext gRPC to agents: local development only
-  --api-key KEY                 API key for the REST API (repeatable); --api-keys-file FILE: one key per line
+  --api-keys-file FILE          API keys, one per line (or the VNCDISPATCH_API_KEYS environment variable)
+  --api-key KEY                 an API key on the command line (repeatable): readable in ps, prefer the file
   --data-dir DIR                embedded SQLite store (default /var/lib/vncdispatch)
   --mongodb-url URL             use MongoDB instead of the embedded store
   --placement least-loaded|round-robin (default least-loaded)
@@ -129,6 +138,7 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --token-reuse                 allow reconnecting with a token until it expires
   --max-connections-per-ip N    concurrent desktop connections per client IP
   --idle-timeout SECONDS        close desktop connections idle this long
+  --handshake-timeout-ms N      both RFB handshakes of a desktop connection must finish within this (default 10000)
   --max-connections N           open connections (HTTP and WebSocket); over it the oldest idle one closes (default 10000)
   --headers-timeout-ms N        time a client has to send a request's headers (default 10000)
   --request-timeout-ms N        time a client has to send a whole request (default 30000)
@@ -216,7 +226,7 @@ function origin(url: string, flag: string): string {
  * Parses and validates the controller's flags. Throws ConfigError with a message naming the flag.
  * Returns null when --help was given.
  */
-export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
+export function parseConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): Readonly<Config> | null {
   let values;
   try {
     ({ values } = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }));
@@ -257,14 +267,20 @@ export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
       + '(or --insecure-agents for local development)');
   }
 
+  const warnings: string[] = [];
   const apiKeys = [...values['api-key']];
+  if (apiKeys.length > 0) {
+    warnings.push('--api-key puts the key on the command line, where every local user can read it (ps, /proc/PID/cmdline); '
+      + `use --api-keys-file or ${API_KEYS_ENV} instead`);
+  }
+  for (const key of (env[API_KEYS_ENV] ?? '').split(/[\n,]/)) if (key.trim()) apiKeys.push(key.trim());
   if (values['api-keys-file']) {
     for (const line of readText(values['api-keys-file'], 'api-keys-file').split('\n')) {
       const key = line.trim();
       if (key && !key.startsWith('#')) apiKeys.push(key);
     }
   }
-  if (apiKeys.length === 0) throw new ConfigError('at least one API key is required (--api-key or --api-keys-file)');
+  if (apiKeys.length === 0) throw new ConfigError(`at least one API key is required (--api-keys-file, ${API_KEYS_ENV} or --api-key)`);
   for (const k of apiKeys) {
     if (k.length < 16 || /\s/.test(k)) throw new ConfigError('API keys must be at least 16 characters without spaces');
   }
@@ -322,12 +338,14 @@ export function parseConfig(argv: readonly string[]): Readonly<Config> | null {
     tokenReuse: values['token-reuse'],
     maxConnectionsPerIp: values['max-connections-per-ip'] ? int(values['max-connections-per-ip'], 'max-connections-per-ip', 1) : null,
     idleTimeoutSeconds: values['idle-timeout'] ? int(values['idle-timeout'], 'idle-timeout', 1) : null,
+    handshakeTimeoutMs: int(values['handshake-timeout-ms'], 'handshake-timeout-ms', 100, 600_000),
     maxConnections: int(values['max-connections'], 'max-connections', 1, 1_000_000),
     headersTimeoutMs,
     requestTimeoutMs,
     httpIdleTimeoutMs: int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000),
     keepAliveTimeoutMs: int(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms', 100, 600_000),
     logLevel,
+    warnings: Object.freeze(warnings),
   };
   return Object.freeze(config);
 }

@@ -125,3 +125,13 @@ export function clientErrorHandler(log: Logger) {
     refuseRaw(socket, e);
   };
 }
+
+/** http.Server 'connect': the controller is no forward proxy. Without a listener Node drops the socket unanswered. */
+export function connectRefusal(log: Logger) {
+  return (req: { socket: Socket }, socket: Duplex): void => {
+    socket.on('error', () => {});
+    const e = new MethodNotAllowedError('CONNECT is not supported.');
+    logRefusal(log, e, { clientIp: req.socket.remoteAddress });
+    refuseRaw(socket, e);
+  };
+}

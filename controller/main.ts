@@ -12,7 +12,7 @@ import { createStore } from './store/index.js';
 async function main(argv: string[]): Promise<number> {
   let config;
   try {
-    config = parseConfig(argv);
+    config = parseConfig(argv, process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`vncdispatch-controller: ${err.message}\n${USAGE}`);
@@ -23,6 +23,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(config);
+  for (const warning of config.warnings) log.warn(warning);
   if (config.insecureAgents) log.warn('--insecure-agents: gRPC to the agents is NOT encrypted or authenticated; local development only');
   const store = createStore(config.mongodbUrl ? { mongodbUrl: config.mongodbUrl } : { dataDir: config.dataDir });
   await store.init();

@@ -56,9 +56,14 @@ export interface InProcessController extends ControllerHandle {
   store: Store;
 }
 
-function baseArgs(o: ControllerOptions, apiKey: string, dataDir: string): string[] {
+/** The API key travels in the environment, as production should pass it: never on a command line `ps` shows. */
+function keyEnv(apiKey: string): Record<string, string> {
+  return { VNCDISPATCH_API_KEYS: apiKey };
+}
+
+function baseArgs(o: ControllerOptions, dataDir: string): string[] {
   return [
-    '--listen', '127.0.0.1:0', '--data-dir', dataDir, `--api-key=${apiKey}`, // '=': a random key may start with '-'
+    '--listen', '127.0.0.1:0', '--data-dir', dataDir,
     '--agent-tls-cert', o.pki.clientCert, '--agent-tls-key', o.pki.clientKey, '--agent-tls-ca', o.pki.caCert,
     // Tests want quick health transitions; these are the defaults' order of magnitude, not faster than real use.
     '--health-interval-ms', '500', '--down-after-ms', '2500',
@@ -75,8 +80,8 @@ function headersFor(apiKey: string): Record<string, string> {
 export async function startController(o: ControllerOptions): Promise<ControllerProcess> {
   const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
-  const service = await startNodeService('controller', CONTROLLER_MAIN, baseArgs(o, apiKey, dataDir),
-    { timeoutMs: o.timeoutMs });
+  const service = await startNodeService('controller', CONTROLLER_MAIN, baseArgs(o, dataDir),
+    { timeoutMs: o.timeoutMs, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...keyEnv(apiKey) } });
   return { url: `http://${service.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs: service.logs,
     pid: service.pid, stop: service.stop };
 }
@@ -85,7 +90,7 @@ export async function startController(o: ControllerOptions): Promise<ControllerP
 export async function buildController(o: ControllerOptions): Promise<InProcessController> {
   const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
-  const config = parseConfig(baseArgs(o, apiKey, dataDir))!;
+  const config = parseConfig(baseArgs(o, dataDir), keyEnv(apiKey))!;
   const logs: string[] = [];
   const log = createLogger({ logLevel: 'info' }, { write: (line: string) => void logs.push(line.trimEnd()) });
   const store = createStore({ dataDir });

@@ -153,3 +153,51 @@ export async function startFakeVncServer(behaviour: FakeVncBehaviour): Promise<F
       }),
   };
 }
+
+/**
+ * A VNC server that plays whatever the test hands it: each new connection takes the next script from `next()` and
+ * writes its chunks in order (waiting for the client's bytes between chunks, so the bytes meet the proxy at each
+ * stage of its handshake), then closes or, with `stall`, leaves the socket open. For fuzzing the server side.
+ */
+export interface ScriptedVncServer {
+  port: number;
+  readonly connections: number;
+  close(): Promise<void>;
+}
+
+export interface VncScript {
+  chunks: Buffer[];
+  stall: boolean;
+}
+
+export async function startScriptedVncServer(next: () => VncScript): Promise<ScriptedVncServer> {
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((sock) => {
+    connections++;
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    const { chunks, stall } = next();
+    let i = 0;
+    const writeNext = () => {
+      if (sock.destroyed) return;
+      if (i < chunks.length) sock.write(chunks[i++]!);
+      else if (!stall) sock.end();
+    };
+    sock.on('data', writeNext);
+    writeNext();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    get connections() {
+      return connections;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

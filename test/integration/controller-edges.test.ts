@@ -112,7 +112,13 @@ describe('REST answers', () => {
   });
 });
 
-describe('slow and oversized requests', () => {
+describe('slow, odd and oversized requests', () => {
+  it('a CONNECT request gets 405 VD_ERR_METHOD_NOT_ALLOWED instead of a silently dropped connection', async () => {
+    const answer = await rawRequest(rig.port, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
+    expect(answer.status).toBe(405);
+    expect(code(answer.body)).toBe('VD_ERR_METHOD_NOT_ALLOWED');
+  });
+
   it('headers over 16 KiB get 431 VD_ERR_HEADERS_TOO_LARGE', async () => {
     const answer = await rawRequest(rig.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(answer.status).toBe(431);

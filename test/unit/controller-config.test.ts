@@ -93,3 +93,15 @@ describe('controller config', () => {
     expect(parseConfig(['--help'])).toBeNull();
   });
 });
+
+describe('API keys kept out of ps', () => {
+  it('takes keys from VNCDISPATCH_API_KEYS without any on the command line, and does not warn', () => {
+    const c = parseConfig([...TLS], { VNCDISPATCH_API_KEYS: `${KEY},${KEY}-second\n` })!;
+    expect(c.apiKeys).toEqual([KEY, `${KEY}-second`]);
+    expect(c.warnings).toEqual([]);
+  });
+
+  it('warns when a key is given with --api-key, where every local user can read it', () => {
+    expect(parseConfig(['--api-key', KEY, ...TLS])!.warnings.join(' ')).toMatch(/readable|read it/);
+  });
+});
