@@ -61,7 +61,7 @@ export const defaults = {
   stopGraceMs: 3000,
   runtimeDir: '/run/vncdispatch',
   startTimeoutMs: 8000,
-  lookupTimeoutMs: 2000,
+  lookupTimeoutMs: 5000,
   reapIntervalMs: 500,
   shutdownGraceMs: 5000,
 } as const;

@@ -220,3 +220,26 @@ describe('shutting down', () => {
     h.close();
   });
 });
+
+describe('health answers while desktops start', () => {
+  it("GetStatus and ListSessions answer within the controller's DOWN threshold (2.5 s) while ten desktops are starting", async () => {
+    const slow = slowXvnc(2);
+    // Ten Xvnc starting at once on a busy 2-core machine may need more than the default 8 s budget.
+    const { client } = await agentWith(['--xvnc', slow.path, '--start-timeout-ms', '25000',
+      '--lookup-timeout-ms', '20000']);
+    const users = Array.from({ length: 10 }, (_, i) => testUser(51 + i));
+    const starts = users.map((username) => call(client, client.startSession, { username, password: 'load1234' }, 30_000)
+      .then((r) => { started.push({ client, session: r.session! }); return r; }));
+    await vi.waitFor(() => expect(existsSync(slow.marker)).toBe(true), { timeout: 10_000 });
+    // A liveness bound, not a speed measurement (npm run bench:start measures): the controller marks a blade DOWN
+    // when these do not answer.
+    for (let i = 0; i < 20; i++) {
+      const s = await call(client, client.getStatus, {}, 2500);
+      expect(s.capacity).toBe(50);
+      await call(client, client.listSessions, {}, 2500);
+    }
+    const results = await Promise.all(starts);
+    expect(results.filter((r) => !r.existing)).toHaveLength(10);
+    for (const r of results) await call(client, client.stopSession, { id: r.session!.id });
+  });
+});

@@ -17,7 +17,7 @@ describe('parseConfig', () => {
       geometry: '1280x800', depth: 24,
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
-      lookupTimeoutMs: 2000, reapIntervalMs: 500, shutdownGraceMs: 5000,
+      lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
   });
