@@ -18,10 +18,10 @@ export interface AgentConfig {
   maxSessions: number;
   minUid: number;
   allowGroup?: string | undefined;
-  /** Passed to Xvnc as `-interface`; undefined listens on all interfaces. */
-  vncListen?: string | undefined;
-  /** Ports for desktops' VNC servers (each desktop gets the first free one, passed as -rfbport). */
-  vncPorts: { first: number; last: number };
+  /** A session script that exits within this many milliseconds of its start fails the start. */
+  startSettleMs: number;
+  /** A relay connection must name its session within this many milliseconds (and the desktop answer within it). */
+  relayHandshakeTimeoutMs: number;
   geometry: string;
   depth: number;
   /** The operator's --session-script, run for every desktop; undefined lets the launcher choose (see below). */
@@ -52,7 +52,8 @@ export const defaults = {
   listen: '0.0.0.0:7443',
   stateDir: '/var/lib/vncdispatch-agent',
   maxSessions: 50,
-  vncPorts: '5900-5999',
+  startSettleMs: 50,
+  relayHandshakeTimeoutMs: 5000,
   minUid: 1000,
   geometry: '1280x800',
   depth: 24,
@@ -67,7 +68,7 @@ export const defaults = {
 } as const;
 
 export const USAGE = `usage: vncdispatch-agent [options]
-  --listen HOST:PORT     gRPC address (default ${defaults.listen}; port 0 picks a free port)
+  --listen HOST:PORT     gRPC and desktop relay address (default ${defaults.listen}; port 0 picks a free port)
   --tls-cert FILE        server certificate (PEM)
   --tls-key FILE         server private key (PEM)
   --tls-ca FILE          CA that signs client certificates (clients must present one)
@@ -76,15 +77,16 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --max-sessions N       most concurrent desktops (default ${defaults.maxSessions})
   --min-uid N            lowest uid allowed a desktop (default ${defaults.minUid})
   --allow-group GROUP    only members of GROUP may have a desktop
-  --vnc-listen ADDR      address Xvnc listens on (-interface; default all interfaces)
-  --vnc-ports FIRST-LAST ports for the desktops' VNC servers, first free one wins (default ${defaults.vncPorts})
+  --start-settle-ms N    a session script that exits this soon fails the start (default ${defaults.startSettleMs})
+  --relay-handshake-timeout-ms N  time for a relay client to name its desktop (default ${defaults.relayHandshakeTimeoutMs})
   --geometry WxH         default desktop size (default ${defaults.geometry})
   --depth N              default colour depth 16, 24 or 32 (default ${defaults.depth})
   --session-script PATH  run PATH as every session (default: ~/.vnc/xstartup if safe, else
                          /etc/X11/Xvnc-session, else the shipped fallback session)
   --xvnc PATH            Xvnc binary (default ${defaults.xvnc})
   --stop-grace-ms N      wait before SIGKILL when stopping a session (default ${defaults.stopGraceMs})
-  --runtime-dir DIR      root-owned base of per-session runtime directories (default ${defaults.runtimeDir})
+  --runtime-dir DIR      root-owned base of per-session runtime directories, holding each desktop's files and
+                         its only RFB socket (default ${defaults.runtimeDir})
   --allow-root-group     admit users whose groups include gid 0 (refused by default)
   --start-timeout-ms N   most time a StartSession may take; keep it below the controller's
                          --agent-start-timeout-ms (default ${defaults.startTimeoutMs})
@@ -121,15 +123,6 @@ function integer(name: string, value: string, min: number, max: number): number 
   return n;
 }
 
-function portRange(value: string): { first: number; last: number } {
-  const m = /^(\d+)-(\d+)$/.exec(value);
-  if (!m) throw new ConfigError(`--vnc-ports must be FIRST-LAST, got ${JSON.stringify(value)}`);
-  const first = integer('vnc-ports first port', m[1]!, 1, 65535);
-  const last = integer('vnc-ports last port', m[2]!, 1, 65535);
-  if (first > last) throw new ConfigError(`--vnc-ports: ${first} is above ${last}`);
-  return { first, last };
-}
-
 function splitHostPort(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new ConfigError(`--listen must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(listen)}`);
@@ -162,8 +155,8 @@ export function parseConfig(argv: string[]): AgentConfig {
         'max-sessions': { type: 'string', default: String(defaults.maxSessions) },
         'min-uid': { type: 'string', default: String(defaults.minUid) },
         'allow-group': { type: 'string' },
-        'vnc-listen': { type: 'string' },
-        'vnc-ports': { type: 'string', default: defaults.vncPorts },
+        'start-settle-ms': { type: 'string', default: String(defaults.startSettleMs) },
+        'relay-handshake-timeout-ms': { type: 'string', default: String(defaults.relayHandshakeTimeoutMs) },
         geometry: { type: 'string', default: defaults.geometry },
         depth: { type: 'string', default: String(defaults.depth) },
         'session-script': { type: 'string' },
@@ -207,16 +200,15 @@ export function parseConfig(argv: string[]): AgentConfig {
     throw new ConfigError(`--allow-group is not a valid group name: ${allowGroup}`);
   }
   const maxSessions = integer('max-sessions', values['max-sessions'], 1, 10_000);
-  const vncPorts = portRange(values['vnc-ports']);
-  if (vncPorts.last - vncPorts.first + 1 < maxSessions) {
-    throw new ConfigError(`--vnc-ports ${values['vnc-ports']} holds fewer ports than --max-sessions ${maxSessions}`);
+  const runtimeDir = values['runtime-dir'];
+  if (!runtimeDir.startsWith('/') || runtimeDir.length > 64) {
+    // A Unix socket path is limited to 107 bytes: base + '/' + a 36-character id + '/vnc.sock' must fit.
+    throw new ConfigError(`--runtime-dir must be an absolute path of at most 64 characters, got ${JSON.stringify(runtimeDir)}`);
   }
   const logLevel = values['log-level'];
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
     throw new ConfigError(`--log-level must be a pino level, got ${logLevel}`);
   }
-  const runtimeDir = values['runtime-dir'];
-  if (!runtimeDir.startsWith('/')) throw new ConfigError(`--runtime-dir must be an absolute path, got ${runtimeDir}`);
   const sessionScript = values['session-script'];
   if (sessionScript !== undefined && !sessionScript.startsWith('/')) {
     throw new ConfigError(`--session-script must be an absolute path, got ${sessionScript}`);
@@ -236,8 +228,8 @@ export function parseConfig(argv: string[]): AgentConfig {
     maxSessions,
     minUid: integer('min-uid', values['min-uid'], 1, 2 ** 31),
     allowGroup,
-    vncListen: values['vnc-listen'],
-    vncPorts,
+    startSettleMs: integer('start-settle-ms', values['start-settle-ms'], 0, 10_000),
+    relayHandshakeTimeoutMs: integer('relay-handshake-timeout-ms', values['relay-handshake-timeout-ms'], 100, 600_000),
     geometry: values.geometry,
     depth,
     sessionScript,

@@ -17,7 +17,6 @@ export const AgentErrorCodes = {
   VD_AGENT_SESSION_ID_IN_USE: 'this session id belongs to a desktop of another user',
   VD_AGENT_SESSION_NOT_FOUND: 'no such session',
   VD_AGENT_CAPACITY: 'this blade is running its maximum number of sessions',
-  VD_AGENT_NO_VNC_PORT: 'no free VNC port on this blade',
   VD_AGENT_HOME_UNUSABLE: "the user's home directory is missing, not enterable by the user, or not answering",
   VD_AGENT_LOOKUP_FAILED: 'the user database did not answer in time',
   VD_AGENT_STATE_UNWRITABLE: "the agent cannot write its session records or runtime files (disk full?)",
@@ -25,7 +24,9 @@ export const AgentErrorCodes = {
   VD_AGENT_CANCELLED: 'the caller cancelled the call; nothing was left running',
   VD_AGENT_SHUTTING_DOWN: 'the agent is shutting down and starts no new desktops',
   VD_AGENT_XVNC_FAILED: 'the VNC server failed to start',
-  VD_AGENT_SESSION_SCRIPT_FAILED: 'the session script failed to start',
+  VD_AGENT_SESSION_SCRIPT_FAILED: 'the session script failed to start or exited at once',
+  VD_AGENT_RELAY_REFUSED: 'the relay request was malformed or too slow',
+  VD_AGENT_DESKTOP_UNREACHABLE: "the desktop's socket does not answer",
   VD_AGENT_INTERNAL: 'internal agent error',
 } as const;
 

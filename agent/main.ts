@@ -5,9 +5,11 @@
  */
 import { hostname as osHostname } from 'node:os';
 import { ConfigError, parseConfig, USAGE, type AgentConfig } from './config.js';
-import { buildServer, listen, reportShuttingDown } from './grpc/server.js';
+import { buildServer, reportShuttingDown } from './grpc/server.js';
+import { listenAgentPort } from './listener.js';
 import { createLogger } from './logger.js';
 import { agentVersion } from './paths.js';
+import { DesktopRelay } from './relay/desktop-relay.js';
 import { SessionManager } from './sessions/manager.js';
 import { SessionStore } from './sessions/store.js';
 import { HostStatusSampler } from './status.js';
@@ -22,7 +24,8 @@ async function run(config: AgentConfig): Promise<void> {
   }
   if (config.insecure) {
     log.warn({ insecure: true }, 'INSECURE MODE: no TLS and no client authentication; anyone who can reach this ' +
-      'port can start desktops as any allowed user. Use only for local development.');
+      'port can start desktops as any allowed user and read and type into every desktop through the relay, in clear. ' +
+      'Use only for local development.');
   }
   ensureX11SocketDir(log);
   await ensureRuntimeBase(config.runtimeDir);
@@ -32,9 +35,11 @@ async function run(config: AgentConfig): Promise<void> {
   await sessions.open();
   const host = new HostStatusSampler();
   host.start(config.reapIntervalMs);
-  const { server, health } = buildServer({ config, sessions, log, hostname, version: agentVersion,
+  const { server, health } = buildServer({ sessions, log, hostname, version: agentVersion,
     hostStatus: () => host.current() });
-  const { address, port } = await listen(server, config);
+  const relay = new DesktopRelay({ sessions, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs });
+  const agentPort = await listenAgentPort({ config, grpc: server, relay, log });
+  const { address, port } = agentPort;
   log.info({ address, port, version: agentVersion, tls: !config.insecure, stateDir: config.stateDir,
     runtimeDir: config.runtimeDir, maxSessions: config.maxSessions }, 'listening');
 
@@ -47,6 +52,7 @@ async function run(config: AgentConfig): Promise<void> {
     reportShuttingDown(health);
     sessions.close();
     host.stop();
+    void agentPort.close();
     const force = setTimeout(() => server.forceShutdown(), config.shutdownGraceMs);
     force.unref();
     server.tryShutdown(() => {

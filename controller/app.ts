@@ -118,15 +118,16 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
       const { session, token: record } = await tokens.consume(token, clientIp);
       const blade = session.blade ? blades.get(session.blade) : undefined;
-      if (session.state !== 'running' || !blade || session.port === null || !session.password) {
+      const agentSessionId = session.agentSessionId;
+      if (session.state !== 'running' || !blade || !agentSessionId || !session.password) {
         throw new TokenSessionEndedError('The session is not running.');
       }
       return {
         sessionId: session.id,
         username: session.username,
         blade: blade.name,
-        host: blade.host,
-        port: session.port,
+        // Only through the blade's agent, over its mutual-TLS relay: the proxy opens no connection of its own.
+        desktop: (reads, timeoutMs) => blade.connection.openDesktop(agentSessionId, reads, timeoutMs),
         password: session.password,
         tokenHash: record.hash,
       };
@@ -135,6 +136,13 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     revalidate: (targets: ProxyTarget[]): Promise<Set<string>> => store.activeTokenHashes(targets.map((t) => t.tokenHash)),
   });
   sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
+  blades.on('desktopEnded', (blade, agentSessionId, reason) => {
+    sessions.desktopEnded(blade.name, agentSessionId, reason).catch((err: unknown) =>
+      log.error({ err, blade: blade.name, agentSessionId }, 'could not end the session of a desktop that ended'));
+  });
+  blades.on('watching', (blade) => {
+    if (blade.health.state === 'UP') void reconciler.reconcileBlade(blade);
+  });
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
   app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
 

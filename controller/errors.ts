@@ -117,7 +117,7 @@ export class ProxyUnavailableError extends VncDispatchError {
 export class VncConnectError extends VncDispatchError {
   static readonly code = 'VD_ERR_VNC_CONNECT';
   static readonly statusCode = 502;
-  constructor(message: string = 'The desktop cannot be reached.', options?: ErrorOptions) {
+  constructor(message: string = 'The desktop cannot be reached through its blade agent.', options?: ErrorOptions) {
     super(VncConnectError.code, VncConnectError.statusCode, message, options);
   }
 }
@@ -209,6 +209,15 @@ export class SessionEndedError extends VncDispatchError {
   static readonly statusCode = 410;
   constructor(message: string = 'The session has ended.', options?: ErrorOptions) {
     super(SessionEndedError.code, SessionEndedError.statusCode, message, options);
+  }
+}
+
+export class DesktopExitedError extends VncDispatchError {
+  static readonly code = 'VD_ERR_DESKTOP_EXITED';
+  static readonly statusCode = 502;
+  constructor(message: string = 'The desktop ended as soon as it started; see the session log on its blade.',
+    options?: ErrorOptions) {
+    super(DesktopExitedError.code, DesktopExitedError.statusCode, message, options);
   }
 }
 
@@ -321,6 +330,7 @@ export const ERROR_CLASSES = [
   NoBladeAvailableError,
   SessionStartingError,
   SessionEndedError,
+  DesktopExitedError,
   SessionConflictError,
   BladeExistsError,
   TokenMalformedError,

@@ -1,10 +1,19 @@
 /** Adapts the SessionManager to the generated Agent service: request/response mapping and error conversion. */
-import type { Server, ServerUnaryCall, sendUnaryData, ServiceDefinition } from '@grpc/grpc-js';
+import {
+  Metadata, type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type ServiceDefinition,
+} from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { AgentService, type AgentServer, type Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import {
+  AgentService,
+  SessionEvent_Kind,
+  type AgentServer,
+  type Session,
+  type SessionEvent,
+  type WatchSessionsRequest,
+} from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { AgentError, toAgentError } from '../errors.js';
 import type { SessionRecord } from '../sessions/record.js';
-import type { SessionManager } from '../sessions/manager.js';
+import type { SessionEnded, SessionManager } from '../sessions/manager.js';
 import type { HostStatus } from '../status.js';
 import { toServiceError } from './status-map.js';
 
@@ -20,7 +29,7 @@ export interface AgentServiceOptions {
 
 export function toSession(r: SessionRecord, hostname: string): Session {
   return {
-    id: r.id, username: r.username, hostname, display: r.display, port: r.port, pid: r.pid,
+    id: r.id, username: r.username, hostname, display: r.display, port: 0, pid: r.pid,
     startedAt: new Date(r.startedAt), uid: r.uid, geometry: r.geometry, depth: r.depth,
   };
 }
@@ -102,6 +111,21 @@ export class AgentServiceImpl {
     };
   }
 
+  /** WatchSessions: one event per desktop that ends, for as long as the caller watches. */
+  private watchSessions(call: ServerWritableStream<WatchSessionsRequest, SessionEvent>): void {
+    const { sessions } = this.opts;
+    const onEnded = (e: SessionEnded) => {
+      call.write({ kind: SessionEvent_Kind.KIND_ENDED, sessionId: e.id, reason: e.reason, at: e.at });
+    };
+    const stop = () => sessions.off('ended', onEnded);
+    sessions.on('ended', onEnded);
+    call.on('cancelled', stop);
+    call.on('close', stop);
+    call.on('error', stop);
+    // Headers now, so the caller knows it is watching (and can reconcile what happened before).
+    call.sendMetadata(new Metadata());
+  }
+
   private handlers(): AgentServer {
     const { sessions, hostname } = this.opts;
     return {
@@ -116,6 +140,7 @@ export class AgentServiceImpl {
         sessions.stop(res.session.id, 'caller went away before StartSession answered').catch(() => undefined);
       }),
       stopSession: this.unary('StopSession', async (req) => ({ session: toSession(await sessions.stop(req.id), hostname) })),
+      watchSessions: (call) => this.watchSessions(call),
       listSessions: this.unary('ListSessions', () => ({ sessions: sessions.list().map((r) => toSession(r, hostname)) })),
       getStatus: this.unary('GetStatus', () => ({
         hostname,

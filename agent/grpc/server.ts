@@ -1,13 +1,12 @@
 /**
- * The gRPC server: the Agent service, grpc.health.v1 and server reflection, over mutual TLS (client certificates
- * required and verified against --tls-ca) unless --insecure.
+ * The gRPC server: the Agent service, grpc.health.v1 and server reflection. It binds no port itself: the agent's
+ * port (listener.ts) does mutual TLS and hands it the connections whose ALPN protocol is "h2".
  */
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
-import type { AgentConfig } from '../config.js';
 import { agentProtoFile, protoRoot } from '../paths.js';
 import type { SessionManager } from '../sessions/manager.js';
 import type { HostStatus } from '../status.js';
@@ -16,7 +15,6 @@ import { AgentServiceImpl } from './agent-service.js';
 export const AGENT_SERVICE_NAME = 'vncdispatch.agent.v1.Agent';
 
 export interface AgentServerOptions {
-  config: AgentConfig;
   sessions: SessionManager;
   log: Logger;
   hostname: string;
@@ -30,12 +28,6 @@ export interface RunningServer {
   /** host:port actually bound ([v6]:port for IPv6). */
   address: string;
   port: number;
-}
-
-export function credentials(config: AgentConfig): ServerCredentials {
-  if (config.insecure || !config.tls) return ServerCredentials.createInsecure();
-  // The third argument is checkClientCertificate: grpc-js defaults it to false, which would accept anyone.
-  return ServerCredentials.createSsl(config.tls.ca, [{ cert_chain: config.tls.cert, private_key: config.tls.key }], true);
 }
 
 /** Tells health watchers the agent is going away (before it stops accepting calls). */
@@ -54,12 +46,4 @@ export function buildServer(opts: AgentServerOptions): { server: Server; health:
   const pkg = loadSync(agentProtoFile, { includeDirs: [protoRoot], keepCase: false, longs: Number, defaults: true });
   new ReflectionService(pkg).addToServer(server);
   return { server, health };
-}
-
-/** Binds the configured address and returns what was bound. */
-export async function listen(server: Server, config: AgentConfig): Promise<{ address: string; port: number }> {
-  const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${config.listenPort}`, credentials(config), (err, p) => (err ? reject(err) : resolve(p))));
-  return { address: `${host}:${port}`, port };
 }

@@ -9,6 +9,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { realpathSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -23,12 +24,11 @@ import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername
 import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
 import { obfuscateVncPassword } from '../vnc/password.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
-import { VncPorts } from '../vnc/ports.js';
 import {
-  createRuntimeDir, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,
+  createRuntimeDir, desktopSocketPath, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,
 } from '../vnc/runtime-dir.js';
 import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
-import { startXvnc, type StartedXvnc, type XvncOptions } from '../vnc/xvnc.js';
+import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
 
@@ -112,7 +112,19 @@ function throwIfStopped(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason as Error;
 }
 
-export class SessionManager {
+/** A desktop that ended, announced the moment the agent notices (before its processes are fully gone). */
+export interface SessionEnded {
+  id: string;
+  username: string;
+  reason: string;
+  at: Date;
+}
+
+export interface SessionManagerEvents {
+  ended: [SessionEnded];
+}
+
+export class SessionManager extends EventEmitter<SessionManagerEvents> {
   private readonly opts: SessionManagerOptions;
   private readonly log: Logger;
   private readonly sessions = new Map<string, Live>();
@@ -123,12 +135,18 @@ export class SessionManager {
   private timer?: NodeJS.Timeout;
   private polling = false;
   private closed = false;
-  private readonly ports: VncPorts;
 
   constructor(options: SessionManagerOptions) {
+    super();
     this.opts = options;
     this.log = options.log.child({ module: 'sessions' });
-    this.ports = new VncPorts(options.config.vncPorts, options.config.vncListen);
+  }
+
+  /** The Unix socket of a live desktop, for the relay; undefined when there is no such live session. */
+  desktopSocket(id: string): string | undefined {
+    const live = this.sessions.get(id);
+    if (!live || live.stopping) return undefined;
+    return desktopSocketPath(this.opts.config.runtimeDir, id);
   }
 
   /** Loads persisted sessions, keeps the ones still running and starts reaping. */
@@ -271,7 +289,7 @@ export class SessionManager {
     const runtimeDir = sessionRuntimeDir(config.runtimeDir, id);
     const record: SessionRecord = {
       id, state: 'starting', username: user.name, uid: user.uid, gid: user.gid, home: user.home, shell: user.shell,
-      runtimeDir, display: 0, port: 0, pid: 0, pidStartTime: 0, scriptPid: 0, scriptStartTime: 0,
+      runtimeDir, display: 0, pid: 0, pidStartTime: 0, scriptPid: 0, scriptStartTime: 0,
       startedAt: new Date().toISOString(), geometry, depth,
     };
     // The intent, durably, before anything is spawned.
@@ -294,9 +312,9 @@ export class SessionManager {
         config.lookupTimeoutMs));
       t2 = performance.now();
       throwIfStopped(signal);
-      const xvnc = await this.startOnFreePort(user, {
-        xvnc: config.xvnc, geometry, depth, vncListen: config.vncListen, passwdFile: files.passwd,
-        xauthFile: files.xauth, logFd: log.fd, cwd: files.dir, signal,
+      const xvnc = await startXvnc(user, {
+        xvnc: config.xvnc, geometry, depth, socketPath: desktopSocketPath(config.runtimeDir, id),
+        passwdFile: files.passwd, xauthFile: files.xauth, logFd: log.fd, cwd: files.dir, signal,
       });
       xvncChild = xvnc.child;
       t3 = performance.now();
@@ -312,13 +330,19 @@ export class SessionManager {
       scriptChild.on('error', (err) => this.log.error({ err, username: user.name }, 'session script error'));
       await log.close();
       log = undefined;
+      // A session that cannot run (a typo, a missing program) exits at once: a failed start, not a desktop.
+      const exit = await exitWithin(scriptChild, config.startSettleMs);
+      if (exit !== null) {
+        throw new AgentError('VD_AGENT_SESSION_SCRIPT_FAILED',
+          `the session exited (${exit}) right after it started; see the desktop log ${files.log}`);
+      }
       const xvncStat = await readProcStat(xvnc.pid);
       if (!xvncStat || xvncStat.state === 'Z') {
         throw new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc for ${user.name} exited right after starting`);
       }
       const scriptStat = scriptChild.pid !== undefined ? await readProcStat(scriptChild.pid) : undefined;
       Object.assign(record, {
-        state: 'running', display: xvnc.display, port: xvnc.port, pid: xvnc.pid, pidStartTime: xvncStat.startTime,
+        state: 'running', display: xvnc.display, pid: xvnc.pid, pidStartTime: xvncStat.startTime,
         scriptPid: scriptChild.pid ?? 0, scriptStartTime: scriptStat?.startTime ?? 0,
       });
       throwIfStopped(signal);
@@ -339,7 +363,7 @@ export class SessionManager {
     // Exit events reap our own children at once; poll() covers adopted sessions.
     xvncChild.once('exit', () => void this.poll());
     scriptChild.once('exit', () => void this.poll());
-    this.log.info({ session: record.id, username: user.name, uid: user.uid, display: record.display, port: record.port,
+    this.log.info({ session: record.id, username: user.name, uid: user.uid, display: record.display,
       pid: record.pid, scriptPid: record.scriptPid,
       ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
     'session started');
@@ -365,28 +389,6 @@ export class SessionManager {
       'start abandoned; everything it spawned was stopped');
   }
 
-  /**
-   * Starts Xvnc on a port from VncPorts. The port was free when probed, but another program (or another agent on this
-   * host) may take it before Xvnc binds it: if Xvnc then dies and the port is no longer free, the next port is tried
-   * (three ports in all). A failure for any other reason is not retried.
-   */
-  private async startOnFreePort(user: UnixUser, opts: Omit<XvncOptions, 'port'>): Promise<StartedXvnc & { port: number }> {
-    const held = new Set([...this.sessions.values()].map((l) => l.record.port));
-    for (let attempt = 1; ; attempt++) {
-      const port = await this.ports.reserve(held);
-      try {
-        return { ...(await startXvnc(user, { ...opts, port })), port };
-      } catch (err) {
-        const lostPort = err instanceof AgentError && err.code === 'VD_AGENT_XVNC_FAILED' && !(await this.ports.isFree(port));
-        if (!lostPort || attempt >= 3) throw err;
-        held.add(port);
-        this.log.warn({ username: user.name, port }, 'VNC port taken while Xvnc started; trying the next one');
-      } finally {
-        this.ports.release(port); // Xvnc holds it now, or it is skipped
-      }
-    }
-  }
-
   /** Checks every session: Xvnc gone means the session is gone; session script gone means the session ends. */
   private async poll(): Promise<void> {
     if (this.polling) return;
@@ -409,6 +411,11 @@ export class SessionManager {
   }
 
   private terminate(live: Live, reason: string): Promise<void> {
+    if (!live.stopping) {
+      // Announced before the processes are gone: nobody should reach this desktop from now on.
+      const { id, username } = live.record;
+      this.emit('ended', { id, username, reason, at: new Date() });
+    }
     live.stopping ??= this.doTerminate(live, reason)
       .catch((err: unknown) => this.log.error({ err, session: live.record.id }, 'error while ending session'))
       .finally(() => {
@@ -484,4 +491,22 @@ export class SessionManager {
       }
     }
   }
+}
+
+/** Resolves with how `child` exited if it exits within `ms`, else null (it is still running). */
+function exitWithin(child: ChildProcess, ms: number): Promise<string | null> {
+  const describe = (code: number | null, signal: NodeJS.Signals | null) => signal ?? `code ${code}`;
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(describe(child.exitCode, child.signalCode));
+  if (child.pid === undefined) return Promise.resolve('not started');
+  return new Promise((resolve) => {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(timer);
+      resolve(describe(code, signal));
+    };
+    const timer = setTimeout(() => {
+      child.off('exit', onExit);
+      resolve(null);
+    }, ms);
+    child.once('exit', onExit);
+  });
 }

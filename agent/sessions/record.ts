@@ -16,7 +16,6 @@ export interface SessionRecord {
   /** The session's runtime directory (vnc/runtime-dir.ts); absent in records written before it existed. */
   runtimeDir?: string | undefined;
   display: number;
-  port: number;
   /** Xvnc. */
   pid: number;
   /** /proc/PID/stat field 22 of Xvnc: with pid, identifies it even after the pid is recycled. */

@@ -45,6 +45,14 @@ export function sessionRuntimeDir(base: string, sessionId: string): string {
   return join(base, sessionId);
 }
 
+/**
+ * Where the desktop of session `sessionId` listens for RFB (Xvnc -rfbunixpath): its only listener, in a directory
+ * only its user and root can enter. The relay connects here.
+ */
+export function desktopSocketPath(base: string, sessionId: string): string {
+  return join(sessionRuntimeDir(base, sessionId), 'vnc.sock');
+}
+
 export function runtimeFiles(dir: string): RuntimeFiles {
   return { dir, passwd: join(dir, 'passwd'), xauth: join(dir, 'Xauthority'), log: join(dir, 'desktop.log') };
 }

@@ -12,10 +12,8 @@ export interface XvncOptions {
   xvnc: string;
   geometry: string;
   depth: number;
-  /** -interface: the address the VNC port listens on; undefined = all. */
-  vncListen?: string | undefined;
-  /** -rfbport: the VNC port (chosen by VncPorts, not 5900 + display). */
-  port: number;
+  /** -rfbunixpath: the desktop's only RFB listener, in the session's runtime directory (see runtime-dir.ts). */
+  socketPath: string;
   passwdFile: string;
   xauthFile: string;
   logFd: number;
@@ -43,8 +41,14 @@ export function xvncArgs(user: SpawnUser, opts: XvncOptions): string[] {
     '-depth', String(opts.depth),
     '-desktop', `${user.name}'s desktop`,
     '-nolisten', 'tcp',
-    '-rfbport', String(opts.port),
-    ...(opts.vncListen !== undefined ? ['-interface', opts.vncListen] : []),
+    // No TCP listener at all: the desktop is reached only through the agent's relay, over mutual TLS.
+    '-rfbport', '-1',
+    '-rfbunixpath', opts.socketPath,
+    '-rfbunixmode', String(0o600),
+    // Xvnc keys its blacklist by peer address, and every connection on a Unix socket has the same one, so five
+    // viewers opening at once would lock the rest out. Only the user and root can reach the socket (0600 in a 0700
+    // directory), and VNC authentication stays on as a second lock, so there is nobody for the blacklist to stop.
+    '-UseBlacklist', '0',
   ];
 }
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { checkServerIdentity } from 'node:tls';
+import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import {
   credentials,
   makeGenericClientConstructor,
@@ -20,14 +20,19 @@ import {
 import { service as healthService } from 'grpc-health-check';
 import {
   AgentClient as GeneratedAgentClient,
+  SessionEvent_Kind,
   type GetStatusResponse,
   type Session,
+  type SessionEvent,
   type StartSessionRequest,
   type StartSessionResponse,
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { parseHostPort, type AgentTls } from '../config.js';
 import { AgentUnavailableError } from '../errors.js';
+import { openDesktopRelay, type DesktopStream, type OnRead } from './desktop-relay.js';
 import { grpcStatusName, toControllerError } from './grpc-errors.js';
+
+export type { DesktopStream, OnRead } from './desktop-relay.js';
 
 export type { GetStatusResponse, Session as AgentSession, StartSessionResponse } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 
@@ -69,9 +74,12 @@ const CHANNEL_OPTIONS = {
 /** SNI name sent to agents addressed by IP (the certificate is checked against the IP, see forHost). */
 const SNI_FOR_IP_TARGETS = 'vncdispatch-agent';
 
-/** Channel credentials (and channel options) for an agent at a given host (a name, or an IP without brackets). */
+/**
+ * How to reach an agent at a given host (a name, or an IP without brackets): gRPC channel credentials and options,
+ * and the TLS options of its desktop relay (null for --insecure-agents). Both check the same certificate the same way.
+ */
 export interface AgentCredentials {
-  forHost(host: string): { credentials: ChannelCredentials; options: Record<string, string> };
+  forHost(host: string): { credentials: ChannelCredentials; options: Record<string, string>; relayTls: ConnectionOptions | null };
 }
 
 /**
@@ -85,16 +93,21 @@ export interface AgentCredentials {
 export function createAgentCredentials(tls: AgentTls | null): AgentCredentials {
   if (!tls) {
     const insecure = credentials.createInsecure();
-    return { forHost: () => ({ credentials: insecure, options: {} }) };
+    return { forHost: () => ({ credentials: insecure, options: {}, relayTls: null }) };
   }
   const [ca, key, cert] = [readFileSync(tls.ca), readFileSync(tls.key), readFileSync(tls.cert)];
   const byName = credentials.createSsl(ca, key, cert);
   return {
-    forHost(host): { credentials: ChannelCredentials; options: Record<string, string> } {
-      if (isIP(host) === 0) return { credentials: byName, options: {} };
+    forHost(host): ReturnType<AgentCredentials['forHost']> {
+      if (isIP(host) === 0) {
+        // Node's default check: the certificate must name `servername`, the dialled host.
+        return { credentials: byName, options: {}, relayTls: { ca, key, cert, servername: host, minVersion: 'TLSv1.2' } };
+      }
+      const checkIdentity = (_sni: string, peer: Parameters<typeof checkServerIdentity>[1]) => checkServerIdentity(host, peer);
       return {
-        credentials: credentials.createSsl(ca, key, cert, { checkServerIdentity: (_sni, peer) => checkServerIdentity(host, peer) }),
+        credentials: credentials.createSsl(ca, key, cert, { checkServerIdentity: checkIdentity }),
         options: { 'grpc.ssl_target_name_override': SNI_FOR_IP_TARGETS },
+        relayTls: { ca, key, cert, servername: SNI_FOR_IP_TARGETS, checkServerIdentity: checkIdentity, minVersion: 'TLSv1.2' },
       };
     },
   };
@@ -116,6 +129,9 @@ export class AgentConnection {
   readonly #health: HealthClient;
   readonly #deadlines: AgentDeadlines;
   readonly #onCall: (method: string, result: string) => void;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #relayTls: ConnectionOptions | null;
   #closed = false;
 
   constructor(options: AgentClientOptions) {
@@ -123,7 +139,11 @@ export class AgentConnection {
     this.address = options.address;
     this.#deadlines = { ...DEFAULT_DEADLINES, ...options.deadlines };
     this.#onCall = options.onCall ?? (() => {});
-    const tls = options.credentials.forHost(parseHostPort(options.address, `blade ${options.name} address`).host);
+    const { host, port } = parseHostPort(options.address, `blade ${options.name} address`);
+    const tls = options.credentials.forHost(host);
+    this.#host = host;
+    this.#port = port;
+    this.#relayTls = tls.relayTls;
     this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
     // The health client shares the agent client's channel, so both see the same connection state.
     this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });
@@ -189,6 +209,43 @@ export class AgentConnection {
     stream.on('data', (msg: { status: string }) => onStatus(String(msg.status)));
     stream.on('error', (err: ServiceError) => end(toControllerError(err, this.name, 'Health.Watch')));
     stream.on('end', () => end(new AgentUnavailableError(`blade ${this.name}: health watch ended`)));
+    return () => {
+      ended = true;
+      stream.cancel();
+    };
+  }
+
+  /**
+   * Opens the desktop relay to one of this agent's sessions (by the agent's id), on the agent's own port with the
+   * same mutual TLS as gRPC. See desktop-relay.ts.
+   */
+  openDesktop(agentSessionId: string, onread: OnRead, timeoutMs: number): DesktopStream {
+    return openDesktopRelay({ host: this.#host, port: this.#port, tls: this.#relayTls, sessionId: agentSessionId,
+      timeoutMs, onread, blade: this.name });
+  }
+
+  /**
+   * Watches the agent's desktops: `onWatching` once the agent accepted the watch (anything before it may have been
+   * missed: reconcile), `onEnded` for each desktop that ends, `onEnd` once when the stream fails or ends. Returns a
+   * function that cancels the watch.
+   */
+  watchSessions(handlers: { onWatching(): void; onEnded(agentSessionId: string, reason: string): void; onEnd(err: Error): void }):
+    () => void {
+    const stream = this.#client.watchSessions({}, new Metadata(), {});
+    let ended = false;
+    const end = (err: Error) => {
+      if (ended) return;
+      ended = true;
+      handlers.onEnd(err);
+    };
+    stream.on('metadata', () => {
+      if (!ended) handlers.onWatching();
+    });
+    stream.on('data', (e: SessionEvent) => {
+      if (!ended && e.kind === SessionEvent_Kind.KIND_ENDED && e.sessionId) handlers.onEnded(e.sessionId, e.reason);
+    });
+    stream.on('error', (err: ServiceError) => end(toControllerError(err, this.name, 'WatchSessions')));
+    stream.on('end', () => end(new AgentUnavailableError(`blade ${this.name}: session watch ended`)));
     return () => {
       ended = true;
       stream.cancel();

@@ -53,6 +53,8 @@ export class Blade {
   pending = 0;
   #stopWatch: (() => void) | null = null;
   #rewatch: NodeJS.Timeout | null = null;
+  #stopSessionWatch: (() => void) | null = null;
+  #resessionWatch: NodeJS.Timeout | null = null;
 
   constructor(record: BladeRecord, connection: AgentConnection, health: HealthMonitor<GetStatusResponse>) {
     this.record = record;
@@ -88,9 +90,26 @@ export class Blade {
     );
   }
 
+  /**
+   * Watches the agent's desktops (WatchSessions) and restarts the watch after it ends. `onWatching` runs each time the
+   * agent accepted the watch: anything that ended while nobody watched is for reconciliation.
+   */
+  watchSessions(retryMs: number, handlers: { onWatching(): void; onEnded(agentSessionId: string, reason: string): void }): void {
+    this.#stopSessionWatch = this.connection.watchSessions({
+      ...handlers,
+      onEnd: () => {
+        this.#stopSessionWatch = null;
+        this.#resessionWatch = setTimeout(() => this.watchSessions(retryMs, handlers), retryMs);
+        this.#resessionWatch.unref?.();
+      },
+    });
+  }
+
   close(): void {
     this.health.stop();
     if (this.#rewatch) clearTimeout(this.#rewatch);
+    if (this.#resessionWatch) clearTimeout(this.#resessionWatch);
+    this.#stopSessionWatch?.();
     this.#stopWatch?.();
     this.connection.close();
   }
@@ -109,6 +128,10 @@ export interface RegistryEvents {
   /** A blade came UP (first contact or back from DOWN): reconcile it. */
   up: [Blade];
   change: [Blade, HealthChange];
+  /** The blade's agent reported that one of its desktops ended (by the agent's session id). */
+  desktopEnded: [Blade, string, string];
+  /** The blade's session watch (re)started: what ended while nobody watched needs reconciling. */
+  watching: [Blade];
 }
 
 export class BladeRegistry extends EventEmitter<RegistryEvents> {
@@ -169,6 +192,11 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
     this.#blades.set(rec.name, blade);
     health.start();
     blade.watch(healthIntervalMs);
+    // A desktop's end is pushed by its agent; retry the watch quickly, since a missed end keeps a dead desktop open.
+    blade.watchSessions(Math.min(healthIntervalMs, 1000), {
+      onWatching: () => this.emit('watching', blade),
+      onEnded: (agentSessionId, reason) => this.emit('desktopEnded', blade, agentSessionId, reason),
+    });
     return blade;
   }
 

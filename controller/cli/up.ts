@@ -93,7 +93,7 @@ export async function up(argv: string[]): Promise<void> {
 
   const agent = await startChild('agent', 'agent/main.js', [
     '--listen', `127.0.0.1:${o.agentPort}`, '--tls-cert', agentCert.cert, '--tls-key', agentCert.key, '--tls-ca', ca,
-    '--state-dir', join(o.dir, 'agent'), '--vnc-listen', '127.0.0.1',
+    '--state-dir', join(o.dir, 'agent'),
   ]);
   const controller = await startChild('controller', 'controller/main.js', [
     '--listen', `127.0.0.1:${o.port}`, '--blade', `local=${agent.address}`,

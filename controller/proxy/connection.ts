@@ -1,14 +1,16 @@
 /**
- * One browser-to-desktop connection after the upgrade was accepted: connects to the target, runs both RFB handshakes
- * (client to Xvnc with VNC authentication, server to the browser with security None) in parallel, forwards the
- * browser's ClientInit, then becomes a byte pipe. Whichever side ends, the other is closed, and the connection is
- * logged once at open and once at close.
+ * One browser-to-desktop connection after the upgrade was accepted: reaches the desktop first (through its agent's
+ * relay) and authenticates to Xvnc, and only then starts the browser's RFB handshake (security None), forwards the
+ * browser's ClientInit, then becomes a byte pipe. So a desktop that cannot be reached is a WebSocket close with a
+ * code and a reason (1011, VD_ERR_VNC_...) before the browser has seen any RFB, not a half-done handshake that looks
+ * like a dropped line. Whichever side ends, the other is closed, and the connection is logged once at open and once
+ * at close.
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { VncConnectError, VncDispatchError, VncHandshakeError } from '../errors.js';
+import { VncDispatchError, VncHandshakeError } from '../errors.js';
 import { pipeBytes, VncReader, type ByteCounters } from './byte-pipe.js';
 import type { CloseReason, ProxyMetrics } from './metrics.js';
 import { RfbBrowserHandshake } from './rfb-browser-handshake.js';
@@ -42,6 +44,10 @@ export class ProxyConnection implements ByteCounters {
   lastActivityAt: number;
   readonly openedAt: number;
   private tcp: Socket | null = null;
+  /** The relay said the desktop answered. */
+  private desktopOpen = false;
+  /** The desktop's socket closed before `desktopOpen` was known. */
+  private desktopClosedEarly = false;
   private closed = false;
   private piping = false;
   private timer: NodeJS.Timeout | null = null;
@@ -68,7 +74,7 @@ export class ProxyConnection implements ByteCounters {
     this.vncHs = new RfbClientHandshake({ password: target.password, maxReasonLength: settings.maxReasonLength });
   }
 
-  /** Starts connecting and both handshakes. */
+  /** Reaches the desktop and authenticates to it; the browser's handshake starts once that is done. */
   start(): void {
     const { target, ws } = this;
     this.log.info(this.describe(), 'desktop connection opened');
@@ -83,25 +89,49 @@ export class ProxyConnection implements ByteCounters {
     ws.on('pong', () => {
       this.alive = true;
     });
-    ws.on('message', this.onBrowserHandshake);
-    ws.send(this.browserHs!.start());
+    // The browser speaks only after our ProtocolVersion, which it gets once the desktop is authenticated.
+    ws.on('message', this.onEarlyBrowserMessage);
 
-    const tcp = connect({ host: target.host, port: target.port, noDelay: true, onread: { buffer: this.reader.buffer, callback: this.reader.onRead } });
+    let stream;
+    try {
+      stream = target.desktop({ buffer: this.reader.buffer, callback: this.reader.onRead }, this.settings.connectTimeoutMs);
+    } catch (err) {
+      this.fail('connect-failed', toProxyError(err));
+      return;
+    }
+    const tcp = stream.socket;
     this.tcp = tcp;
-    const connectTimer = setTimeout(() => {
-      this.fail('connect-failed', new VncConnectError(`no connection to ${target.host}:${target.port} within ${this.settings.connectTimeoutMs} ms`));
-    }, this.settings.connectTimeoutMs);
-    tcp.once('connect', () => clearTimeout(connectTimer));
     tcp.on('error', (err) => {
-      clearTimeout(connectTimer);
-      if (!tcp.connecting && tcp.remoteAddress !== undefined) this.close('vnc-error', WS_INTERNAL, 'desktop connection failed', err);
-      else this.fail('connect-failed', new VncConnectError(`cannot connect to ${target.host}:${target.port}`, { cause: err }));
+      if (this.desktopOpen) this.close('vnc-error', WS_INTERNAL, 'desktop connection failed', err);
     });
     tcp.on('close', () => {
-      clearTimeout(connectTimer);
-      if (this.piping) this.close('vnc-closed', WS_NORMAL, 'desktop closed the connection');
-      else this.fail('handshake-failed', new VncHandshakeError('desktop server closed the connection during the RFB handshake'));
+      if (this.desktopOpen) this.onDesktopClosed();
+      else this.desktopClosedEarly = true;
     });
+    stream.opened.then(
+      () => {
+        this.desktopOpen = true;
+        if (this.desktopClosedEarly) this.onDesktopClosed();
+      },
+      (err: unknown) => this.fail('connect-failed', toProxyError(err)),
+    );
+  }
+
+  private onDesktopClosed(): void {
+    if (this.piping) this.close('vnc-closed', WS_NORMAL, 'desktop closed the connection');
+    else this.fail('handshake-failed', new VncHandshakeError('desktop server closed the connection during the RFB handshake'));
+  }
+
+  private readonly onEarlyBrowserMessage = (): void => {
+    this.close('protocol-error', WS_POLICY, 'the browser spoke before the server');
+  };
+
+  /** The desktop accepted our VNC authentication: now the browser's side of the handshake. */
+  private startBrowserHandshake(): void {
+    if (this.closed || !this.browserHs) return;
+    this.ws.off('message', this.onEarlyBrowserMessage);
+    this.ws.on('message', this.onBrowserHandshake);
+    this.ws.send(this.browserHs.start());
   }
 
   /** Closes both sides. Idempotent; logs and counts once. */
@@ -168,7 +198,7 @@ export class ProxyConnection implements ByteCounters {
         // Hold anything further from Xvnc until the browser has caught up; it all belongs to the byte pipe.
         this.tcp!.pause();
         this.vncReady = true;
-        this.maybeStartPipe();
+        this.startBrowserHandshake();
       }
     } catch (err) {
       this.fail('handshake-failed', toProxyError(err));

@@ -10,6 +10,7 @@ import {
   AgentRejectedError,
   AgentUnavailableError,
   BadRequestError,
+  DesktopExitedError,
   NoBladeAvailableError,
   NotFoundError,
   SessionConflictError,
@@ -57,6 +58,8 @@ export interface SessionServiceOptions {
 }
 
 const POLL_MS = 50;
+/** How long a desktop end reported by an agent is remembered, for a start that has not recorded it yet. */
+const RECENT_END_MS = 60_000;
 
 /**
  * Agent codes about the user (the same on every blade), where trying another blade cannot help: answered at once with
@@ -91,6 +94,8 @@ export class SessionService {
   readonly #o: Required<Omit<SessionServiceOptions, 'closeConnections'>> & Pick<SessionServiceOptions, 'closeConnections'>;
   readonly #log: Logger;
   readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
+  /** Desktops their agents reported ended, by `blade/agentSessionId`, with when (pruned after RECENT_END_MS). */
+  readonly #recentEnds = new Map<string, number>();
 
   constructor(options: SessionServiceOptions) {
     this.#o = { startingWaitMs: 15_000, ...options };
@@ -234,6 +239,10 @@ export class SessionService {
       await this.#stopUnrecorded(blade, s.id, session.id);
       throw new SessionConflictError(`session ${session.id} was deleted while it was starting`);
     }
+    if (this.#recentEnds.has(`${blade.name}/${s.id}`)) {
+      // Its agent reported the end before the record said running: nobody may be sent to a dead desktop.
+      throw new DesktopExitedError(`the desktop of ${session.username} on blade ${blade.name} ended as soon as it started`);
+    }
     this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
       pid: s.pid, agentExisting: res.existing }, 'session running');
     return patched;
@@ -286,6 +295,21 @@ export class SessionService {
     this.#o.metrics.sessionsEnded.inc({ reason });
     this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
     return ended ?? (await this.get(id));
+  }
+
+  /**
+   * A blade's agent reported that one of its desktops ended (WatchSessions): end the record, which revokes its tokens,
+   * and close its viewers' sockets, so they are told at once that the session has ended.
+   */
+  async desktopEnded(bladeName: string, agentSessionId: string, reason: string): Promise<void> {
+    const now = Date.now();
+    this.#recentEnds.set(`${bladeName}/${agentSessionId}`, now);
+    for (const [k, t] of this.#recentEnds) if (now - t > RECENT_END_MS) this.#recentEnds.delete(k);
+    const live = await this.#o.store.listSessions({ live: true, blade: bladeName });
+    const s = live.find((x) => x.agentSessionId === agentSessionId);
+    if (!s) return;
+    this.#log.info({ sessionId: s.id, blade: bladeName, agentReason: reason }, 'the blade reported the desktop ended');
+    await this.markEnded(s, 'desktop-exited');
   }
 
   /** Ends a record whose desktop is gone (reconciliation): no agent call. */

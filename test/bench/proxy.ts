@@ -171,7 +171,8 @@ async function serveProxy(targetPort: number): Promise<void> {
   const { default: pino } = await import('pino');
   // Logs as in production (one line per open and close) but into /dev/null.
   const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false }));
-  const target = { sessionId: 's', username: 'bench', blade: 'local', host: '127.0.0.1', port: targetPort, password: PASSWORD, tokenHash: 'h' };
+  const { tcpDesktop } = await import('../helpers/tcp-desktop.js');
+  const target = { sessionId: 's', username: 'bench', blade: 'local', desktop: tcpDesktop('127.0.0.1', targetPort), password: PASSWORD, tokenHash: 'h' };
   const proxy = new VncProxy({
     log,
     authorize: async () => target,

@@ -30,10 +30,7 @@ export interface AgentProcess {
 
 export interface StartAgentOptions {
   pki: Pki;
-  /**
-   * Extra flags, appended after the defaults (--listen 127.0.0.1:0, TLS files, --state-dir, --runtime-dir,
-   * --vnc-listen 127.0.0.1).
-   */
+  /** Extra flags, appended after the defaults (--listen 127.0.0.1:0, TLS files, --state-dir, --runtime-dir). */
   args?: string[];
   /** Reuse a state directory (to test re-adoption); default a fresh temp dir. */
   stateDir?: string;
@@ -50,8 +47,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess>
   const runtimeDir = opts.runtimeDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-agent-run-'));
   const service = await startNodeService('agent', AGENT_MAIN, [
     '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
-    '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--runtime-dir', runtimeDir, '--vnc-listen', '127.0.0.1',
-    ...(opts.args ?? []),
+    '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...(opts.args ?? []),
   ], { env: opts.env, timeoutMs: opts.timeoutMs });
   return { ...service, stateDir, runtimeDir };
 }

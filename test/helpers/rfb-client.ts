@@ -54,8 +54,10 @@ export interface RfbResult {
 }
 
 export interface RfbConnectOptions {
-  host: string;
-  port: number;
+  /** A TCP VNC server (a test's own Xvnc), or `socket`: a stream already open to one (an agent's relay). */
+  host?: string;
+  port?: number;
+  socket?: () => Promise<Socket>;
   password: string;
   timeoutMs?: number;
   /** Ask the server to share the desktop with other clients (default true, like noVNC). */
@@ -81,6 +83,8 @@ class Reader {
     };
     sock.on('close', end);
     sock.on('end', end);
+    // A socket handed over paused (a relay positioned at the first RFB byte) flows only once resumed.
+    sock.resume();
   }
   async read(n: number): Promise<Buffer> {
     while (this.buf.length < n) {
@@ -133,7 +137,12 @@ async function readPixel(sock: Socket, reader: Reader, pf: Buffer, at: { x: numb
 
 /** Connects, authenticates with VNC authentication and reads ServerInit; never throws, reports `reason` instead. */
 export async function rfbConnect(opts: RfbConnectOptions): Promise<RfbResult> {
-  const sock = connect({ host: opts.host, port: opts.port });
+  let sock: Socket;
+  try {
+    sock = opts.socket ? await opts.socket() : connect({ host: opts.host!, port: opts.port! });
+  } catch (err) {
+    return { ok: false, reason: (err as { code?: string }).code ?? (err as Error).message };
+  }
   const reader = new Reader(sock);
   const result: RfbResult = { ok: false };
   let socketError: string | undefined;

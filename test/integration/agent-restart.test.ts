@@ -13,6 +13,7 @@ import {
   agentClient, alive, call, endDesktop, startAgent, waitFor, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { openRelay } from '../helpers/relay-client.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
@@ -49,7 +50,7 @@ function plantRecord(fields: { username: string; pid: number; pidStartTime: numb
   const id = randomUUID();
   writeFileSync(join(stateDir, 'sessions', `${id}.json`), JSON.stringify({
     id, username: fields.username, uid: ids.uid, gid: ids.gid, home: `/home/${fields.username}`, shell: '/bin/bash',
-    display: 99, port: 5999, pid: fields.pid, pidStartTime: fields.pidStartTime, scriptPid: 0, scriptStartTime: 0,
+    display: 99, pid: fields.pid, pidStartTime: fields.pidStartTime, scriptPid: 0, scriptStartTime: 0,
     startedAt: new Date().toISOString(), geometry: '1280x800', depth: 24,
   }));
   return id;
@@ -68,6 +69,9 @@ afterAll(async () => {
   await agent?.stop();
 });
 
+/** The desktop of session `id`, through the (current) agent's relay. */
+const viaRelay = (id: string) => () => openRelay({ address: agent!.address, sessionId: id, pki });
+
 describe('restarting the agent', () => {
   let s8: Session;
   let s9: Session;
@@ -81,7 +85,7 @@ describe('restarting the agent', () => {
   it('SIGTERM stops the agent but not the desktops, and the new agent lists them with the same pids', async () => {
     const c = await restart('SIGTERM');
     expect(alive(s8.pid)).toBe(true);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s8.port, password: 'pass8888' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: viaRelay(s8.id), password: 'pass8888' })).ok).toBe(true);
     const sessions = await listed(c);
     expect(sessions.map((s) => [s.id, s.pid, s.display])).toEqual(expect.arrayContaining([
       [s8.id, s8.pid, s8.display], [s9.id, s9.pid, s9.display]]));
@@ -94,7 +98,7 @@ describe('restarting the agent', () => {
     const again = await call(c, c.startSession, { username: U9, password: 'newpass9' });
     expect(again.existing).toBe(true);
     expect(again.session!.pid).toBe(s9.pid);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s9.port, password: 'newpass9' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: viaRelay(s9.id), password: 'newpass9' })).ok).toBe(true);
   });
 
   it('a desktop that died while the agent was down is dropped on restart and its runtime directory removed', async () => {

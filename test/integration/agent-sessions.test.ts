@@ -1,8 +1,8 @@
 /**
- * The agent starts real TigerVNC desktops as real users: the port speaks RFB and takes the password, processes run
- * with exactly the user's identity, the password stays out of argv/environment/logs, sessions are per user, and
- * StopSession and a dying Xvnc end them, and a VNC port held by another program is skipped. Users vdtest01..vdtest04
- * and vdtest15.
+ * The agent starts real TigerVNC desktops as real users: the desktop, reached through the agent's relay, speaks RFB
+ * and takes the password, processes run with exactly the user's identity, the password stays out of
+ * argv/environment/logs, sessions are per user, and StopSession and a dying Xvnc end them. Users
+ * vdtest01..vdtest04 and vdtest15.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import {
   type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
-import { occupyPort } from '../helpers/ports.js';
+import { openRelay } from '../helpers/relay-client.js';
 import { rfbConnect, vncPasswordObfuscate } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
@@ -30,6 +30,9 @@ let pki: Pki;
 let agent: AgentProcess;
 let client: AgentClient;
 const started: Session[] = [];
+
+/** Opens the desktop of session `id` through the agent's relay, as the controller does. */
+const viaRelay = (id: string) => () => openRelay({ address: agent.address, sessionId: id, pki });
 
 async function start(username: string, password: string, extra: { geometry?: string; depth?: number } = {}) {
   const res = await call(client, client.startSession, { username, password, ...extra });
@@ -67,16 +70,15 @@ describe('a started session', () => {
   it('returns a Session describing the desktop', () => {
     expect(s.username).toBe(U1);
     expect(s.uid).toBe(idsOf(U1).uid);
-    expect(s.port).toBeGreaterThanOrEqual(5900); // the default --vnc-ports 5900-5999
-    expect(s.port).toBeLessThanOrEqual(5999);
+    expect(s.port).toBe(0); // no TCP port: only the relay reaches the desktop
     expect(s.geometry).toBe('1280x800');
     expect(s.depth).toBe(24);
     expect(alive(s.pid)).toBe(true);
     expect(s.startedAt).toBeInstanceOf(Date);
   });
 
-  it('speaks RFB on the returned port and accepts the password', async () => {
-    const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1 });
+  it('speaks RFB through the relay and accepts the password', async () => {
+    const r = await rfbConnect({ socket: viaRelay(s.id), password: PW1 });
     expect(r).toMatchObject({ ok: true, width: 1280, height: 800, serverName: `${U1}'s desktop` });
     expect(r.securityTypes).toEqual([2]);
   });
@@ -85,13 +87,13 @@ describe('a started session', () => {
     // xsetroot runs a moment after the reply; poll the pixel rather than assume when.
     let pixel: { r: number; g: number; b: number } | undefined;
     await waitFor(async () => {
-      pixel = (await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1, samplePixel: { x: 2, y: 2 } })).pixel;
+      pixel = (await rfbConnect({ socket: viaRelay(s.id), password: PW1, samplePixel: { x: 2, y: 2 } })).pixel;
       return pixel?.r === 0x34 && pixel.g === 0x65 && pixel.b === 0xa4;
     }, `the root window to turn #3465a4 (last seen ${JSON.stringify(pixel)})`);
   });
 
   it('refuses a wrong password', async () => {
-    const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'wrong' });
+    const r = await rfbConnect({ socket: viaRelay(s.id), password: 'wrong' });
     expect(r.ok).toBe(false);
     expect(r.reason).toBe('auth-failed');
   });
@@ -168,8 +170,8 @@ describe('a started session', () => {
     expect(again.existing).toBe(true);
     expect(again.session!.id).toBe(s.id);
     expect(again.session!.pid).toBe(s.pid);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW2 })).ok).toBe(true);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: PW1 })).reason).toBe('auth-failed');
+    expect((await rfbConnect({ socket: viaRelay(s.id), password: PW2 })).ok).toBe(true);
+    expect((await rfbConnect({ socket: viaRelay(s.id), password: PW1 })).reason).toBe('auth-failed');
   });
 });
 
@@ -179,10 +181,10 @@ describe('several users', () => {
     expect(a.session!.display).not.toBe(b.session!.display);
     expect(b.session!.geometry).toBe('1024x768');
     expect(b.session!.depth).toBe(16);
-    const rb = await rfbConnect({ host: '127.0.0.1', port: b.session!.port, password: 'bbbb2222' });
+    const rb = await rfbConnect({ socket: viaRelay(b.session!.id), password: 'bbbb2222' });
     expect(rb).toMatchObject({ ok: true, width: 1024, height: 768 });
     // Each desktop takes only its own user's password.
-    expect((await rfbConnect({ host: '127.0.0.1', port: a.session!.port, password: 'bbbb2222' })).ok).toBe(false);
+    expect((await rfbConnect({ socket: viaRelay(a.session!.id), password: 'bbbb2222' })).ok).toBe(false);
     const listed = (await call(client, client.listSessions, {})).sessions.map((x) => x.username);
     expect(listed).toEqual(expect.arrayContaining([U2, U3]));
   });
@@ -214,27 +216,11 @@ describe('stale X locks', () => {
       expect(existsSync(socket)).toBe(true);
       const s = (await start(OTHER, 'lock1234')).session!;
       expect(s.display).not.toBe(n);
-      expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'lock1234' })).ok).toBe(true);
+      expect((await rfbConnect({ socket: viaRelay(s.id), password: 'lock1234' })).ok).toBe(true);
       await call(client, client.stopSession, { id: s.id });
     } finally {
       rmSync(lock, { force: true });
       rmSync(socket, { force: true });
-    }
-  });
-});
-
-describe('VNC ports', () => {
-  it('a port another program holds is skipped, not fatal: the desktop gets the next free one', async () => {
-    // The first port a new desktop would get, held by "someone else" (a stray VNC server, a proxy, ...).
-    const other = await occupyPort(5900, 5999);
-    try {
-      const s = (await start(OTHER, 'port1234')).session!;
-      expect(s.port).not.toBe(other.port);
-      expect(s.port).toBeGreaterThan(other.port);
-      expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'port1234' })).ok).toBe(true);
-      await call(client, client.stopSession, { id: s.id });
-    } finally {
-      await other.close();
     }
   });
 });
@@ -251,7 +237,7 @@ describe('ending sessions', () => {
     for (const p of script) expect(sessionPids(p)).toEqual([]);
     expect(existsSync(sessionRuntimeDir(agent.runtimeDir, s.id))).toBe(false);
     expect((await call(client, client.listSessions, {})).sessions.map((x) => x.id)).not.toContain(s.id);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'cccc3333' })).ok).toBe(false);
+    expect((await rfbConnect({ socket: viaRelay(s.id), password: 'cccc3333' })).ok).toBe(false);
   });
 
   it('StopSession of an unknown session is NOT_FOUND', async () => {
@@ -268,7 +254,7 @@ describe('ending sessions', () => {
     const fresh = await start(U3, 'eeee5555');
     expect(fresh.existing).toBe(false);
     expect(fresh.session!.id).not.toBe(s.id);
-    expect((await rfbConnect({ host: '127.0.0.1', port: fresh.session!.port, password: 'eeee5555' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: viaRelay(fresh.session!.id), password: 'eeee5555' })).ok).toBe(true);
   });
 
   it('a session whose session script exits is ended (like vncsession)', async () => {

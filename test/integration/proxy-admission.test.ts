@@ -15,6 +15,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VncDispatchError } from '../../controller/errors.js';
 import { VncProxy, type ProxyOptions, type ProxyTarget } from '../../controller/proxy/index.js';
 import { startFakeVncServer, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { isRefused, openWebSocket, type Refused, type RfbWsClient, type UpgradeOptions } from '../helpers/rfb-ws-client.js';
 
 interface Grant {
@@ -47,8 +48,7 @@ function grant(options: Partial<Omit<Grant, 'target'>> = {}): string {
       sessionId: `s-${randomBytes(4).toString('hex')}`,
       username: 'vdtest33',
       blade: 'fake',
-      host: '127.0.0.1',
-      port: target.port,
+      desktop: tcpDesktop('127.0.0.1', target.port),
       password: 'unused!!',
       tokenHash: createHash('sha256').update(token).digest('hex'),
     },

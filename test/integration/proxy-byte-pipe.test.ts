@@ -13,6 +13,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProxyTarget } from '../../controller/proxy/index.js';
 import { startFakeVncServer, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 
@@ -75,7 +76,7 @@ async function until(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
 
 async function connect(): Promise<{ browser: RfbWsClient; desktop: NonNullable<FakeVncServer['lastSocket']>; proxySide: Duplex }> {
   const token = randomBytes(16).toString('hex');
-  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest33', blade: 'b', host: '127.0.0.1', port: fake.port, password: 'unused', tokenHash: token });
+  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest33', blade: 'b', desktop: tcpDesktop('127.0.0.1', fake.port), password: 'unused', tokenHash: token });
   const browser = await openWebSocket(`${mp.base}/websockify?token=${token}`);
   if (isRefused(browser)) throw new Error(`refused ${browser.status}`);
   await browser.handshakeNone();

@@ -11,6 +11,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProxyTarget } from '../../controller/proxy/index.js';
 import { startFakeVncServer, type FakeVncBehaviour, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
@@ -27,7 +28,7 @@ const logLines: Array<Record<string, unknown>> = [];
 
 function tokenFor(port: number, password = PASSWORD): string {
   const token = randomBytes(16).toString('hex');
-  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest32', blade: 'b', host: '127.0.0.1', port, password, tokenHash: token });
+  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest32', blade: 'b', desktop: tcpDesktop('127.0.0.1', port), password, tokenHash: token });
   return token;
 }
 

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VncDispatchError } from '../../controller/errors.js';
 import { VncProxy, type ProxyTarget } from '../../controller/proxy/index.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
+import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { testUser } from '../helpers/users.js';
 import { startXvnc, type XvncHandle } from '../helpers/xvnc.js';
 
@@ -44,8 +45,7 @@ function grant(overrides: Partial<ProxyTarget> = {}): { token: string; grant: Gr
       sessionId: `s-${randomBytes(4).toString('hex')}`,
       username: xvnc.username,
       blade: 'blade-test',
-      host: '127.0.0.1',
-      port: xvnc.port,
+      desktop: tcpDesktop('127.0.0.1', xvnc.port),
       password: PASSWORD,
       tokenHash: sha256(token),
       ...overrides,

@@ -13,7 +13,7 @@ describe('parseConfig', () => {
     const c = parseConfig(tls);
     expect(c).toMatchObject({
       listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
-      maxSessions: 50, minUid: 1000, allowGroup: undefined, vncListen: undefined, vncPorts: { first: 5900, last: 5999 },
+      maxSessions: 50, minUid: 1000, allowGroup: undefined, startSettleMs: 50, relayHandshakeTimeoutMs: 5000,
       geometry: '1280x800', depth: 24,
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
@@ -31,16 +31,16 @@ describe('parseConfig', () => {
 
   it('parses every flag', () => {
     const c = parseConfig([...tls, '--listen', '[::1]:0', '--state-dir', '/tmp/s', '--max-sessions', '3',
-      '--min-uid', '2000', '--allow-group', 'vdusers', '--vnc-listen', '127.0.0.1', '--geometry', '1920x1080',
+      '--min-uid', '2000', '--allow-group', 'vdusers', '--geometry', '1920x1080',
       '--depth', '16', '--session-script', '/bin/true', '--xvnc', '/usr/bin/Xvnc', '--log-level', 'debug',
-      '--stop-grace-ms', '100', '--vnc-ports', '15900-15902', '--runtime-dir', '/tmp/r', '--allow-root-group',
+      '--stop-grace-ms', '100', '--runtime-dir', '/tmp/r', '--allow-root-group',
       '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
-      '--shutdown-grace-ms', '50']);
+      '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
-      allowGroup: 'vdusers', vncListen: '127.0.0.1', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
-      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100, vncPorts: { first: 15900, last: 15902 },
+      allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
+      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
-      shutdownGraceMs: 50 });
+      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -62,13 +62,12 @@ describe('parseConfig', () => {
     [['--depth', '8'], /16, 24 or 32/],
     [['--allow-group', 'a;b'], /not a valid group/],
     [['--log-level', 'loud'], /pino level/],
-    [['--vnc-ports', '5900'], /FIRST-LAST/],
-    [['--vnc-ports', '5999-5900'], /5999 is above 5900/],
-    [['--vnc-ports', '0-10'], /between 1 and 65535/],
-    [['--vnc-ports', '5900-70000'], /between 1 and 65535/],
-    [['--vnc-ports', '5900-5909'], /fewer ports than --max-sessions 50/],
-    [['--max-sessions', '200'], /--vnc-ports 5900-5999 holds fewer ports than --max-sessions 200/],
-    [['--runtime-dir', 'run/vd'], /--runtime-dir must be an absolute path/],
+    // The VNC ports are gone: a desktop listens only on a Unix socket that the agent relays.
+    [['--vnc-ports', '5900-5999'], /Unknown option/],
+    [['--vnc-listen', '127.0.0.1'], /Unknown option/],
+    [['--runtime-dir', 'run/vd'], /absolute path/],
+    [['--runtime-dir', `/${'x'.repeat(80)}`], /at most 64 characters/],
+    [['--relay-handshake-timeout-ms', '10'], /between 100/],
     [['--session-script', 'xstartup'], /--session-script must be an absolute path/],
     [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '1000'], /--lookup-timeout-ms must be below/],
     [['--bogus'], /Unknown option/],

@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -98,14 +100,85 @@ export interface GetStatusResponse {
   cpus: number;
 }
 
+export interface WatchSessionsRequest {
+}
+
+export interface SessionEvent {
+  kind: SessionEvent_Kind;
+  /** The session's id as returned by StartSession. */
+  sessionId: string;
+  /** Why it ended, for people and logs: "session script exited", "Xvnc exited", "stopped by request". */
+  reason: string;
+  at: Date | undefined;
+}
+
+export enum SessionEvent_Kind {
+  KIND_UNSPECIFIED = 0,
+  /** KIND_ENDED - The desktop ended: its Xvnc or session script exited, or StopSession ended it. */
+  KIND_ENDED = 1,
+  UNRECOGNIZED = -1,
+}
+
+export function sessionEvent_KindFromJSON(object: any): SessionEvent_Kind {
+  switch (object) {
+    case 0:
+    case "KIND_UNSPECIFIED":
+      return SessionEvent_Kind.KIND_UNSPECIFIED;
+    case 1:
+    case "KIND_ENDED":
+      return SessionEvent_Kind.KIND_ENDED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SessionEvent_Kind.UNRECOGNIZED;
+  }
+}
+
+export function sessionEvent_KindToJSON(object: SessionEvent_Kind): string {
+  switch (object) {
+    case SessionEvent_Kind.KIND_UNSPECIFIED:
+      return "KIND_UNSPECIFIED";
+    case SessionEvent_Kind.KIND_ENDED:
+      return "KIND_ENDED";
+    case SessionEvent_Kind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * The desktop relay. On the agent's port, beside gRPC: a TLS connection (the same mutual TLS as gRPC) that offers the
+ * ALPN protocol "vncdispatch-relay/1" (gRPC offers "h2"), or in --insecure mode a plain connection that starts with
+ * the 8 bytes "VDRELAY1", is a relay. The client sends a RelayOpen, the agent answers a RelayOpened; each is framed
+ * as a 2-byte big-endian length followed by the message. After an ok RelayOpened the connection carries the desktop's
+ * RFB bytes both ways, unchanged, to and from the desktop's Unix socket.
+ */
+export interface RelayOpen {
+  /** The session's id as returned by StartSession. */
+  sessionId: string;
+}
+
+export interface RelayOpened {
+  /** True when the desktop answered; the RFB bytes follow. Otherwise the agent closes the connection. */
+  ok: boolean;
+  /** A VD_AGENT_... code when not ok. */
+  code: string;
+  message: string;
+}
+
 /** A desktop: one Xvnc server and its session script, running as one user. */
 export interface Session {
   /** The id the caller chose in StartSession (or the agent's, if it sent none). */
   id: string;
   username: string;
   hostname: string;
-  /** The X display number; the VNC port is 5900 + display unless the agent maps it otherwise. */
+  /** The X display number. */
   display: number;
+  /**
+   * Always 0: desktops listen on no TCP port, only on a Unix socket that the agent relays (see RelayOpen).
+   *
+   * @deprecated
+   */
   port: number;
   /** The Xvnc process. */
   pid: number;
@@ -928,6 +1001,353 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
   },
 };
 
+function createBaseWatchSessionsRequest(): WatchSessionsRequest {
+  return {};
+}
+
+export const WatchSessionsRequest: MessageFns<WatchSessionsRequest> = {
+  encode(_: WatchSessionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): WatchSessionsRequest {
+    return {};
+  },
+
+  toJSON(_: WatchSessionsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchSessionsRequest>, I>>(base?: I): WatchSessionsRequest {
+    return WatchSessionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchSessionsRequest>, I>>(_: I): WatchSessionsRequest {
+    const message = createBaseWatchSessionsRequest();
+    return message;
+  },
+};
+
+function createBaseSessionEvent(): SessionEvent {
+  return { kind: 0, sessionId: "", reason: "", at: undefined };
+}
+
+export const SessionEvent: MessageFns<SessionEvent> = {
+  encode(message: SessionEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionEvent {
+    return {
+      kind: isSet(object.kind) ? sessionEvent_KindFromJSON(object.kind) : 0,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+    };
+  },
+
+  toJSON(message: SessionEvent): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = sessionEvent_KindToJSON(message.kind);
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionEvent>, I>>(base?: I): SessionEvent {
+    return SessionEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionEvent>, I>>(object: I): SessionEvent {
+    const message = createBaseSessionEvent();
+    message.kind = object.kind ?? 0;
+    message.sessionId = object.sessionId ?? "";
+    message.reason = object.reason ?? "";
+    message.at = object.at ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRelayOpen(): RelayOpen {
+  return { sessionId: "" };
+}
+
+export const RelayOpen: MessageFns<RelayOpen> = {
+  encode(message: RelayOpen, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RelayOpen {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRelayOpen();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RelayOpen {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RelayOpen): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RelayOpen>, I>>(base?: I): RelayOpen {
+    return RelayOpen.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RelayOpen>, I>>(object: I): RelayOpen {
+    const message = createBaseRelayOpen();
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseRelayOpened(): RelayOpened {
+  return { ok: false, code: "", message: "" };
+}
+
+export const RelayOpened: MessageFns<RelayOpened> = {
+  encode(message: RelayOpened, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ok !== false) {
+      writer.uint32(8).bool(message.ok);
+    }
+    if (message.code !== "") {
+      writer.uint32(18).string(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RelayOpened {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRelayOpened();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ok = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RelayOpened {
+    return {
+      ok: isSet(object.ok) ? globalThis.Boolean(object.ok) : false,
+      code: isSet(object.code) ? globalThis.String(object.code) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: RelayOpened): unknown {
+    const obj: any = {};
+    if (message.ok !== false) {
+      obj.ok = message.ok;
+    }
+    if (message.code !== "") {
+      obj.code = message.code;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RelayOpened>, I>>(base?: I): RelayOpened {
+    return RelayOpened.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RelayOpened>, I>>(object: I): RelayOpened {
+    const message = createBaseRelayOpened();
+    message.ok = object.ok ?? false;
+    message.code = object.code ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 function createBaseSession(): Session {
   return {
     id: "",
@@ -1207,6 +1627,20 @@ export const AgentService = {
     responseSerialize: (value: GetStatusResponse): Buffer => Buffer.from(GetStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetStatusResponse => GetStatusResponse.decode(value),
   },
+  /**
+   * WatchSessions streams an event the moment a desktop on this blade ends (its Xvnc or its session script exited,
+   * or it was stopped). The agent sends its response headers at once, so a caller knows when it is watching and can
+   * reconcile what it may have missed before. The stream never ends by itself while the agent runs.
+   */
+  watchSessions: {
+    path: "/vncdispatch.agent.v1.Agent/WatchSessions" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchSessionsRequest): Buffer => Buffer.from(WatchSessionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchSessionsRequest => WatchSessionsRequest.decode(value),
+    responseSerialize: (value: SessionEvent): Buffer => Buffer.from(SessionEvent.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SessionEvent => SessionEvent.decode(value),
+  },
 } as const;
 
 export interface AgentServer extends UntypedServiceImplementation {
@@ -1224,6 +1658,12 @@ export interface AgentServer extends UntypedServiceImplementation {
   listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
   /** GetStatus reports the blade's health and capacity. */
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
+  /**
+   * WatchSessions streams an event the moment a desktop on this blade ends (its Xvnc or its session script exited,
+   * or it was stopped). The agent sends its response headers at once, so a caller knows when it is watching and can
+   * reconcile what it may have missed before. The stream never ends by itself while the agent runs.
+   */
+  watchSessions: handleServerStreamingCall<WatchSessionsRequest, SessionEvent>;
 }
 
 export interface AgentClient extends Client {
@@ -1297,6 +1737,17 @@ export interface AgentClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetStatusResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * WatchSessions streams an event the moment a desktop on this blade ends (its Xvnc or its session script exited,
+   * or it was stopped). The agent sends its response headers at once, so a caller knows when it is watching and can
+   * reconcile what it may have missed before. The stream never ends by itself while the agent runs.
+   */
+  watchSessions(request: WatchSessionsRequest, options?: Partial<CallOptions>): ClientReadableStream<SessionEvent>;
+  watchSessions(
+    request: WatchSessionsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SessionEvent>;
 }
 
 export const AgentClient = makeGenericClientConstructor(AgentService, "vncdispatch.agent.v1.Agent") as unknown as {
