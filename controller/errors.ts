@@ -212,15 +212,6 @@ export class SessionEndedError extends VncDispatchError {
   }
 }
 
-export class DesktopExitedError extends VncDispatchError {
-  static readonly code = 'VD_ERR_DESKTOP_EXITED';
-  static readonly statusCode = 502;
-  constructor(message: string = 'The desktop ended as soon as it started; see the session log on its blade.',
-    options?: ErrorOptions) {
-    super(DesktopExitedError.code, DesktopExitedError.statusCode, message, options);
-  }
-}
-
 export class SessionConflictError extends VncDispatchError {
   static readonly code = 'VD_ERR_SESSION_CONFLICT';
   static readonly statusCode = 409;
@@ -330,7 +321,6 @@ export const ERROR_CLASSES = [
   NoBladeAvailableError,
   SessionStartingError,
   SessionEndedError,
-  DesktopExitedError,
   SessionConflictError,
   BladeExistsError,
   TokenMalformedError,

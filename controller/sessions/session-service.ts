@@ -10,7 +10,6 @@ import {
   AgentRejectedError,
   AgentUnavailableError,
   BadRequestError,
-  DesktopExitedError,
   NoBladeAvailableError,
   NotFoundError,
   SessionConflictError,
@@ -240,8 +239,9 @@ export class SessionService {
       throw new SessionConflictError(`session ${session.id} was deleted while it was starting`);
     }
     if (this.#recentEnds.has(`${blade.name}/${s.id}`)) {
-      // Its agent reported the end before the record said running: nobody may be sent to a dead desktop.
-      throw new DesktopExitedError(`the desktop of ${session.username} on blade ${blade.name} ended as soon as it started`);
+      // Its agent reported the end before the record said running: nobody may be sent to a dead desktop, and
+      // another blade may do better.
+      throw new AgentUnavailableError(`blade ${blade.name}: the desktop ended as soon as it started`);
     }
     this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
       pid: s.pid, agentExisting: res.existing }, 'session running');

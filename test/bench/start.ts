@@ -13,6 +13,7 @@ import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { agentClient, call, endDesktop, killDesktop, pidsOfUid, startAgent } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
+import { openRelay } from '../helpers/relay-client.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
@@ -58,7 +59,7 @@ async function benchAgent(): Promise<{ rpc: number[]; rfb: number[] }> {
       const t1 = performance.now();
       const s = res.session!;
       try {
-        const r = await rfbConnect({ host: '127.0.0.1', port: s.port, password });
+        const r = await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: s.id, pki }), password });
         const t2 = performance.now();
         if (!r.ok) throw new Error(`RFB handshake failed: ${r.reason}`);
         if (res.existing) throw new Error('expected a fresh session');

@@ -19,6 +19,7 @@ import {
   type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { openRelay } from '../helpers/relay-client.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
@@ -94,7 +95,7 @@ afterAll(async () => {
 
 describe('the agent writes nothing in home directories', () => {
   it("a start and stop leave the user's home exactly as it was; the files live in a root-owned runtime directory", async () => {
-    const a = await startAgent({ pki, args: ['--session-script', quietScript, '--vnc-ports', '8900-8999'] });
+    const a = await startAgent({ pki, args: ['--session-script', quietScript] });
     extraAgents.push(a);
     const c = agentClient(a.address, pki);
     rmSync(vncDir(U_SHARED), { recursive: true, force: true });
@@ -105,7 +106,7 @@ describe('the agent writes nothing in home directories', () => {
       const st = lstatSync(f);
       expect([st.isFile(), st.uid, st.mode & 0o777]).toEqual([true, s.uid, 0o600]);
     }
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'abcd1234' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: a.address, sessionId: s.id, pki }), password: 'abcd1234' })).ok).toBe(true);
     await call(c, c.stopSession, { id: s.id });
     c.close();
     expect(existsSync(files.dir)).toBe(false);
@@ -122,8 +123,8 @@ describe('the agent writes nothing in home directories', () => {
     }
     // Both at once: a blocked event loop would time out the bystander's call too.
     const [mine, theirs] = await Promise.all([start(client, U_FIFO, 'fifo1234'), start(client, U_BYSTANDER, 'byst1234')]);
-    expect((await rfbConnect({ host: '127.0.0.1', port: mine.port, password: 'fifo1234' })).ok).toBe(true);
-    expect((await rfbConnect({ host: '127.0.0.1', port: theirs.port, password: 'byst1234' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: mine.id, pki }), password: 'fifo1234' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: theirs.id, pki }), password: 'byst1234' })).ok).toBe(true);
     const log = await chosen(agent, U_FIFO);
     expect(log).toContain(`not using ~/.vnc/xstartup: the script ${dir}/xstartup is a fifo, not a regular`);
     expect(log).toMatch(/session script: .*fallback session/);
@@ -176,13 +177,13 @@ describe("the user's ~/.vnc/xstartup", () => {
 
 describe('two blades sharing /home', () => {
   it("no longer overwrite each other's password file: each desktop keeps its own password", async () => {
-    const other = await startAgent({ pki, args: ['--vnc-ports', '6900-6999'] });
+    const other = await startAgent({ pki });
     extraAgents.push(other);
     const c2 = agentClient(other.address, pki);
     const first = await start(client, U_SHARED, 'first111');
     const second = await start(c2, U_SHARED, 'second22');
-    expect((await rfbConnect({ host: '127.0.0.1', port: first.port, password: 'first111' })).ok).toBe(true);
-    expect((await rfbConnect({ host: '127.0.0.1', port: second.port, password: 'second22' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: first.id, pki }), password: 'first111' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: other.address, sessionId: second.id, pki }), password: 'second22' })).ok).toBe(true);
     await call(c2, c2.stopSession, { id: second.id });
     c2.close();
   });
@@ -228,7 +229,7 @@ describe('users who may not have a desktop', () => {
     });
 
     it('gets a desktop, carrying gid 0 as the operator allowed, with --allow-root-group', async () => {
-      const a = await startAgent({ pki, args: ['--allow-root-group', '--vnc-ports', '7900-7999'] });
+      const a = await startAgent({ pki, args: ['--allow-root-group'] });
       extraAgents.push(a);
       const c = agentClient(a.address, pki);
       const s = await start(c, U_ROOTGRP);

@@ -20,6 +20,7 @@ import {
   agentClient, agentClientWithoutCert, call, descendants, endDesktop, startAgent, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { openRelay } from '../helpers/relay-client.js';
 import { rfbConnect } from '../helpers/rfb-client.js';
 import { testUser } from '../helpers/users.js';
 
@@ -144,7 +145,7 @@ describe('symlinks planted in the home directory', () => {
     const before = { sum: sha('/etc/shadow'), st: lstatSync('/etc/shadow') };
     const s = (await call(client, client.startSession, { username: U_SHADOW, password: 'abcd1234' })).session!;
     started.push(s);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'abcd1234' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: s.id, pki }), password: 'abcd1234' })).ok).toBe(true);
     await call(client, client.stopSession, { id: s.id });
     expect(sha('/etc/shadow')).toBe(before.sum);
     const after = lstatSync('/etc/shadow');
@@ -159,7 +160,7 @@ describe('symlinks planted in the home directory', () => {
     const rootBefore = readdirSync('/root').sort();
     const s = (await call(client, client.startSession, { username: U_ROOTDIR, password: 'abcd1234' })).session!;
     started.push(s);
-    expect((await rfbConnect({ host: '127.0.0.1', port: s.port, password: 'abcd1234' })).ok).toBe(true);
+    expect((await rfbConnect({ socket: () => openRelay({ address: agent.address, sessionId: s.id, pki }), password: 'abcd1234' })).ok).toBe(true);
     await call(client, client.stopSession, { id: s.id });
     expect(readdirSync('/root').sort()).toEqual(rootBefore);
   });

@@ -261,7 +261,15 @@ describe('ending sessions', () => {
     const s = (await start(U2, 'ffff6666')).session!;
     const uid = idsOf(U2).uid;
     await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
-    for (const p of scriptLeaders(uid, s.pid)) for (const q of sessionPids(p)) process.kill(q, 'SIGKILL');
+    for (const p of scriptLeaders(uid, s.pid)) {
+      for (const q of sessionPids(p)) {
+        try {
+          process.kill(q, 'SIGKILL');
+        } catch {
+          // Exited between the listing and the kill (the login shell hands over to the session script).
+        }
+      }
+    }
     await waitFor(() => !alive(s.pid), 'Xvnc to be stopped');
     await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
       'the session to leave ListSessions');
