@@ -21,11 +21,9 @@ import {
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { alive, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { fuzzParams as params, fuzzTimeout } from '../helpers/fuzz.js';
 import { testUser } from '../helpers/users.js';
 
-const FUZZ_SCALE = Math.max(1, Number(process.env.FUZZ_SCALE ?? '1') || 1);
-const SEED = 20261126;
-const params = (runs: number) => ({ seed: SEED, numRuns: runs * FUZZ_SCALE, endOnFailure: true });
 const REAL_USER = testUser(60);
 const SERVICE = '/vncdispatch.agent.v1.Agent';
 
@@ -163,7 +161,7 @@ describe('agent gRPC requests with hostile fields', () => {
       }
       await expectAnswering();
     }), params(200));
-  }, 120_000 * FUZZ_SCALE);
+  }, fuzzTimeout(120_000));
 
   it('StopSession: the id', async () => {
     await fc.assert(fc.asyncProperty(fc.oneof(fc.uuid(), hostileText), async (id) => {
@@ -174,7 +172,7 @@ describe('agent gRPC requests with hostile fields', () => {
       expectNothingChanged(id);
       await expectAnswering();
     }), params(100));
-  }, 60_000 * FUZZ_SCALE);
+  }, fuzzTimeout(60_000));
 
   it('ListSessions and GetStatus: well-formed requests always answer', async () => {
     await fc.assert(fc.asyncProperty(fc.constantFrom('ListSessions', 'GetStatus'), async (method) => {
@@ -205,7 +203,7 @@ describe('agent gRPC requests as raw bytes', () => {
       }
       await expectAnswering();
     }), params(200));
-  }, 120_000 * FUZZ_SCALE);
+  }, fuzzTimeout(120_000));
 });
 
 describe('after the fuzzing', () => {
