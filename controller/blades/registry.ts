@@ -15,6 +15,9 @@ import { HealthMonitor, type HealthChange, type Liveness } from './health.js';
 import { selectCandidates, type BladeState, type Candidate } from './selection.js';
 
 /** A session a blade runs that the store does not know (reported by reconciliation). */
+/** What the API says about any failed probe of a blade (see the view below for why it says no more). */
+export const BLADE_UNREACHABLE = 'the agent did not answer over mutual TLS; the controller log has the details';
+
 export interface UnknownSession {
   id: string;
   username: string;
@@ -286,7 +289,10 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
       hostname: s?.hostname || null,
       version: s?.version || null,
       lastSeen: b.health.lastSeen ? new Date(b.health.lastSeen).toISOString() : null,
-      lastError: b.health.lastError,
+      // One generic category, never the transport's own words: "connection refused", "timed out" or "wrong version
+      // number" would let any API-key holder map which hosts and ports answer, by registering them as blades.
+      // The details go to the controller's log only.
+      lastError: b.health.lastError === null ? null : BLADE_UNREACHABLE,
       unknownSessions: b.unknownSessions,
     };
   }
