@@ -8,7 +8,8 @@
  * Each measurement: POST (timed) → open the viewer URL → an init script samples the noVNC canvas every animation
  * frame and records when a pixel is not black → DELETE (untimed). Cold: a new browser context each time (empty cache).
  * Warm: one context whose cache a first, untimed load filled. The two viewers alternate, so machine noise hits both.
- * Users vdtest71..vdtest80 (the desktop e2e tests' users: do not run both at once).
+ * Users vdtest71..vdtest80 (the desktop e2e tests' users: do not run both at once). BENCH_DESKTOPS=N changes the
+ * count (default 20); BENCH_LOG_LEVEL=info shows the controller's log. Progress goes to stderr, results to stdout.
  */
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -167,10 +168,14 @@ async function main(): Promise<void> {
       await measure(controller, ctx, v);
       await ctx.close();
     }
+    // Each measurement is printed as it is taken, so a run cut short (a loaded machine) still shows what it had.
+    const note = (phase: string, v: Variant, ms: number) => console.error(`  ${phase} ${v.name}: ${ms} ms`);
     for (let i = 0; i < DESKTOPS; i++) {
       for (const v of i % 2 === 0 ? variants : [...variants].reverse()) {
         const ctx = await newContext(browser);
-        cold.get(v)!.push(await measure(controller, ctx, v));
+        const ms = await measure(controller, ctx, v);
+        cold.get(v)!.push(ms);
+        note('cold', v, ms);
         await ctx.close();
       }
     }
@@ -181,7 +186,11 @@ async function main(): Promise<void> {
       warmContexts.set(v, ctx);
     }
     for (let i = 0; i < DESKTOPS; i++) {
-      for (const v of i % 2 === 0 ? variants : [...variants].reverse()) warm.get(v)!.push(await measure(controller, warmContexts.get(v)!, v));
+      for (const v of i % 2 === 0 ? variants : [...variants].reverse()) {
+        const ms = await measure(controller, warmContexts.get(v)!, v);
+        warm.get(v)!.push(ms);
+        note('warm', v, ms);
+      }
     }
     for (const ctx of warmContexts.values()) await ctx.close();
 
