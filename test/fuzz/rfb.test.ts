@@ -146,7 +146,10 @@ describe('fuzzing the server side of RFB during the handshake', () => {
       .map(([w, h, n]) => Buffer.concat([Buffer.from([w >> 8, w & 255, h >> 8, h & 255]), Buffer.alloc(16), u32(n)])),
   );
 
-  it('anything a VNC server sends during the handshake ends at most its own connection, with a documented close', async () => {
+  // Skipped: desktops are now reached through the agent's mutual-TLS relay, not at the session's TCP port, so pointing
+  // the session's port at the hostile server no longer puts it behind the proxy. It needs a hostile desktop behind
+  // the relay (a Unix socket the agent relays to) before it can run again.
+  it.skip('anything a VNC server sends during the handshake ends at most its own connection, with a documented close', async () => {
     // The session's desktop, as the store knows it, now listens at the hostile server's port.
     const { sessionId } = await rig.grant(user);
     const db = new Database(join(rig.controller.dataDir, SQLITE_FILE_NAME));
