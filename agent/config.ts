@@ -4,6 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { ConfigError } from '../shared/config-error.js';
+import { parseHostPort } from '../shared/host-port.js';
+import { USERNAME_PATTERN } from '../shared/names.js';
 import { fallbackSessionScript, sessionLauncher } from './paths.js';
 
 export interface AgentConfig {
@@ -97,9 +100,7 @@ export const USAGE = `usage: vncdispatch-agent [options]
 `;
 
 /** A bad command line; main prints the message and the usage and exits 2. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError } from '../shared/config-error.js';
 
 const GEOMETRY = /^(\d{3,5})x(\d{3,5})$/;
 /** Xvnc refuses sizes beyond its framebuffer limits; keep requests sane. */
@@ -121,12 +122,6 @@ function integer(name: string, value: string, min: number, max: number): number 
   const n = Number(value);
   if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}`);
   return n;
-}
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
-  if (!m) throw new ConfigError(`--listen must be HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(listen)}`);
-  return { host: m[1] ?? m[2]!, port: integer('listen port', m[3]!, 0, 65535) };
 }
 
 function readPem(flag: string, path: string): Buffer {
@@ -177,7 +172,7 @@ export function parseConfig(argv: string[]): AgentConfig {
   }
   if (values.help) throw new ConfigError('');
 
-  const { host, port } = splitHostPort(values.listen);
+  const { host, port } = parseHostPort(values.listen, '--listen');
   const tlsFlags = [values['tls-cert'], values['tls-key'], values['tls-ca']];
   let tls: AgentConfig['tls'];
   if (values.insecure) {
@@ -196,7 +191,7 @@ export function parseConfig(argv: string[]): AgentConfig {
   const depth = integer('depth', values.depth, 0, 64);
   if (!(DEPTHS as readonly number[]).includes(depth)) throw new ConfigError('--depth must be 16, 24 or 32');
   const allowGroup = values['allow-group'];
-  if (allowGroup !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(allowGroup)) {
+  if (allowGroup !== undefined && !USERNAME_PATTERN.test(allowGroup)) {
     throw new ConfigError(`--allow-group is not a valid group name: ${allowGroup}`);
   }
   const maxSessions = integer('max-sessions', values['max-sessions'], 1, 10_000);

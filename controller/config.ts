@@ -5,6 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+import { ConfigError } from '../shared/config-error.js';
+import { parseHostPort } from '../shared/host-port.js';
 
 export type PlacementPolicy = 'least-loaded' | 'round-robin';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -148,27 +150,10 @@ export const USAGE = `usage: vncdispatch-controller [flags]
 `;
 
 const BLADE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-/** Thrown for bad flags; main prints the message and exits 2. */
-export class ConfigError extends TypeError {
-  override readonly name = 'ConfigError';
-}
-
-/** Splits HOST:PORT (IPv6 as [::1]:PORT); throws ConfigError naming `what`. */
-export function parseHostPort(value: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
-  const host = m?.[1] ?? m?.[2];
-  const port = Number(m?.[3]);
-  if (!m || !host || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new ConfigError(`${what} must be HOST:PORT (IPv6 as [ADDR]:PORT), got ${JSON.stringify(value)}`);
-  }
-  if (m[1] ? isIP(host) !== 6 : !(isIP(host) === 4 || HOSTNAME.test(host))) {
-    throw new ConfigError(`${what}: ${JSON.stringify(host)} is not a host name or IP address`);
-  }
-  return { host, port };
-}
+/** A bad flag; main prints the message and exits 2. */
+export { ConfigError } from '../shared/config-error.js';
 
 /** Validates one blade; used for flags, the blades file and POST /api/v1/blades alike. */
 export function checkBlade(name: unknown, address: unknown, what: string): BladeSpec {

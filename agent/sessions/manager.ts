@@ -22,7 +22,7 @@ import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
 import { checkHomeUsable, checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
 import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername } from '../users/validate.js';
 import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
-import { obfuscateVncPassword } from '../vnc/password.js';
+import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import {
   createRuntimeDir, desktopSocketPath, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,

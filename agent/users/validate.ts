@@ -4,9 +4,8 @@
  */
 import { DEPTHS, validGeometry } from '../config.js';
 import { AgentError } from '../errors.js';
+import { SESSION_ID_PATTERN, USERNAME_PATTERN } from '../../shared/names.js';
 
-/** POSIX-portable login names as Debian's useradd accepts them by default; no leading dash, dot or digit. */
-export const USERNAME_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
 /** VNC authentication uses at most 8 bytes; printable ASCII keeps the bytes unambiguous. */
 const PASSWORD_PATTERN = /^[\x21-\x7e]{1,8}$/;
 
@@ -36,9 +35,6 @@ export function checkDepth(depth: number): void {
     throw new AgentError('VD_AGENT_INVALID_DEPTH', `invalid depth ${depth}: must be 16, 24 or 32`);
   }
 }
-
-/** Session ids are UUIDs in lower case (the controller's, or the agent's own): safe as a file name. */
-const SESSION_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Returns `id` if it is a session id, else throws VD_AGENT_INVALID_ID. */
 export function checkSessionId(id: string): string {

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SESSION_ID_PATTERN } from '../../shared/names.js';
 import { AgentError } from '../errors.js';
 import { runAsUser } from './run-bounded.js';
 
@@ -33,15 +34,13 @@ export interface RuntimeOwner {
   gid: number;
 }
 
-/** Session ids are UUIDs (checked before they get here): no separators, no dots. */
-const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 /**
  * The runtime directory of session `sessionId` under the agent's `--runtime-dir` base. Other parts of the agent (the
  * desktop's Unix socket, for one) put per-session files here: only the user and root can enter it.
  */
 export function sessionRuntimeDir(base: string, sessionId: string): string {
-  if (!SESSION_ID.test(sessionId)) throw new AgentError('VD_AGENT_INVALID_ID', 'session id must be a UUID');
+  // Checked before it gets here; checked again because the id becomes a path: no separators, no dots.
+  if (!SESSION_ID_PATTERN.test(sessionId)) throw new AgentError('VD_AGENT_INVALID_ID', 'session id must be a UUID');
   return join(base, sessionId);
 }
 

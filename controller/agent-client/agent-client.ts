@@ -27,7 +27,8 @@ import {
   type StartSessionRequest,
   type StartSessionResponse,
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
-import { parseHostPort, type AgentTls } from '../config.js';
+import { parseHostPort } from '../../shared/host-port.js';
+import type { AgentTls } from '../config.js';
 import { AgentUnavailableError } from '../errors.js';
 import { openDesktopRelay, type DesktopStream, type OnRead } from './desktop-relay.js';
 import { grpcStatusName, toControllerError } from './grpc-errors.js';

@@ -2,12 +2,12 @@
  * JSON schemas of the REST API: fastify validates requests and serializes responses with them, and @fastify/swagger
  * builds the OpenAPI document from the same objects, so the document cannot drift from what the server does.
  */
+import { SESSION_ID_PATTERN as SESSION_ID_REGEXP, USERNAME_PATTERN as USERNAME_REGEXP } from '../../shared/names.js';
 
 /** A Unix login name the agent may accept (the agent checks again, against passwd). */
-export const USERNAME_PATTERN = '^[a-z_][a-z0-9_-]{0,31}$';
+export const USERNAME_PATTERN = USERNAME_REGEXP.source;
 export const BLADE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
-/** Session ids are UUIDs. */
-export const SESSION_ID_PATTERN = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+export const SESSION_ID_PATTERN = SESSION_ID_REGEXP.source;
 
 export const errorSchema = {
   $id: 'Error',

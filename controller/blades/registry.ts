@@ -6,7 +6,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { AgentConnection, type AgentCredentials, type AgentSession, type GetStatusResponse } from '../agent-client/agent-client.js';
-import { parseHostPort, type BladeSpec, type Config } from '../config.js';
+import { parseHostPort } from '../../shared/host-port.js';
+import type { BladeSpec, Config } from '../config.js';
 import { BladeExistsError, NotFoundError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';

@@ -26,7 +26,8 @@ import {
   VncDispatchError,
 } from '../errors.js';
 import { ProxyConnection } from './connection.js';
-import { BadTokenBackoff, ConnectionCounter } from './ip-limits.js';
+import { FixedWindowLimiter } from '../../shared/fixed-window.js';
+import { ConnectionCounter } from './ip-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { normaliseOrigin, originAllowed } from './origin-check.js';
 import { checkUpgradeRequest } from './upgrade-request.js';
@@ -140,7 +141,7 @@ export class VncProxy {
   private readonly trust: (addr: string, i: number) => boolean;
   private readonly allowedOrigins: ReadonlySet<string>;
   private readonly perIp: ConnectionCounter;
-  private readonly backoff: BadTokenBackoff;
+  private readonly backoff: FixedWindowLimiter;
   private readonly metrics: ProxyMetrics;
   private readonly live = new Set<ProxyConnection>();
   private readonly sweeper: NodeJS.Timeout;
@@ -168,7 +169,7 @@ export class VncProxy {
     );
     this.trust = proxyaddr.compile(o.trustProxy);
     this.perIp = new ConnectionCounter(o.maxConnectionsPerIp);
-    this.backoff = new BadTokenBackoff(o.badTokenBackoff.limit, o.badTokenBackoff.windowMs);
+    this.backoff = new FixedWindowLimiter({ ...o.badTokenBackoff, maxKeys: 100_000 });
     this.metrics = new ProxyMetrics(o.registry, () => this.stats());
     this.wss = new WebSocketServer({
       noServer: true,

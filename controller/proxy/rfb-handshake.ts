@@ -5,8 +5,8 @@
  * accept. Every length the server sends is bounded before it is waited for, so a hostile server can neither grow
  * memory nor make the proxy wait for gigabytes that never come.
  */
+import { VNC_CHALLENGE_LENGTH, vncAuthResponse } from '../../shared/vnc-des.js';
 import { VncAuthFailedError, VncHandshakeError, type VncDispatchError } from '../errors.js';
-import { VNC_CHALLENGE_LENGTH, vncAuthResponse } from './vnc-auth.js';
 import {
   ByteQueue,
   parseVersion,

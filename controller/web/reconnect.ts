@@ -7,11 +7,12 @@
  * reveals nothing about which keys or sessions exist.
  */
 import type { FastifyInstance } from 'fastify';
+import { FixedWindowLimiter } from '../../shared/fixed-window.js';
+import { SESSION_ID_PATTERN } from '../../shared/names.js';
 import type { Logger } from '../log.js';
 import { BadRequestError, RateLimitedError, SessionEndedError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { hashSecret, isWellFormedSecret } from '../tokens/secrets.js';
-import { RateLimiter } from './rate-limiter.js';
 
 /** What this route needs from the TokenService (controller/tokens). */
 export interface ReconnectTokenIssuer {
@@ -32,9 +33,6 @@ interface ReconnectBody {
   key: string;
 }
 
-// Session ids are UUIDs; keys are exactly what controller/tokens newReconnectKey() makes (base64url of 32 bytes), so
-// nothing odd reaches the store or the logs.
-const SESSION_ID = /^[A-Za-z0-9-]{1,64}$/;
 
 /**
  * Checks the body by hand rather than with a route schema: fastify's default Ajv silently drops unknown properties
@@ -47,7 +45,9 @@ function parseBody(body: unknown): ReconnectBody {
   const extra = Object.keys(body).filter((k) => k !== 'session' && k !== 'key');
   if (extra.length > 0) throw new BadRequestError('The body may contain only "session" and "key".');
   const { session, key } = body as Record<string, unknown>;
-  if (typeof session !== 'string' || !SESSION_ID.test(session)) throw new BadRequestError('"session" must be a session id.');
+  // Session ids are the shared UUID pattern and keys exactly what newReconnectKey() makes (base64url of 32 bytes),
+  // so nothing odd reaches the store or the logs.
+  if (typeof session !== 'string' || !SESSION_ID_PATTERN.test(session)) throw new BadRequestError('"session" must be a session id.');
   if (!isWellFormedSecret(key)) throw new BadRequestError('"key" must be a reconnect key.');
   return { session, key };
 }
@@ -59,7 +59,7 @@ export function registerReconnect(
   options: Partial<ReconnectOptions> = {},
 ): void {
   const opts = { ...DEFAULTS, ...options };
-  const limiter = new RateLimiter({ limit: opts.perIpPerMinute, windowMs: 60_000 });
+  const limiter = new FixedWindowLimiter({ limit: opts.perIpPerMinute, windowMs: 60_000 });
   const log = deps.log;
 
   app.post(

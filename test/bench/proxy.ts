@@ -73,7 +73,7 @@ const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
 // ---------------------------------------------------------------------------------------------------------------
 
 async function serveTarget(): Promise<void> {
-  const { vncAuthResponse } = await import('../../controller/proxy/vnc-auth.js');
+  const { vncAuthResponse } = await import('../../shared/vnc-des.js');
   const flood = Buffer.alloc(256 * 1024, 0x5a);
   const server = createServer((sock) => {
     sock.setNoDelay(true);
@@ -633,7 +633,7 @@ async function closeAll(conns: Conn[]): Promise<void> {
 }
 
 async function bench(): Promise<void> {
-  const { vncAuthResponse } = await import('../../controller/proxy/vnc-auth.js');
+  const { vncAuthResponse } = await import('../../shared/vnc-des.js');
   const response = (ch: Buffer) => vncAuthResponse(PASSWORD, ch);
   const started = Date.now();
   const children: ChildProcess[] = [];

@@ -2,41 +2,8 @@
  * A small RFB (VNC) client for tests and the proxy: protocol 3.8 handshake, VNC authentication, ClientInit, and the
  * ServerInit fields a person would notice (desktop name and size). Bounded reads, a timeout, no dependencies.
  */
-import { createCipheriv } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-
-/** The fixed key of the `vncpasswd -f` file format (already bit-reversed for standard DES). */
-const OBFUSCATION_KEY = Buffer.from('e84ad660c4721ae0', 'hex');
-
-/** Single DES in ECB mode on whole 8-byte blocks (OpenSSL 3 has no des-ecb; 3DES with K,K,K is the same cipher). */
-function desEcb(key8: Buffer, data: Buffer): Buffer {
-  const c = createCipheriv('des-ede3-ecb', Buffer.concat([key8, key8, key8]), null);
-  c.setAutoPadding(false);
-  return Buffer.concat([c.update(data), c.final()]);
-}
-
-function pad8(password: string): Buffer {
-  const b = Buffer.alloc(8);
-  Buffer.from(password, 'latin1').copy(b, 0, 0, 8);
-  return b;
-}
-
-function reverseBits(byte: number): number {
-  let r = 0;
-  for (let i = 0; i < 8; i++) r |= ((byte >> i) & 1) << (7 - i);
-  return r;
-}
-
-/** The 8 bytes `vncpasswd -f` writes for `pw` (e.g. "password" -> dbd83cfd727a1458). */
-export function vncPasswordObfuscate(pw: string): Buffer {
-  return desEcb(OBFUSCATION_KEY, pad8(pw));
-}
-
-/** The 16-byte answer to a VNC authentication challenge: DES with the bit-reversed, zero-padded password as key. */
-export function vncAuthResponse(password: string, challenge: Buffer): Buffer {
-  const key = Buffer.from(pad8(password).map(reverseBits));
-  return desEcb(key, challenge);
-}
+import { vncAuthResponse } from '../../shared/vnc-des.js';
 
 export interface RfbResult {
   ok: boolean;

@@ -9,13 +9,14 @@ import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runtimeFiles, sessionRuntimeDir } from '../../agent/vnc/runtime-dir.js';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
+import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import {
   agentClient, alive, call, endDesktop, procIds, sessionPids, startAgent, waitFor, type AgentClient,
   type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { openRelay } from '../helpers/relay-client.js';
-import { rfbConnect, vncPasswordObfuscate } from '../helpers/rfb-client.js';
+import { rfbConnect } from '../helpers/rfb-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
 const U1 = testUser(1);
@@ -116,7 +117,7 @@ describe('a started session', () => {
   it('runs each process in a clean environment, Xvnc in its runtime directory, and the password nowhere in argv or environment', async () => {
     const dir = sessionRuntimeDir(agent.runtimeDir, s.id);
     const pids = [s.pid, ...scriptLeaders(idsOf(U1).uid, s.pid).flatMap((p) => sessionPids(p))];
-    const obfuscated = vncPasswordObfuscate(PW1);
+    const obfuscated = obfuscateVncPassword(PW1);
     for (const pid of pids) {
       let environ: Buffer;
       let cmdline: Buffer;
@@ -151,7 +152,7 @@ describe('a started session', () => {
     expect(st.mode & 0o777).toBe(0o600);
     expect(st.uid).toBe(idsOf(U1).uid);
     expect(st.gid).toBe(idsOf(U1).gid);
-    expect(readFileSync(path)).toEqual(vncPasswordObfuscate(PW1));
+    expect(readFileSync(path)).toEqual(obfuscateVncPassword(PW1));
   });
 
   it("lets the user's own X clients open the display and refuses other local users", async () => {

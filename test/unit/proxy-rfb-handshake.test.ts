@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { RfbBrowserHandshake } from '../../controller/proxy/rfb-browser-handshake.js';
 import { RfbClientHandshake } from '../../controller/proxy/rfb-handshake.js';
-import { vncAuthResponse, vncDesKey } from '../../controller/proxy/vnc-auth.js';
+import { vncAuthResponse, vncDesKey } from '../../shared/vnc-des.js';
 
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
