@@ -30,7 +30,7 @@ export async function listenAgentPort(opts: { config: AgentConfig; grpc: GrpcSer
   const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
   let server: NetServer;
   if (config.insecure || !config.tls) {
-    server = createNetServer((sock) => sniff(sock, injector.injectConnection, (s) => relay.handle(s)));
+    server = createNetServer((sock) => sniff(sock, (s) => injector.injectConnection(s), (s) => relay.handle(s)));
   } else {
     const tls = createTlsServer({
       key: config.tls.key,
