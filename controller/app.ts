@@ -6,11 +6,12 @@
 import type { AddressInfo } from 'node:net';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
-import { apiKeyAuth } from './api/auth.js';
+import { apiKeyAuth, WWW_AUTHENTICATE } from './api/auth.js';
 import { bladesRoutes } from './api/blades-routes.js';
+import { eventsRoute } from './api/events-route.js';
 import { healthRoutes } from './api/health-routes.js';
 import { legacyRoute } from './api/legacy-route.js';
-import { sharedSchemas } from './api/schemas.js';
+import { commonErrors, sharedSchemas } from './api/schemas.js';
 import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
@@ -19,6 +20,7 @@ import { clientErrorHandler, connectRefusal, errorHandler, notFoundHandler } fro
 import { ConnectionGate } from './http-connections.js';
 import { BadRequestError, TokenSessionEndedError } from './errors.js';
 import type { Logger } from './log.js';
+import { FleetWatch } from './events/fleet-watch.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { VncProxy, type ProxyTarget } from './proxy/index.js';
 import { Reconciler } from './sessions/reconciler.js';
@@ -45,6 +47,7 @@ export interface ControllerApp {
   reconciler: Reconciler;
   tokens: TokenService;
   metrics: Metrics;
+  fleet: FleetWatch;
   /** The base URL for viewer links (the listening address when --public-url was not given). */
   publicUrl(): string;
   /** Stops timers, closes connections and the HTTP server; does not close the store. */
@@ -146,8 +149,31 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
   app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
 
+  const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log });
+  sessions.onEnded = () => fleet.poke();
+  blades.on('change', () => fleet.poke());
+
+  // A browser that once reached an https public URL keeps using https (no downgrade through a hostile network).
+  if (config.publicUrl.startsWith('https://')) {
+    app.addHook('onRequest', async (_request, reply) => {
+      reply.header('strict-transport-security', 'max-age=31536000');
+    });
+  }
+  // Each documented route says which API-key role it needs, from the same option the auth hook enforces.
+  app.addHook('onRoute', (route) => {
+    const role = route.config?.role;
+    const schema = route.schema as { description?: string; security?: unknown[] } | undefined;
+    if (!schema || (schema.security && schema.security.length === 0)) return;
+    const needs = `Needs an API key with role \`${role ?? 'admin'}\` or higher.`;
+    schema.description = schema.description ? `${schema.description}\n\n${needs}` : needs;
+  });
+
   app.setErrorHandler(errorHandler(log.child({ module: 'http' })));
   app.setNotFoundHandler(notFoundHandler);
+  app.addHook('onSend', async (_request, reply) => {
+    // Every 401 carries its challenge (RFC 9110 §11.6.1), whichever path produced it.
+    if (reply.statusCode === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', WWW_AUTHENTICATE);
+  });
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpRequests.inc({ method: request.method, route: request.routeOptions.url ?? 'none', status: reply.statusCode });
   });
@@ -161,7 +187,16 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
         description: 'Dispatches Linux desktops (TigerVNC on blades) to browsers. Errors: {"error":{"code","message"}}.',
         version: '1',
       },
-      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key.' } } },
+      servers: [{ url: config.publicUrl, description: 'This controller (--public-url).' }],
+      components: {
+        securitySchemes: {
+          apiKey: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'An API key with a role: read (see), operate (sessions, cordon/drain) or admin (blades).',
+          },
+        },
+      },
       security: [{ apiKey: [] }],
     },
     // Only the REST API (tagged routes) is documented; the browser pages are not an API.
@@ -171,13 +206,29 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
 
   await app.register(healthRoutes, { store, blades, registry: metrics.registry });
   await app.register(async (api) => {
+    // Set before authentication, so refusals carry it too: API answers hold tokens or describe sessions.
+    api.addHook('onRequest', async (_request, reply) => {
+      reply.header('cache-control', 'no-store');
+    });
     api.addHook('onRequest', apiKeyAuth(config.apiKeys));
+    // Bodies are JSON only: without a text/plain parser, any other content type is 415 VD_ERR_UNSUPPORTED_MEDIA_TYPE.
+    api.removeContentTypeParser('text/plain');
     api.addHook('preValidation', stringFieldsOnly);
-    await api.register(sessionsRoutes, { sessions, publicUrl });
+    api.addHook('onResponse', async (request) => {
+      if (request.method !== 'GET') fleet.poke();
+    });
+    await api.register(sessionsRoutes, { sessions, publicUrl, connections: () => proxy.sessionStats() });
     await api.register(bladesRoutes, { blades });
     await api.register(legacyRoute, { sessions });
+    await api.register(eventsRoute, { fleet });
     api.get('/api/v1/openapi.json', {
-      schema: { summary: 'This OpenAPI document', tags: ['operations'], response: { 200: { type: 'object', additionalProperties: true } } },
+      config: { role: 'read' },
+      schema: {
+        operationId: 'openapi',
+        summary: 'This OpenAPI document',
+        tags: ['operations'],
+        response: { 200: { type: 'object', additionalProperties: true }, ...commonErrors },
+      },
     }, async () => app.swagger());
   });
   await registerWeb(app, { store, tokens, log, config });
@@ -192,6 +243,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   const close = (): Promise<void> => {
     closed ??= (async () => {
       clearInterval(pruner);
+      fleet.close();
       reconciler.stop();
       await proxy.close().catch((err: unknown) => log.warn({ err }, 'proxy close failed'));
       await app.close();
@@ -200,5 +252,5 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     return closed;
   };
 
-  return { app, proxy, blades, connections, sessions, reconciler, tokens, metrics, publicUrl, close };
+  return { app, proxy, blades, connections, sessions, reconciler, tokens, metrics, fleet, publicUrl, close };
 }

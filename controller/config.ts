@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../shared/config-error.js';
 import { parseHostPort } from '../shared/host-port.js';
+import { isRole, ROLES, type ApiKey } from './api/auth.js';
 
 export type PlacementPolicy = 'least-loaded' | 'round-robin';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -31,7 +32,8 @@ export interface Config {
   /** Paths of the controller's client certificate, key and the CA that signed the agents; null with insecureAgents. */
   agentTls: AgentTls | null;
   insecureAgents: boolean;
-  apiKeys: readonly string[];
+  /** REST API keys with their roles (controller/api/auth.ts). */
+  apiKeys: readonly ApiKey[];
   dataDir: string;
   mongodbUrl: string | null;
   placement: PlacementPolicy;
@@ -122,8 +124,9 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --blades-file FILE            JSON array of {"name","address"} objects
   --agent-tls-cert/-key/-ca F   mutual TLS to the agents (required unless --insecure-agents)
   --insecure-agents             plaintext gRPC to agents: local development only
-  --api-keys-file FILE          API keys, one per line (or the VNCDISPATCH_API_KEYS environment variable)
-  --api-key KEY                 an API key on the command line (repeatable): readable in ps, prefer the file
+  --api-keys-file FILE          API keys, one per line: "KEY" (admin) or "ROLE KEY" (ROLE: read, operate or admin);
+                                or the VNCDISPATCH_API_KEYS environment variable (admin keys)
+  --api-key KEY                 an admin API key on the command line (repeatable): readable in ps, prefer the file
   --data-dir DIR                embedded SQLite store (default /var/lib/vncdispatch)
   --mongodb-url URL             use MongoDB instead of the embedded store
   --placement least-loaded|round-robin (default least-loaded)
@@ -253,21 +256,29 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
   }
 
   const warnings: string[] = [];
-  const apiKeys = [...values['api-key']];
+  const apiKeys: ApiKey[] = values['api-key'].map((key) => ({ key, role: 'admin' as const }));
   if (apiKeys.length > 0) {
     warnings.push('--api-key puts the key on the command line, where every local user can read it (ps, /proc/PID/cmdline); '
       + `use --api-keys-file or ${API_KEYS_ENV} instead`);
   }
-  for (const key of (env[API_KEYS_ENV] ?? '').split(/[\n,]/)) if (key.trim()) apiKeys.push(key.trim());
+  for (const key of (env[API_KEYS_ENV] ?? '').split(/[\n,]/)) if (key.trim()) apiKeys.push({ key: key.trim(), role: 'admin' });
   if (values['api-keys-file']) {
-    for (const line of readText(values['api-keys-file'], 'api-keys-file').split('\n')) {
-      const key = line.trim();
-      if (key && !key.startsWith('#')) apiKeys.push(key);
-    }
+    const file = values['api-keys-file'];
+    readText(file, 'api-keys-file').split('\n').forEach((raw, i) => {
+      const line = raw.trim();
+      if (!line || line.startsWith('#')) return;
+      const fields = line.split(/\s+/);
+      const [role, key] = fields.length === 1 ? ['admin', fields[0]!] : [fields[0]!, fields[1]!];
+      // Never echo the line: it holds a key.
+      if (fields.length > 2 || !isRole(role)) {
+        throw new ConfigError(`--api-keys-file ${file} line ${i + 1}: expected "KEY" or "ROLE KEY" with ROLE one of ${ROLES.join(', ')}`);
+      }
+      apiKeys.push({ key, role });
+    });
   }
   if (apiKeys.length === 0) throw new ConfigError(`at least one API key is required (--api-keys-file, ${API_KEYS_ENV} or --api-key)`);
-  for (const k of apiKeys) {
-    if (k.length < 16 || /\s/.test(k)) throw new ConfigError('API keys must be at least 16 characters without spaces');
+  for (const { key } of apiKeys) {
+    if (key.length < 16 || /\s/.test(key)) throw new ConfigError('API keys must be at least 16 characters without spaces');
   }
 
   const placement = values.placement;
@@ -304,7 +315,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     blades: Object.freeze([...blades.values()].map((b) => Object.freeze(b))),
     agentTls,
     insecureAgents,
-    apiKeys: Object.freeze(apiKeys),
+    apiKeys: Object.freeze(apiKeys.map((k) => Object.freeze(k))),
     dataDir: values['data-dir'],
     mongodbUrl: values['mongodb-url'] ?? null,
     placement,

@@ -41,6 +41,24 @@ export class NotFoundError extends VncDispatchError {
   }
 }
 
+/** The API key is valid but its role is below the route's (controller/api/auth.ts). */
+export class ForbiddenError extends VncDispatchError {
+  static readonly code = 'VD_ERR_FORBIDDEN';
+  static readonly statusCode = 403;
+  constructor(message: string = "The API key's role does not allow this request.", options?: ErrorOptions) {
+    super(ForbiddenError.code, ForbiddenError.statusCode, message, options);
+  }
+}
+
+/** GET /api/v1/events: the cap on open event streams is reached. */
+export class TooManyStreamsError extends VncDispatchError {
+  static readonly code = 'VD_ERR_TOO_MANY_STREAMS';
+  static readonly statusCode = 429;
+  constructor(message: string = 'Too many event streams are open; try again later.', options?: ErrorOptions) {
+    super(TooManyStreamsError.code, TooManyStreamsError.statusCode, message, options);
+  }
+}
+
 export class MethodNotAllowedError extends VncDispatchError {
   static readonly code = 'VD_ERR_METHOD_NOT_ALLOWED';
   static readonly statusCode = 405;
@@ -298,6 +316,8 @@ export class InternalError extends VncDispatchError {
 /** Every class above: the documented codes (README.md) are exactly theirs. */
 export const ERROR_CLASSES = [
   UnauthorizedError,
+  ForbiddenError,
+  TooManyStreamsError,
   BadRequestError,
   NotFoundError,
   MethodNotAllowedError,

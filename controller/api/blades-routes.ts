@@ -4,7 +4,7 @@ import type { BladeRegistry } from '../blades/registry.js';
 import { checkBlade, ConfigError } from '../config.js';
 import { BadRequestError, NotFoundError } from '../errors.js';
 import type { BladeAdminState } from '../store/store.js';
-import { BLADE_NAME_PATTERN, commonErrors } from './schemas.js';
+import { BLADE_NAME_PATTERN, changeErrors, commonErrors } from './schemas.js';
 
 const nameParams = {
   type: 'object',
@@ -23,7 +23,9 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
   const { blades } = deps;
 
   app.get('/api/v1/blades', {
+    config: { role: 'read' },
     schema: {
+      operationId: 'listBlades',
       summary: 'List blades with state, sessions, capacity, load, last seen and last error',
       tags: ['blades'],
       response: {
@@ -34,7 +36,9 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
   }, async () => ({ blades: await blades.views() }));
 
   app.get<{ Params: { name: string } }>('/api/v1/blades/:name', {
+    config: { role: 'read' },
     schema: {
+      operationId: 'getBlade',
       summary: 'Show one blade',
       tags: ['blades'],
       params: nameParams,
@@ -47,7 +51,9 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
   });
 
   app.post<{ Body: { name: string; address: string } }>('/api/v1/blades', {
+    config: { role: 'admin' },
     schema: {
+      operationId: 'registerBlade',
       summary: 'Register a blade (or confirm an existing registration)',
       tags: ['blades'],
       body: {
@@ -62,7 +68,7 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
       response: {
         200: { description: 'Already registered.', $ref: 'Blade#' },
         201: { description: 'Registered.', $ref: 'Blade#' },
-        ...commonErrors,
+        ...changeErrors,
         409: { $ref: 'Error#' },
       },
     },
@@ -81,11 +87,13 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
 
   for (const [action, { state, summary }] of Object.entries(ADMIN_ACTIONS)) {
     app.post<{ Params: { name: string } }>(`/api/v1/blades/:name/${action}`, {
+      config: { role: 'operate' },
       schema: {
+        operationId: `${action}Blade`,
         summary,
         tags: ['blades'],
         params: nameParams,
-        response: { 200: { $ref: 'Blade#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+        response: { 200: { $ref: 'Blade#' }, ...changeErrors, 404: { $ref: 'Error#' } },
       },
     }, async (request) => {
       const b = await blades.setAdminState(request.params.name, state);

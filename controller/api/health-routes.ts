@@ -24,6 +24,7 @@ const readySchema = {
 export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps): Promise<void> {
   app.get('/healthz', {
     schema: {
+      operationId: 'liveness',
       summary: 'Liveness: the process answers',
       tags: ['operations'],
       security: [],
@@ -33,6 +34,7 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps):
 
   app.get('/readyz', {
     schema: {
+      operationId: 'readiness',
       summary: 'Readiness: the store answers and at least one blade is UP',
       tags: ['operations'],
       security: [],
@@ -53,6 +55,7 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps):
 
   app.get('/metrics', {
     schema: {
+      operationId: 'metrics',
       summary: 'Prometheus metrics',
       tags: ['operations'],
       security: [],

@@ -5,12 +5,14 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { SessionService } from '../sessions/session-service.js';
-import { commonErrors, USERNAME_PATTERN } from './schemas.js';
+import { changeErrors, USERNAME_PATTERN } from './schemas.js';
 import { checkClientIp } from './sessions-routes.js';
 
 export async function legacyRoute(app: FastifyInstance, deps: { sessions: SessionService }): Promise<void> {
   app.get<{ Params: { username: string; remoteip: string } }>('/vncdispatch/:username/:remoteip', {
+    config: { role: 'operate' },
     schema: {
+      operationId: 'legacyOpenSession',
       summary: "The original dispatcher's route: open or get back a user's desktop (no password in the answer)",
       tags: ['legacy'],
       params: {
@@ -35,8 +37,7 @@ export async function legacyRoute(app: FastifyInstance, deps: { sessions: Sessio
             remoteip: { type: 'string' },
           },
         },
-        ...commonErrors,
-        403: { $ref: 'Error#' },
+        ...changeErrors,
         422: { $ref: 'Error#' },
         503: { $ref: 'Error#' },
       },

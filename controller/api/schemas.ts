@@ -43,6 +43,10 @@ export const sessionSchema = {
     createdAt: { type: 'string', format: 'date-time' },
     endedAt: { type: ['string', 'null'], format: 'date-time' },
     endReason: nullableString,
+    viewers: { type: 'integer', description: 'Viewer connections open through this controller now.' },
+    bytesDown: { type: 'integer', description: 'Bytes desktop → browser over those connections.' },
+    bytesUp: { type: 'integer', description: 'Bytes browser → desktop over those connections.' },
+    viewerIps: { type: 'array', items: { type: 'string' }, description: "Those viewers' client addresses." },
   },
 } as const;
 
@@ -110,5 +114,8 @@ export const commonErrors = {
   400: { $ref: 'Error#' },
   401: { $ref: 'Error#' },
 } as const;
+
+/** ... and those of routes that need more than the `read` role (403 VD_ERR_FORBIDDEN for a weaker key). */
+export const changeErrors = { ...commonErrors, 403: { $ref: 'Error#' } } as const;
 
 export const sharedSchemas = [errorSchema, sessionSchema, sessionGrantSchema, bladeSchema];

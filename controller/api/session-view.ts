@@ -2,6 +2,7 @@
  * What the API shows of a session. Built field by field from the record, so the password (and anything added to the
  * record later) can only appear if someone adds it here on purpose.
  */
+import type { SessionConnectionStats } from '../proxy/index.js';
 import type { SessionGrant } from '../sessions/session-service.js';
 import type { SessionRecord } from '../store/store.js';
 
@@ -15,6 +16,11 @@ export interface SessionView {
   createdAt: string;
   endedAt: string | null;
   endReason: string | null;
+  /** Open viewer connections through this controller, bytes each way over them, and their client addresses. */
+  viewers: number;
+  bytesDown: number;
+  bytesUp: number;
+  viewerIps: string[];
 }
 
 export interface SessionGrantView extends SessionView {
@@ -24,7 +30,9 @@ export interface SessionGrantView extends SessionView {
   viewerUrl: string;
 }
 
-export function sessionView(s: SessionRecord): SessionView {
+const NO_CONNECTIONS: SessionConnectionStats = { viewers: 0, bytesDown: 0, bytesUp: 0, viewerIps: [] };
+
+export function sessionView(s: SessionRecord, stats: SessionConnectionStats = NO_CONNECTIONS): SessionView {
   return {
     id: s.id,
     username: s.username,
@@ -35,6 +43,10 @@ export function sessionView(s: SessionRecord): SessionView {
     createdAt: s.createdAt.toISOString(),
     endedAt: s.endedAt ? s.endedAt.toISOString() : null,
     endReason: s.endReason,
+    viewers: stats.viewers,
+    bytesDown: stats.bytesDown,
+    bytesUp: stats.bytesUp,
+    viewerIps: [...stats.viewerIps],
   };
 }
 

@@ -2,13 +2,24 @@
 import { isIP } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { BadRequestError } from '../errors.js';
+import type { SessionConnectionStats } from '../proxy/index.js';
 import type { SessionService } from '../sessions/session-service.js';
-import { commonErrors, SESSION_ID_PATTERN, USERNAME_PATTERN } from './schemas.js';
+import { changeErrors, commonErrors, SESSION_ID_PATTERN, USERNAME_PATTERN } from './schemas.js';
 import { grantView, sessionView } from './session-view.js';
 
 export interface SessionsRouteDeps {
   sessions: SessionService;
   publicUrl: () => string;
+  /** Open viewer connections per session (the proxy). */
+  connections: () => Map<string, SessionConnectionStats>;
+}
+
+interface ListQuery {
+  state: 'live' | 'ended' | 'all';
+  blade?: string;
+  user?: string;
+  limit: number;
+  offset: number;
 }
 
 interface CreateBody {
@@ -47,7 +58,9 @@ const idParams = {
 
 export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDeps): Promise<void> {
   app.post<{ Body: CreateBody }>('/api/v1/sessions', {
+    config: { role: 'operate' },
     schema: {
+      operationId: 'openSession',
       summary: 'Open a desktop for a user, or get back the live one with a fresh token',
       tags: ['sessions'],
       body: {
@@ -73,8 +86,7 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
       response: {
         200: { description: 'The user already had a live session: it, with a fresh token.', $ref: 'SessionGrant#' },
         201: { description: 'A new session.', $ref: 'SessionGrant#' },
-        ...commonErrors,
-        403: { $ref: 'Error#' },
+        ...changeErrors,
         409: { $ref: 'Error#' },
         413: { $ref: 'Error#' },
         415: { $ref: 'Error#' },
@@ -89,8 +101,10 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
     return reply.code(grant.created ? 201 : 200).send(grantView(grant, deps.publicUrl()));
   });
 
-  app.get<{ Querystring: { state: 'live' | 'ended' | 'all'; blade?: string; limit: number } }>('/api/v1/sessions', {
+  app.get<{ Querystring: ListQuery }>('/api/v1/sessions', {
+    config: { role: 'read' },
     schema: {
+      operationId: 'listSessions',
       summary: 'List sessions, newest first',
       tags: ['sessions'],
       querystring: {
@@ -99,40 +113,58 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
         properties: {
           state: { type: 'string', enum: ['live', 'ended', 'all'], default: 'live' },
           blade: { type: 'string', maxLength: 63 },
+          user: { type: 'string', pattern: USERNAME_PATTERN },
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          offset: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 0, description: 'Skip this many (paging).' },
         },
       },
       response: {
         200: {
           type: 'object',
-          required: ['sessions'],
-          properties: { sessions: { type: 'array', items: { $ref: 'Session#' } } },
+          required: ['sessions', 'nextOffset'],
+          properties: {
+            sessions: { type: 'array', items: { $ref: 'Session#' } },
+            nextOffset: { type: ['integer', 'null'], description: 'The offset of the next page; null on the last.' },
+          },
         },
         ...commonErrors,
       },
     },
   }, async (request) => {
-    const { state, blade, limit } = request.query;
+    const { state, blade, user, limit, offset } = request.query;
     const live = state === 'all' ? undefined : state === 'live';
-    const list = await deps.sessions.list({ ...(live !== undefined && { live }), ...(blade && { blade }), limit });
-    return { sessions: list.map(sessionView) };
+    // One more than asked says whether there is a next page without a second count query.
+    const list = await deps.sessions.list({ ...(live !== undefined && { live }), ...(blade && { blade }),
+      ...(user && { username: user }), limit: limit + 1, offset });
+    const stats = deps.connections();
+    return {
+      sessions: list.slice(0, limit).map((s) => sessionView(s, stats.get(s.id))),
+      nextOffset: list.length > limit ? offset + limit : null,
+    };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', {
+    config: { role: 'read' },
     schema: {
+      operationId: 'getSession',
       summary: 'Show a session',
       tags: ['sessions'],
       params: idParams,
       response: { 200: { $ref: 'Session#' }, ...commonErrors, 404: { $ref: 'Error#' } },
     },
-  }, async (request) => sessionView(await deps.sessions.get(request.params.id)));
+  }, async (request) => {
+    const s = await deps.sessions.get(request.params.id);
+    return sessionView(s, deps.connections().get(s.id));
+  });
 
   app.delete<{ Params: { id: string } }>('/api/v1/sessions/:id', {
+    config: { role: 'operate' },
     schema: {
+      operationId: 'endSession',
       summary: 'End a session: stop the desktop, revoke its tokens, close its connections',
       tags: ['sessions'],
       params: idParams,
-      response: { 200: { $ref: 'Session#' }, ...commonErrors, 404: { $ref: 'Error#' } },
+      response: { 200: { $ref: 'Session#' }, ...changeErrors, 404: { $ref: 'Error#' } },
     },
   }, async (request) => sessionView(await deps.sessions.end(request.params.id, 'deleted')));
 }

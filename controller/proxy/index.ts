@@ -134,6 +134,14 @@ type Resolved = Omit<ProxyOptions, keyof typeof DEFAULTS> & typeof DEFAULTS;
 /** Why the controller may close connections, as logged. */
 const CLOSE_TEXT = 'session ended';
 
+/** One session's open desktop connections on this controller (VncProxy.sessionStats). */
+export interface SessionConnectionStats {
+  viewers: number;
+  bytesDown: number;
+  bytesUp: number;
+  viewerIps: string[];
+}
+
 export class VncProxy {
   private readonly options: Resolved;
   private readonly log: Logger;
@@ -247,6 +255,23 @@ export class VncProxy {
     }
     socket.once('close', () => this.perIp.release(clientIp));
     void this.admit(req, socket, head, token, clientIp, wait > 0);
+  }
+
+  /**
+   * What this controller's proxy carries for each session with an open connection: viewers, bytes each way (of the
+   * open connections) and the viewers' client addresses. Sessions without a connection here are absent.
+   */
+  sessionStats(): Map<string, SessionConnectionStats> {
+    const out = new Map<string, SessionConnectionStats>();
+    for (const c of this.live) {
+      let s = out.get(c.target.sessionId);
+      if (!s) out.set(c.target.sessionId, (s = { viewers: 0, bytesDown: 0, bytesUp: 0, viewerIps: [] }));
+      s.viewers++;
+      s.bytesDown += c.down;
+      s.bytesUp += c.up;
+      if (!s.viewerIps.includes(c.clientIp)) s.viewerIps.push(c.clientIp);
+    }
+    return out;
   }
 
   /** Closes every live connection of a session now; returns how many. */

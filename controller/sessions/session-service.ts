@@ -21,7 +21,7 @@ import {
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { SessionRecord, Store } from '../store/store.js';
+import type { SessionFilter, SessionRecord, Store } from '../store/store.js';
 import { hashSecret, newReconnectKey, newVncPassword, type TokenService } from '../tokens/index.js';
 import { SingleFlight } from './single-flight.js';
 
@@ -100,6 +100,9 @@ export class SessionService {
     this.#o = { startingWaitMs: 15_000, ...options };
     this.#log = options.log.child({ module: 'sessions' });
   }
+
+  /** Called after a session ended here (so live views can update at once). */
+  onEnded: (() => void) | null = null;
 
   /** Lets app.ts attach the proxy after construction. */
   set closeConnections(fn: (sessionId: string, reason: string) => number) {
@@ -265,7 +268,7 @@ export class SessionService {
     return s;
   }
 
-  list(filter: { live?: boolean; blade?: string; limit?: number }): Promise<SessionRecord[]> {
+  list(filter: SessionFilter): Promise<SessionRecord[]> {
     return this.#o.store.listSessions(filter);
   }
 
@@ -293,6 +296,7 @@ export class SessionService {
       }
     }
     this.#o.metrics.sessionsEnded.inc({ reason });
+    this.onEnded?.();
     this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
     return ended ?? (await this.get(id));
   }
@@ -318,6 +322,7 @@ export class SessionService {
     if (!ended) return;
     this.#o.closeConnections?.(s.id, reason);
     this.#o.metrics.sessionsEnded.inc({ reason });
+    this.onEnded?.();
     this.#log.info({ sessionId: s.id, username: s.username, blade: s.blade, reason }, 'session ended');
   }
 }

@@ -5,6 +5,7 @@ import type {
   ConsumeResult,
   NewSession,
   SessionPatch,
+  SessionFilter,
   SessionRecord,
   Store,
   TokenRecord,
@@ -233,12 +234,14 @@ export class MongoStore implements Store {
     return doc ? toSession(doc) : null;
   }
 
-  async listSessions(filter: { live?: boolean; blade?: string; limit?: number } = {}): Promise<SessionRecord[]> {
+  async listSessions(filter: SessionFilter = {}): Promise<SessionRecord[]> {
     const query: Filter<SessionDoc> = {};
     if (filter.live === true) query.live = true;
     else if (filter.live === false) query.state = 'ended';
     if (filter.blade !== undefined) query.blade = filter.blade;
+    if (filter.username !== undefined) query.username = filter.username;
     let cursor = this.sessions.find(query, { projection: SESSION_PROJECTION }).sort({ createdAt: -1, id: -1 });
+    if (filter.offset) cursor = cursor.skip(Math.max(0, filter.offset));
     if (filter.limit !== undefined) {
       if (filter.limit <= 0) return [];
       cursor = cursor.limit(filter.limit);

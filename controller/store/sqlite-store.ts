@@ -7,6 +7,7 @@ import type {
   ConsumeResult,
   NewSession,
   SessionPatch,
+  SessionFilter,
   SessionRecord,
   Store,
   TokenRecord,
@@ -261,7 +262,8 @@ export class SqliteStore implements Store {
         `SELECT * FROM sessions
          WHERE (@live IS NULL OR (@live = 1 AND state != 'ended') OR (@live = 0 AND state = 'ended'))
            AND (@blade IS NULL OR blade = @blade)
-         ORDER BY created_at DESC, id DESC LIMIT @limit`,
+           AND (@username IS NULL OR username = @username)
+         ORDER BY created_at DESC, id DESC LIMIT @limit OFFSET @offset`,
       ),
       // The password is only needed while the desktop runs; dropping it at the end keeps no dead secrets at rest.
       endSession: db.prepare(
@@ -356,10 +358,12 @@ export class SqliteStore implements Store {
     return row ? toSession(row) : null;
   }
 
-  async listSessions(filter: { live?: boolean; blade?: string; limit?: number } = {}): Promise<SessionRecord[]> {
+  async listSessions(filter: SessionFilter = {}): Promise<SessionRecord[]> {
     const rows = this.s.listSessions.all({
       live: filter.live === undefined ? null : filter.live ? 1 : 0,
       blade: filter.blade ?? null,
+      username: filter.username ?? null,
+      offset: Math.max(0, filter.offset ?? 0),
       limit: filter.limit === undefined ? -1 : Math.max(0, filter.limit),
     }) as SessionRow[];
     return rows.map(toSession);

@@ -39,6 +39,15 @@ export interface SessionRecord {
   endReason: string | null;
 }
 
+/** What listSessions matches: live or ended (default both), one blade, one user; a page of `limit` after `offset`. */
+export interface SessionFilter {
+  live?: boolean;
+  blade?: string;
+  username?: string;
+  limit?: number;
+  offset?: number;
+}
+
 export interface NewSession {
   id: string;
   username: string;
@@ -100,8 +109,8 @@ export interface Store {
   updateSession(id: string, patch: SessionPatch, now: Date): Promise<SessionRecord | null>;
   getSession(id: string): Promise<SessionRecord | null>;
   getLiveSessionByUser(username: string): Promise<SessionRecord | null>;
-  /** Newest first. */
-  listSessions(filter?: { live?: boolean; blade?: string; limit?: number }): Promise<SessionRecord[]>;
+  /** Newest first; `offset` skips that many matches (paging through history). */
+  listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
   /** Marks a live session ended and revokes its tokens, atomically; returns null if it was unknown or already ended. */
   endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
   /** Live session with this reconnect-key hash, or null. */

@@ -53,6 +53,8 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
   await app.register(async (scope) => {
     // The app's own handler (controller/error-reply.ts), set here too so the pages answer the same on their own.
     scope.setErrorHandler(errorHandler(log));
+    // JSON bodies only (POST /viewer/reconnect): anything else is 415, as documented.
+    scope.removeContentTypeParser('text/plain');
     scope.addHook('onRequest', async (_request, reply) => {
       applySecurityHeaders(reply);
     });

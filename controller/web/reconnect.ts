@@ -66,6 +66,41 @@ export function registerReconnect(
     '/viewer/reconnect',
     {
       bodyLimit: 1024,
+      // Documented for OpenAPI only: parseBody() checks the body exactly, without Ajv's coercion or stripping.
+      schema: {
+        operationId: 'viewerReconnect',
+        summary: "Trade the viewer's reconnect key for a fresh connection token while the session is live",
+        description: 'Called by the viewer page (no API key: the reconnect key is the credential). Rate-limited per '
+          + 'client IP. An unknown key, a key for another session and an ended session all answer 410.',
+        tags: ['viewer'],
+        security: [],
+        body: {
+          type: 'object',
+          required: ['session', 'key'],
+          additionalProperties: false,
+          properties: {
+            session: { type: 'string', description: 'The session id from the viewer URL.' },
+            key: { type: 'string', description: 'The reconnect key from the viewer URL.' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['token', 'expiresAt', 'websocketPath'],
+            properties: {
+              token: { type: 'string' },
+              expiresAt: { type: 'string', format: 'date-time' },
+              websocketPath: { type: 'string' },
+            },
+          },
+          400: { $ref: 'Error#' },
+          410: { $ref: 'Error#' },
+          413: { $ref: 'Error#' },
+          415: { $ref: 'Error#' },
+          429: { $ref: 'Error#' },
+        },
+      },
+      validatorCompiler: () => () => true,
       // Counted before the body is read, so malformed requests count too.
       onRequest: async (request, reply) => {
         reply.header('cache-control', 'no-store');

@@ -11,7 +11,7 @@ const parse = (...args: string[]) => parseConfig(['--api-key', KEY, ...TLS, ...a
 describe('controller config', () => {
   it('takes an API key that starts with a dash in the --api-key=KEY form (base64url keys can)', () => {
     const dashKey = `-${'x'.repeat(31)}`;
-    expect(parseConfig([`--api-key=${dashKey}`, ...TLS])!.apiKeys).toEqual([dashKey]);
+    expect(parseConfig([`--api-key=${dashKey}`, ...TLS])!.apiKeys).toEqual([{ key: dashKey, role: 'admin' }]);
     expect(() => parseConfig(['--api-key', dashKey, ...TLS])).toThrow(ConfigError);
   });
 
@@ -50,7 +50,23 @@ describe('controller config', () => {
     const file = join(dir, 'keys');
     writeFileSync(file, `# portal\n${'a'.repeat(20)}\n\n${'b'.repeat(20)}\n`);
     const c = parseConfig([...TLS, '--api-keys-file', file])!;
-    expect(c.apiKeys).toEqual(['a'.repeat(20), 'b'.repeat(20)]);
+    expect(c.apiKeys).toEqual([{ key: 'a'.repeat(20), role: 'admin' }, { key: 'b'.repeat(20), role: 'admin' }]);
+  });
+
+  it('gives each key in the file the role before it (read, operate, admin), and refuses an unknown role without echoing the key', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vd-config-'));
+    const file = join(dir, 'keys');
+    writeFileSync(file, `read ${'r'.repeat(20)}\noperate\t${'o'.repeat(20)}\nadmin ${'a'.repeat(20)}\n`);
+    expect(parseConfig([...TLS, '--api-keys-file', file])!.apiKeys.map((k) => k.role)).toEqual(['read', 'operate', 'admin']);
+    writeFileSync(file, `root ${'s'.repeat(20)}\n`);
+    let message = '';
+    try {
+      parseConfig([...TLS, '--api-keys-file', file]);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/line 1: expected "KEY" or "ROLE KEY"/);
+    expect(message).not.toContain('s'.repeat(20));
   });
 
   it.each([
