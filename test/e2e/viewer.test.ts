@@ -3,7 +3,7 @@
  * default session script), the real controller (buildApp: REST API, proxy, viewer), and headless Debian Chromium
  * driven by playwright-core. The portal's part is played by the test: it POSTs a session and opens the viewerUrl.
  *
- * Nothing is mocked except in the dashboard XSS test, which serves hostile JSON for the two API calls with
+ * Nothing is mocked except in the dashboard XSS test, which serves hostile data for the dashboard's API calls with
  * page.route(): the real API validates names, so strings like `<img onerror>` can only reach the page from places a
  * test cannot easily control (an agent's hostname, a gRPC error text). Screenshots go to test-artifacts/.
  */
@@ -338,31 +338,37 @@ describe('the dashboard in a real browser', () => {
       state: 'UP" onmouseover="window.__xss=5',
     };
     const { page, dialogs } = await newPage();
-    await page.route('**/api/v1/blades', (route) => route.fulfill({
-      contentType: 'application/json',
-      body: JSON.stringify({ blades: [{
-        name: hostile.name, hostname: hostile.hostname, address: '127.0.0.1:1', state: hostile.state, sessions: 1,
-        capacity: 4, load: { load1: 0.5, load5: 0.4, load15: 0.3 }, lastSeen: new Date().toISOString(),
-        lastError: hostile.lastError,
-      }] }),
+    const blade = {
+      name: hostile.name, hostname: hostile.hostname, address: '127.0.0.1:1', state: hostile.state, sessions: 1,
+      capacity: 4, load: { load1: 0.5, load5: 0.4, load15: 0.3 }, lastSeen: new Date().toISOString(),
+      lastError: hostile.lastError, version: hostile.hostname,
+    };
+    const session = {
+      id: 'sess-1', username: hostile.username, blade: hostile.name, display: 3, state: 'running',
+      createdAt: new Date().toISOString(), viewers: 1, bytesDown: 10, bytesUp: 5, viewerIps: [hostile.lastError],
+    };
+    // The dashboard's data arrives as server-sent events; its history of ended sessions as a paged GET.
+    await page.route('**/api/v1/events', (route) => route.fulfill({
+      contentType: 'text/event-stream',
+      body: `event: snapshot\ndata: ${JSON.stringify({ blades: [blade], sessions: [session] })}\n\n`,
     }));
-    await page.route('**/api/v1/sessions', (route) => route.fulfill({
+    await page.route('**/api/v1/sessions?*', (route) => route.fulfill({
       contentType: 'application/json',
-      body: JSON.stringify({ sessions: [{
-        id: 'sess-1', username: hostile.username, blade: hostile.name, display: 3, state: 'running',
-        createdAt: new Date().toISOString(),
-      }] }),
+      body: JSON.stringify({ sessions: [{ ...session, id: 'sess-0', state: 'ended', endReason: hostile.lastError,
+        endedAt: new Date().toISOString() }], nextOffset: null }),
     }));
     await page.goto(`${base}/dashboard/`);
     await page.fill('#api-key', 'anything');
     await page.click('#login button[type=submit]');
-    await page.locator('#status[data-state="ok"]').waitFor({ timeout: 10_000 });
+    // The mocked stream ends after its snapshot (the page then reconnects), so wait for the rows, not the status.
+    await page.locator('#sessions tbody tr[data-session-id="sess-1"]').waitFor({ timeout: 10_000 });
 
     const bladeText = await page.locator('#blades tbody').innerText();
     expect(bladeText).toContain(hostile.hostname);
     expect(bladeText).toContain(hostile.lastError);
     expect(bladeText).toContain(hostile.state);
     expect(await page.locator('#sessions tbody').innerText()).toContain(hostile.username);
+    await expect.poll(() => page.locator('#history tbody').innerText()).toContain(hostile.lastError);
     // Nothing was parsed as markup, nothing ran.
     expect(await page.locator('#content img, #content script, #content svg, #content iframe').count()).toBe(0);
     await page.hover('#blades .state');
