@@ -1,0 +1,71 @@
+/** How the operator commands print: aligned tables and key-value lists for people, JSON for scripts, and progress. */
+
+/** Formats rows as columns separated by two spaces, with a header line. Cells are single-line text. */
+export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
+  const clean = (v: string | number | null | undefined): string =>
+    (v === null || v === undefined || v === '' ? '-' : String(v)).replace(/[\x00-\x1f\x7f]/g, ' ');
+  const all = [headers, ...rows.map((r) => r.map(clean))];
+  const widths = headers.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return `${all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
+}
+
+/** Formats `label: value` lines, labels aligned. */
+export function fields(pairs: [string, string | number | null | undefined][]): string {
+  const w = Math.max(...pairs.map(([k]) => k.length));
+  return pairs.map(([k, v]) => `${`${k}:`.padEnd(w + 1)} ${v === null || v === undefined || v === '' ? '-' : String(v).replace(/[\x00-\x1f\x7f]/g, ' ')}`).join('\n') + '\n';
+}
+
+export function json(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
+}
+
+export function bytes(n: number | null | undefined): string {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '-';
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = -1;
+  do {
+    v /= 1024;
+    i++;
+  } while (v >= 1024 && i < units.length - 1);
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+export function since(iso: string | null | undefined, now = Date.now()): string {
+  if (!iso) return '-';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '-';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/**
+ * Shows `label` with a spinner on stderr if `work` takes longer than a second, and only when stderr is a terminal
+ * (scripts and pipes get clean output). Resolves with what `work` resolves with.
+ */
+export async function withProgress<T>(label: string, work: Promise<T>, stream: NodeJS.WriteStream = process.stderr): Promise<T> {
+  if (!stream.isTTY) return work;
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  let i = 0;
+  let shown = false;
+  const started = Date.now();
+  const draw = (): void => {
+    shown = true;
+    stream.write(`\r${frames[i++ % frames.length]} ${label} (${Math.round((Date.now() - started) / 1000)} s)\x1b[K`);
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const delay = setTimeout(() => {
+    draw();
+    timer = setInterval(draw, 100);
+  }, 1000);
+  try {
+    return await work;
+  } finally {
+    clearTimeout(delay);
+    if (timer) clearInterval(timer);
+    if (shown) stream.write('\r\x1b[K');
+  }
+}
