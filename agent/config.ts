@@ -49,6 +49,8 @@ export interface AgentConfig {
   reapIntervalMs: number;
   /** On SIGTERM, how long calls in flight may finish before the server closes them. */
   shutdownGraceMs: number;
+  /** Where to serve Prometheus metrics over plain HTTP (GET /metrics); null: not at all. */
+  metricsListen: { host: string; port: number } | null;
 }
 
 export const defaults = {
@@ -96,6 +98,7 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --lookup-timeout-ms N  most time for a user lookup or home check (default ${defaults.lookupTimeoutMs})
   --reap-interval-ms N   how often sessions are checked for a dead desktop (default ${defaults.reapIntervalMs})
   --shutdown-grace-ms N  on SIGTERM, time calls in flight get to finish (default ${defaults.shutdownGraceMs})
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
   --log-level LEVEL      pino level (default ${defaults.logLevel})
 `;
 
@@ -164,6 +167,7 @@ export function parseConfig(argv: string[]): AgentConfig {
         'reap-interval-ms': { type: 'string', default: String(defaults.reapIntervalMs) },
         'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
         'log-level': { type: 'string', default: defaults.logLevel },
+        'metrics-listen': { type: 'string' },
         help: { type: 'boolean', default: false },
       },
     }));
@@ -239,5 +243,6 @@ export function parseConfig(argv: string[]): AgentConfig {
     lookupTimeoutMs,
     reapIntervalMs: integer('reap-interval-ms', values['reap-interval-ms'], 10, 60_000),
     shutdownGraceMs: integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 600_000),
+    metricsListen: values['metrics-listen'] === undefined ? null : parseHostPort(values['metrics-listen'], '--metrics-listen'),
   };
 }

@@ -8,6 +8,7 @@ import { ConfigError, parseConfig, USAGE, type AgentConfig } from './config.js';
 import { buildServer, reportShuttingDown } from './grpc/server.js';
 import { listenAgentPort } from './listener.js';
 import { createLogger } from './logger.js';
+import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
 import { agentVersion } from './paths.js';
 import { DesktopRelay } from './relay/desktop-relay.js';
 import { SessionManager } from './sessions/manager.js';
@@ -31,12 +32,20 @@ async function run(config: AgentConfig): Promise<void> {
   await ensureRuntimeBase(config.runtimeDir);
   const hostname = osHostname();
   const store = await SessionStore.open(config.stateDir);
-  const sessions = new SessionManager({ config, store, log, hostname });
+  let metrics: AgentMetrics | undefined;
+  const sessions: SessionManager = new SessionManager({ config, store, log, hostname,
+    onEnded: (how) => metrics?.ended.inc({ how }) });
+  if (config.metricsListen) {
+    metrics = createAgentMetrics(() => ({ sessions: sessions.list().length, capacity: sessions.capacity }));
+    const m = await serveMetrics(metrics.registry, config.metricsListen.host, config.metricsListen.port);
+    m.server.unref();
+    log.info({ metricsAddress: m.address }, 'metrics listening');
+  }
   await sessions.open();
   const host = new HostStatusSampler();
   host.start(config.reapIntervalMs);
   const { server, health } = buildServer({ sessions, log, hostname, version: agentVersion,
-    hostStatus: () => host.current() });
+    hostStatus: () => host.current(), ...(metrics && { metrics }) });
   const relay = new DesktopRelay({ sessions, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs });
   const agentPort = await listenAgentPort({ config, grpc: server, relay, log });
   const { address, port } = agentPort;

@@ -33,3 +33,8 @@ export const sessionLauncher = join(packageRoot, 'agent', 'vnc', 'session-launch
 /** The agent's .proto, loaded for server reflection. */
 export const protoRoot = join(packageRoot, 'proto');
 export const agentProtoFile = 'vncdispatch/agent/v1/agent.proto';
+/**
+ * The compiled descriptors of every .proto in proto/ and what they import (a FileDescriptorSet made by `buf build`
+ * in `npm run generate`): what server reflection serves, with the real file names, dependencies and field names.
+ */
+export const descriptorSetFile = join(protoRoot, 'descriptors.binpb');

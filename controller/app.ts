@@ -149,6 +149,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
   app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
 
+  metrics.watchBlades(() => blades.list().map((b) => ({ name: b.name, adminState: b.record.adminState, capacity: b.status?.capacity ?? 0 })));
   const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log });
   sessions.onEnded = () => fleet.poke();
   blades.on('change', () => fleet.poke());

@@ -12,6 +12,7 @@ import {
   type WatchSessionsRequest,
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { AgentError, toAgentError } from '../errors.js';
+import type { AgentMetrics } from '../metrics.js';
 import type { SessionRecord } from '../sessions/record.js';
 import type { SessionEnded, SessionManager } from '../sessions/manager.js';
 import type { HostStatus } from '../status.js';
@@ -25,6 +26,8 @@ export interface AgentServiceOptions {
   startedAt: number;
   /** The latest host figures (sampled in the background: GetStatus reads memory only). */
   hostStatus: () => HostStatus;
+  /** Start latency and failures are counted here when metrics are on. */
+  metrics?: Pick<AgentMetrics, 'startSeconds' | 'spawnFailures'>;
 }
 
 export function toSession(r: SessionRecord, hostname: string): Session {
@@ -130,10 +133,19 @@ export class AgentServiceImpl {
     const { sessions, hostname } = this.opts;
     return {
       startSession: this.unary('StartSession', async (req, call, signal) => {
-        const r = await sessions.start({ sessionId: req.sessionId, username: req.username, password: req.password,
-          geometry: req.geometry, depth: req.depth, notAfter: req.deadline?.getTime() },
-        { signal, deadline: deadlineOf(call) });
-        return { session: toSession(r.session, hostname), existing: r.existing };
+        const t0 = performance.now();
+        const m = this.opts.metrics;
+        try {
+          const r = await sessions.start({ sessionId: req.sessionId, username: req.username, password: req.password,
+            geometry: req.geometry, depth: req.depth, notAfter: req.deadline?.getTime() },
+          { signal, deadline: deadlineOf(call) });
+          m?.startSeconds.observe({ result: r.existing ? 'existing' : 'ok' }, (performance.now() - t0) / 1000);
+          return { session: toSession(r.session, hostname), existing: r.existing };
+        } catch (err) {
+          m?.startSeconds.observe({ result: 'failed' }, (performance.now() - t0) / 1000);
+          m?.spawnFailures.inc({ code: toAgentError(err).code });
+          throw err;
+        }
       }, (res) => {
         if (res.existing || !res.session) return;
         this.log.warn({ session: res.session.id }, 'StartSession caller went away before the answer; stopping the desktop');

@@ -61,6 +61,8 @@ export interface SessionManagerOptions {
   store: SessionStore;
   log: Logger;
   hostname: string;
+  /** Told when a desktop ends: `stopped` by StopSession (or a start abandoned), `reaped` after it exited on its own. */
+  onEnded?: (how: 'stopped' | 'reaped') => void;
 }
 
 interface Live {
@@ -398,9 +400,9 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         if (live.stopping) continue;
         const r = live.record;
         if (!(await isSameProcess(r.pid, r.pidStartTime))) {
-          void this.terminate(live, 'Xvnc exited');
+          void this.terminate(live, 'Xvnc exited', 'reaped');
         } else if (!(await isSameProcess(r.scriptPid, r.scriptStartTime))) {
-          void this.terminate(live, 'session script exited');
+          void this.terminate(live, 'session script exited', 'reaped');
         }
       }
     } catch (err) {
@@ -410,13 +412,13 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     }
   }
 
-  private terminate(live: Live, reason: string): Promise<void> {
+  private terminate(live: Live, reason: string, how: 'stopped' | 'reaped' = 'stopped'): Promise<void> {
     if (!live.stopping) {
       // Announced before the processes are gone: nobody should reach this desktop from now on.
       const { id, username } = live.record;
       this.emit('ended', { id, username, reason, at: new Date() });
     }
-    live.stopping ??= this.doTerminate(live, reason)
+    live.stopping ??= this.doTerminate(live, reason, how)
       .catch((err: unknown) => this.log.error({ err, session: live.record.id }, 'error while ending session'))
       .finally(() => {
         this.sessions.delete(live.record.id);
@@ -424,7 +426,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     return live.stopping;
   }
 
-  private async doTerminate(live: Live, reason: string): Promise<void> {
+  private async doTerminate(live: Live, reason: string, how: 'stopped' | 'reaped'): Promise<void> {
     const r = live.record;
     const alive = async () => (await isSameProcess(r.pid, r.pidStartTime)) ||
       (r.scriptPid > 1 && (await sessionMembers(r.scriptPid, r.uid)).length > 0);
@@ -443,6 +445,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     await this.cleanupFiles(r, live.files);
     await this.opts.store.remove(r.id);
     this.log.info({ session: r.id, username: r.username, display: r.display, reason }, 'session ended');
+    this.opts.onEnded?.(how);
   }
 
   private async cleanupFiles(r: SessionRecord, files: RuntimeFiles | undefined): Promise<void> {

@@ -32,4 +32,11 @@ describe('generated proto code', () => {
       );
     }
   });
+
+  it('proto/descriptors.binpb (what agent reflection serves) is exactly what `buf build` produces from proto/', () => {
+    const fresh = join(out, 'descriptors.binpb');
+    execFileSync(join(root, 'node_modules/.bin/buf'), ['build', '-o', fresh], { cwd: root, stdio: 'pipe' });
+    expect(readFileSync(join(root, 'proto/descriptors.binpb')).equals(readFileSync(fresh)),
+      'proto/descriptors.binpb is stale: run npm run generate').toBe(true);
+  });
 });
