@@ -72,7 +72,7 @@ function exitFor(status: number): number {
 }
 
 /** One REST call; resolves with the JSON body or throws CliError. `auth: false` sends no key (health routes). */
-export async function call<T = any>(o: ClientOptions, method: string, path: string, body?: unknown,
+export async function call<T = unknown>(o: ClientOptions, method: string, path: string, body?: unknown,
   { auth = true, okStatuses = [] as number[] } = {}): Promise<{ status: number; body: T }> {
   let res: Response;
   try {
@@ -93,14 +93,15 @@ export async function call<T = any>(o: ClientOptions, method: string, path: stri
     throw new CliError(`cannot reach the controller at ${o.url}: ${why}`, EXIT.unavailable);
   }
   const text = await res.text();
-  let parsed: any = null;
+  let parsed: unknown = null;
   try {
     parsed = text ? JSON.parse(text) : null;
   } catch {
     parsed = null;
   }
   if (res.ok || okStatuses.includes(res.status)) return { status: res.status, body: parsed as T };
-  const code = typeof parsed?.error?.code === 'string' ? parsed.error.code as string : null;
-  const message = typeof parsed?.error?.message === 'string' ? parsed.error.message as string : `HTTP ${res.status}`;
+  const error = (parsed as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  const code = typeof error?.code === 'string' ? error.code : null;
+  const message = typeof error?.message === 'string' ? error.message : `HTTP ${res.status}`;
   throw new CliError(code ? `${code}: ${message}` : message, exitFor(res.status), code);
 }

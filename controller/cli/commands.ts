@@ -53,7 +53,7 @@ function parse(argv: string[], extra: Record<string, { type: 'string' | 'boolean
 }
 
 function client(flags: Flags, env: NodeJS.ProcessEnv): ClientOptions {
-  return clientOptions(flags as { url?: string; 'api-key-file'?: string; timeout?: string }, env);
+  return clientOptions(flags, env);
 }
 
 interface Blade {

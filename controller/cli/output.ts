@@ -1,9 +1,13 @@
 /** How the operator commands print: aligned tables and key-value lists for people, JSON for scripts, and progress. */
 
 /** Formats rows as columns separated by two spaces, with a header line. Cells are single-line text. */
+/** Control characters (a hostile blade error or name must not move the cursor or clear the screen). */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/g;
+
 export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
   const clean = (v: string | number | null | undefined): string =>
-    (v === null || v === undefined || v === '' ? '-' : String(v)).replace(/[\x00-\x1f\x7f]/g, ' ');
+    (v === null || v === undefined || v === '' ? '-' : String(v)).replace(CONTROL, ' ');
   const all = [headers, ...rows.map((r) => r.map(clean))];
   const widths = headers.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   return `${all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
@@ -12,7 +16,7 @@ export function table(headers: string[], rows: (string | number | null | undefin
 /** Formats `label: value` lines, labels aligned. */
 export function fields(pairs: [string, string | number | null | undefined][]): string {
   const w = Math.max(...pairs.map(([k]) => k.length));
-  return pairs.map(([k, v]) => `${`${k}:`.padEnd(w + 1)} ${v === null || v === undefined || v === '' ? '-' : String(v).replace(/[\x00-\x1f\x7f]/g, ' ')}`).join('\n') + '\n';
+  return pairs.map(([k, v]) => `${`${k}:`.padEnd(w + 1)} ${v === null || v === undefined || v === '' ? '-' : String(v).replace(CONTROL, ' ')}`).join('\n') + '\n';
 }
 
 export function json(value: unknown): string {

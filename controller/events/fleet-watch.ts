@@ -160,7 +160,7 @@ export class FleetWatch {
       if (sessionNow.has(id) || first) continue;
       const ended = await this.#o.store.getSession(id);
       // A session that left the live list has ended (or was discarded: a start that never ran).
-      emit({ type: 'session-ended', data: ended ? sessionView(ended) : { ...JSON.parse(this.#sessions.get(id)!), state: 'ended' } });
+      emit({ type: 'session-ended', data: ended ? sessionView(ended) : { ...(JSON.parse(this.#sessions.get(id)!) as SessionView), state: 'ended' } });
     }
     this.#blades = bladeNow;
     this.#sessions = sessionNow;
