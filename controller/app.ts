@@ -219,7 +219,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
       if (request.method !== 'GET') fleet.poke();
     });
     await api.register(sessionsRoutes, { sessions, publicUrl, connections: () => proxy.sessionStats() });
-    await api.register(bladesRoutes, { blades });
+    await api.register(bladesRoutes, { blades, sessions });
     await api.register(legacyRoute, { sessions });
     await api.register(eventsRoute, { fleet });
     api.get('/api/v1/openapi.json', {

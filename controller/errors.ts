@@ -59,6 +59,15 @@ export class TooManyStreamsError extends VncDispatchError {
   }
 }
 
+/** DELETE /api/v1/blades/{name} without ?force=true while the blade has live sessions. */
+export class BladeBusyError extends VncDispatchError {
+  static readonly code = 'VD_ERR_BLADE_BUSY';
+  static readonly statusCode = 409;
+  constructor(message: string = 'The blade has live sessions; remove it with ?force=true to end them.', options?: ErrorOptions) {
+    super(BladeBusyError.code, BladeBusyError.statusCode, message, options);
+  }
+}
+
 export class MethodNotAllowedError extends VncDispatchError {
   static readonly code = 'VD_ERR_METHOD_NOT_ALLOWED';
   static readonly statusCode = 405;
@@ -318,6 +327,7 @@ export const ERROR_CLASSES = [
   UnauthorizedError,
   ForbiddenError,
   TooManyStreamsError,
+  BladeBusyError,
   BadRequestError,
   NotFoundError,
   MethodNotAllowedError,

@@ -2,7 +2,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { BladeRegistry } from '../blades/registry.js';
 import { checkBlade, ConfigError } from '../config.js';
-import { BadRequestError, NotFoundError } from '../errors.js';
+import { BadRequestError, BladeBusyError, NotFoundError } from '../errors.js';
+import type { SessionService } from '../sessions/session-service.js';
 import type { BladeAdminState } from '../store/store.js';
 import { BLADE_NAME_PATTERN, changeErrors, commonErrors } from './schemas.js';
 
@@ -19,8 +20,8 @@ const ADMIN_ACTIONS: Record<'cordon' | 'uncordon' | 'drain', { state: BladeAdmin
   drain: { state: 'DRAINING', summary: 'Mark a blade as draining: no new sessions; it is empty once its sessions end' },
 };
 
-export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRegistry }): Promise<void> {
-  const { blades } = deps;
+export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRegistry; sessions: SessionService }): Promise<void> {
+  const { blades, sessions } = deps;
 
   app.get('/api/v1/blades', {
     config: { role: 'read' },
@@ -83,6 +84,45 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
     const { blade, created } = await blades.register(spec);
     const view = (await blades.views()).find((v) => v.name === blade.name);
     return reply.code(created ? 201 : 200).send(view);
+  });
+
+  app.delete<{ Params: { name: string }; Querystring: { force: boolean } }>('/api/v1/blades/:name', {
+    config: { role: 'admin' },
+    schema: {
+      operationId: 'removeBlade',
+      summary: 'Remove a blade; refused (409) while it has live sessions unless ?force=true, which ends them first',
+      tags: ['blades'],
+      params: nameParams,
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { force: { type: 'boolean', default: false, description: "End the blade's live sessions first." } },
+      },
+      response: {
+        200: {
+          type: 'object',
+          required: ['name', 'removed', 'endedSessions'],
+          properties: { name: { type: 'string' }, removed: { type: 'boolean' }, endedSessions: { type: 'integer' } },
+        },
+        ...changeErrors,
+        404: { $ref: 'Error#' },
+        409: { $ref: 'Error#' },
+      },
+    },
+  }, async (request) => {
+    const { name } = request.params;
+    if (!blades.get(name) && !(await blades.views()).some((b) => b.name === name)) {
+      throw new NotFoundError(`no blade named ${name}`);
+    }
+    const live = await sessions.list({ live: true, blade: name });
+    if (live.length > 0 && !request.query.force) {
+      throw new BladeBusyError(`blade ${name} has ${live.length} live session${live.length === 1 ? '' : 's'}; `
+        + 'remove it with ?force=true to end them');
+    }
+    // Ended through the blade while it is still known, so each desktop is stopped and its viewers disconnected.
+    for (const s of live) await sessions.end(s.id, 'blade-removed');
+    if (!(await blades.remove(name))) throw new NotFoundError(`no blade named ${name}`);
+    return { name, removed: true, endedSessions: live.length };
   });
 
   for (const [action, { state, summary }] of Object.entries(ADMIN_ACTIONS)) {

@@ -158,7 +158,11 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
 
   /** Picks up blades and admin states changed in the store (by the API here or by another controller). */
   async refresh(): Promise<void> {
-    for (const rec of await this.#o.store.listBlades()) {
+    const stored = await this.#o.store.listBlades();
+    // Removed through another controller sharing the store.
+    const names = new Set(stored.map((r) => r.name));
+    for (const blade of [...this.#blades.values()]) if (!names.has(blade.name)) this.#forget(blade);
+    for (const rec of stored) {
       const blade = this.#blades.get(rec.name);
       if (!blade) this.#add(rec);
       else if (blade.record.address !== rec.address) this.#replace(rec);
@@ -229,6 +233,26 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
     else if (known.record.address !== rec.address) this.#replace(rec);
     else known.record = rec;
     return { blade: this.#blades.get(rec.name)!, created: !existing };
+  }
+
+  /**
+   * Forgets a blade: stops watching it and removes it from the store. The caller has ended its sessions (or
+   * checked there are none). Returns false if no such blade was registered.
+   */
+  async remove(name: string): Promise<boolean> {
+    const existed = await this.#o.store.deleteBlade(name);
+    const blade = this.#blades.get(name);
+    if (blade) this.#forget(blade);
+    if (existed || blade) this.#log.info({ blade: name }, 'blade removed');
+    return existed || blade !== undefined;
+  }
+
+  #forget(blade: Blade): void {
+    blade.close();
+    this.#blades.delete(blade.name);
+    for (const g of [this.#o.metrics.bladeUp, this.#o.metrics.bladeLiveSessions, this.#o.metrics.unknownSessions]) {
+      g.remove({ blade: blade.name });
+    }
   }
 
   async setAdminState(name: string, state: BladeAdminState): Promise<Blade> {

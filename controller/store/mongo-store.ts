@@ -385,6 +385,10 @@ export class MongoStore implements Store {
     return doc ? toBlade(doc) : null;
   }
 
+  async deleteBlade(name: string): Promise<boolean> {
+    return (await this.blades.deleteOne({ name })).deletedCount > 0;
+  }
+
   async nextCounter(name: string): Promise<number> {
     const doc = await retryDuplicateKey(() =>
       this.counters.findOneAndUpdate({ _id: name }, { $inc: { value: 1 } }, { upsert: true, returnDocument: 'after' }),

@@ -301,6 +301,7 @@ export class SqliteStore implements Store {
       ),
       getBlade: db.prepare<[string], BladeRow>(`SELECT * FROM blades WHERE name = ?`),
       listBlades: db.prepare<[], BladeRow>(`SELECT * FROM blades ORDER BY name`),
+      deleteBlade: db.prepare<[string]>(`DELETE FROM blades WHERE name = ?`),
       setBladeAdminState: db.prepare<[string, number, string], BladeRow>(
         `UPDATE blades SET admin_state = ?, updated_at = ? WHERE name = ? RETURNING *`,
       ),
@@ -471,6 +472,10 @@ export class SqliteStore implements Store {
     assertBladeAdminState(state);
     const row = this.s.setBladeAdminState.get(state, now.getTime(), name);
     return row ? toBlade(row) : null;
+  }
+
+  async deleteBlade(name: string): Promise<boolean> {
+    return this.s.deleteBlade.run(name).changes > 0;
   }
 
   async nextCounter(name: string): Promise<number> {

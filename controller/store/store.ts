@@ -146,6 +146,8 @@ export interface Store {
   getBlade(name: string): Promise<BladeRecord | null>;
   listBlades(): Promise<BladeRecord[]>;
   setBladeAdminState(name: string, state: BladeAdminState, now: Date): Promise<BladeRecord | null>;
+  /** Forgets a blade; returns false if there was none. Its sessions' records stay (ended or not: the caller decides). */
+  deleteBlade(name: string): Promise<boolean>;
 
   /** Atomically increments a named counter and returns the new value (1 for the first call). */
   nextCounter(name: string): Promise<number>;

@@ -28,6 +28,15 @@ const DEFAULTS: ReconnectOptions = {
   perIpPerMinute: 30,
 };
 
+/** The error body (controller/error-reply.ts), inline: the web scope has no access to the API's shared schemas. */
+const ERROR_REPLY = {
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
+  },
+} as const;
+
 interface ReconnectBody {
   session: string;
   key: string;
@@ -93,11 +102,11 @@ export function registerReconnect(
               websocketPath: { type: 'string' },
             },
           },
-          400: { $ref: 'Error#' },
-          410: { $ref: 'Error#' },
-          413: { $ref: 'Error#' },
-          415: { $ref: 'Error#' },
-          429: { $ref: 'Error#' },
+          400: ERROR_REPLY,
+          410: ERROR_REPLY,
+          413: ERROR_REPLY,
+          415: ERROR_REPLY,
+          429: ERROR_REPLY,
         },
       },
       validatorCompiler: () => () => true,
