@@ -11,7 +11,7 @@ import { bladesRoutes } from './api/blades-routes.js';
 import { eventsRoute } from './api/events-route.js';
 import { healthRoutes } from './api/health-routes.js';
 import { legacyRoute } from './api/legacy-route.js';
-import { commonErrors, sharedSchemas } from './api/schemas.js';
+import { authErrors, sharedSchemas } from './api/schemas.js';
 import { sessionsRoutes } from './api/sessions-routes.js';
 import { createAgentCredentials } from './agent-client/agent-client.js';
 import { BladeRegistry } from './blades/registry.js';
@@ -228,7 +228,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
         operationId: 'openapi',
         summary: 'This OpenAPI document',
         tags: ['operations'],
-        response: { 200: { type: 'object', additionalProperties: true }, ...commonErrors },
+        response: { 200: { type: 'object', additionalProperties: true }, ...authErrors },
       },
     }, async () => app.swagger());
   });

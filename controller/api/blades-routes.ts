@@ -5,7 +5,7 @@ import { checkBlade, ConfigError } from '../config.js';
 import { BadRequestError, BladeBusyError, NotFoundError } from '../errors.js';
 import type { SessionService } from '../sessions/session-service.js';
 import type { BladeAdminState } from '../store/store.js';
-import { BLADE_NAME_PATTERN, changeErrors, commonErrors } from './schemas.js';
+import { authErrors, BLADE_NAME_PATTERN, changeErrors, commonErrors } from './schemas.js';
 
 const nameParams = {
   type: 'object',
@@ -31,7 +31,7 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
       tags: ['blades'],
       response: {
         200: { type: 'object', required: ['blades'], properties: { blades: { type: 'array', items: { $ref: 'Blade#' } } } },
-        ...commonErrors,
+        ...authErrors,
       },
     },
   }, async () => ({ blades: await blades.views() }));

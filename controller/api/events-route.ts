@@ -7,7 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import { TooManyStreamsError } from '../errors.js';
 import type { FleetEvent, FleetWatch } from '../events/fleet-watch.js';
-import { commonErrors } from './schemas.js';
+import { authErrors } from './schemas.js';
 
 export interface EventsRouteOptions {
   fleet: FleetWatch;
@@ -36,7 +36,7 @@ export async function eventsRoute(app: FastifyInstance, options: EventsRouteOpti
       produces: ['text/event-stream'],
       response: {
         200: { description: 'An endless event stream.', type: 'string' },
-        ...commonErrors,
+        ...authErrors,
         429: { $ref: 'Error#' },
       },
     },

@@ -109,11 +109,11 @@ export const bladeSchema = {
   },
 } as const;
 
-/** Responses every authenticated route may give. */
-export const commonErrors = {
-  400: { $ref: 'Error#' },
-  401: { $ref: 'Error#' },
-} as const;
+/** The response every authenticated route may give. */
+export const authErrors = { 401: { $ref: 'Error#' } } as const;
+
+/** ... and those of routes that validate parameters, a query or a body. */
+export const commonErrors = { ...authErrors, 400: { $ref: 'Error#' } } as const;
 
 /** ... and those of routes that need more than the `read` role (403 VD_ERR_FORBIDDEN for a weaker key). */
 export const changeErrors = { ...commonErrors, 403: { $ref: 'Error#' } } as const;
