@@ -113,7 +113,7 @@ describe('controller config', () => {
 describe('API keys kept out of ps', () => {
   it('takes keys from VNCDISPATCH_API_KEYS without any on the command line, and does not warn', () => {
     const c = parseConfig([...TLS], { VNCDISPATCH_API_KEYS: `${KEY},${KEY}-second\n` })!;
-    expect(c.apiKeys).toEqual([KEY, `${KEY}-second`]);
+    expect(c.apiKeys).toEqual([{ key: KEY, role: 'admin' }, { key: `${KEY}-second`, role: 'admin' }]);
     expect(c.warnings).toEqual([]);
   });
 
