@@ -46,7 +46,8 @@ const agentLines = (code: string) => agents.map((a) => a.logs.filter((l) => l.in
 
 beforeAll(async () => {
   pki = makePki();
-  for (const ports of ['9900-9949', '9950-9999']) agents.push(await startAgent({ pki, args: ['--vnc-ports', ports] }));
+  // Two agents on one host: each has its own state and runtime directories, and desktops listen on no TCP port.
+  for (let i = 0; i < 2; i++) agents.push(await startAgent({ pki }));
   c = await buildController({ pki, wrapStore: flakyStore, blades: agents.map((a, i) => ({ name: `b${i + 1}`,
     address: `127.0.0.1:${a.port}` })) });
   await waitForBladeStates(c, { b1: 'UP', b2: 'UP' });
