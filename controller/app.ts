@@ -68,7 +68,8 @@ async function stringFieldsOnly(request: FastifyRequest): Promise<void> {
     if (typeof value !== 'string') throw new BadRequestError(`invalid request: body/${key} must be string`);
   }
 }
-const TOKEN_PRUNE_MS = 10 * 60_000;
+/** How often expired tokens and ended sessions past their retention are deleted. */
+const PRUNE_MS = 10 * 60_000;
 
 export async function buildApp(options: BuildAppOptions): Promise<ControllerApp> {
   const { config, store, log } = options;
@@ -236,9 +237,16 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
 
   await blades.init();
   reconciler.start();
-  const pruner = setInterval(() => {
+  const prune = (): void => {
     tokens.prune().catch((err: unknown) => log.warn({ err, module: 'tokens' }, 'could not prune tokens'));
-  }, TOKEN_PRUNE_MS).unref();
+    const before = new Date(Date.now() - config.sessionRetentionHours * 3_600_000);
+    store.pruneEndedSessions(before).then(
+      (n) => n > 0 && log.info({ module: 'sessions', pruned: n, before }, 'deleted ended sessions past their retention'),
+      (err: unknown) => log.warn({ err, module: 'sessions' }, 'could not prune ended sessions'),
+    );
+  };
+  const pruner = setInterval(prune, PRUNE_MS).unref();
+  prune();
 
   let closed: Promise<void> | null = null;
   const close = (): Promise<void> => {

@@ -45,7 +45,14 @@ export interface Config {
   /** Deadline of every other agent call. */
   agentCallTimeoutMs: number;
   reconcileIntervalMs: number;
-  stopUnknownSessions: boolean;
+  /** Reconciliation only reports (logs, blade view, metrics) what it would stop or end; nothing is changed. */
+  reconcileReportOnly: boolean;
+  /** A desktop no live session owns is stopped once it has been seen unowned for this long. */
+  orphanGraceMs: number;
+  /** A session still `starting` this long after it was created is settled by asking its blade. */
+  startSettleMs: number;
+  /** Ended sessions are kept this long (for GET /api/v1/sessions?state=ended and audits), then deleted. */
+  sessionRetentionHours: number;
   /** True if --public-url was given (else publicUrl follows the listening address, resolved after listen). */
   publicUrlGiven: boolean;
   /**
@@ -99,8 +106,11 @@ const OPTIONS = {
   'down-after-ms': { type: 'string', default: '2500' },
   'agent-start-timeout-ms': { type: 'string', default: '10000' },
   'agent-call-timeout-ms': { type: 'string', default: '3000' },
-  'reconcile-interval-ms': { type: 'string', default: '30000' },
-  'stop-unknown-sessions': { type: 'boolean', default: false },
+  'reconcile-interval-ms': { type: 'string', default: '5000' },
+  'reconcile-report-only': { type: 'boolean', default: false },
+  'orphan-grace-ms': { type: 'string', default: '5000' },
+  'start-settle-ms': { type: 'string', default: '15000' },
+  'session-retention-hours': { type: 'string', default: '720' },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
   'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
   'token-ttl': { type: 'string', default: '60' },
@@ -135,8 +145,11 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --down-after-ms N             a blade silent this long is DOWN (default 2500)
   --agent-start-timeout-ms N    StartSession deadline; above the agents' --start-timeout-ms (default 10000)
   --agent-call-timeout-ms N     deadline of the other agent calls (default 3000)
-  --reconcile-interval-ms N     store/agent reconciliation period (default 30000)
-  --stop-unknown-sessions       stop desktops a blade runs that the store does not know
+  --reconcile-interval-ms N     store/agent reconciliation period (default 5000)
+  --reconcile-report-only       reconciliation reports desktops to stop and records to end, changes nothing
+  --orphan-grace-ms N           stop a desktop no live session owns after this long (default 5000)
+  --start-settle-ms N           settle a session still starting after this long by asking its blade (default 15000)
+  --session-retention-hours N   keep ended sessions this long, then delete them (default 720)
   --allowed-origin ORIGIN       WebSocket Origin allowlist (repeatable; default the --public-url origin, else the controller's own)
   --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
   --token-ttl SECONDS           connection token lifetime (default 60)
@@ -299,6 +312,15 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
   // Node refuses a headers timeout longer than the request timeout.
   if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError('--headers-timeout-ms must not exceed --request-timeout-ms');
 
+  // Below the StartSession deadline a start still in flight (on any controller sharing the store) would be settled
+  // as abandoned under its feet.
+  const agentStartTimeoutMs = int(values['agent-start-timeout-ms'], 'agent-start-timeout-ms', 100, 600_000);
+  const startSettleMs = int(values['start-settle-ms'], 'start-settle-ms', 0, 3_600_000);
+  if (startSettleMs < agentStartTimeoutMs + 1000) {
+    throw new ConfigError('--start-settle-ms must be at least --agent-start-timeout-ms + 1000: a start still in flight '
+      + 'would be settled as abandoned');
+  }
+
   const allowedOrigins = values['allowed-origin'].map((o) => origin(o, 'allowed-origin'));
   for (const p of values['trust-proxy']) {
     const [addr, bits, extra] = p.split('/');
@@ -322,10 +344,13 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     startAttempts: int(values['start-attempts'], 'start-attempts', 1, 100),
     healthIntervalMs,
     downAfterMs,
-    agentStartTimeoutMs: int(values['agent-start-timeout-ms'], 'agent-start-timeout-ms', 100, 600_000),
+    agentStartTimeoutMs,
     agentCallTimeoutMs: int(values['agent-call-timeout-ms'], 'agent-call-timeout-ms', 100, 600_000),
-    reconcileIntervalMs: int(values['reconcile-interval-ms'], 'reconcile-interval-ms', 1000, 86_400_000),
-    stopUnknownSessions: values['stop-unknown-sessions'],
+    reconcileIntervalMs: int(values['reconcile-interval-ms'], 'reconcile-interval-ms', 200, 86_400_000),
+    reconcileReportOnly: values['reconcile-report-only'],
+    orphanGraceMs: int(values['orphan-grace-ms'], 'orphan-grace-ms', 0, 3_600_000),
+    startSettleMs,
+    sessionRetentionHours: int(values['session-retention-hours'], 'session-retention-hours', 0, 87_600),
     publicUrlGiven: Boolean(values['public-url']),
     allowedOrigins: Object.freeze(allowedOrigins.length ? allowedOrigins
       : values['public-url'] ? [new URL(publicUrl).origin] : []),

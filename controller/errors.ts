@@ -255,6 +255,26 @@ export class BladeExistsError extends VncDispatchError {
   }
 }
 
+export class BladeDownError extends VncDispatchError {
+  static readonly code = 'VD_ERR_BLADE_DOWN';
+  static readonly statusCode = 503;
+  constructor(message: string = "The user's desktop is on a blade that does not answer right now; retry shortly.", options?: ErrorOptions) {
+    super(BladeDownError.code, BladeDownError.statusCode, message, options);
+  }
+}
+
+/**
+ * The store (controller/store/) cannot record a change: a full or read-only disk, an I/O error, a database file that
+ * was deleted or replaced, an unreachable MongoDB. Nothing was written: the request changed nothing and may be retried.
+ */
+export class StoreUnavailableError extends VncDispatchError {
+  static readonly code = 'VD_ERR_STORE_UNAVAILABLE';
+  static readonly statusCode = 503;
+  constructor(message: string = 'The session store cannot record changes right now; nothing was changed.', options?: ErrorOptions) {
+    super(StoreUnavailableError.code, StoreUnavailableError.statusCode, message, options);
+  }
+}
+
 // Connection tokens (controller/tokens/): why a token was refused. 401 = present but not valid (get a new one);
 // 403 = valid but not for this client.
 export class TokenMalformedError extends VncDispatchError {
@@ -353,6 +373,8 @@ export const ERROR_CLASSES = [
   SessionEndedError,
   SessionConflictError,
   BladeExistsError,
+  BladeDownError,
+  StoreUnavailableError,
   TokenMalformedError,
   TokenUnknownError,
   TokenExpiredError,

@@ -35,21 +35,23 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps):
   app.get('/readyz', {
     schema: {
       operationId: 'readiness',
-      summary: 'Readiness: the store answers and at least one blade is UP',
+      summary: 'Readiness: the store can record a change now and at least one blade is UP',
       tags: ['operations'],
       security: [],
       response: { 200: readySchema, 503: readySchema },
     },
   }, async (_request, reply) => {
-    let store = true;
+    // A write, not a read: a full or read-only disk, or a deleted database file, still reads fine.
+    let storeError: string | null = null;
     try {
-      await deps.store.listBlades();
-    } catch {
-      store = false;
+      await deps.store.checkWritable();
+    } catch (err) {
+      storeError = err instanceof Error ? err.message : String(err);
     }
+    const store = storeError === null;
     const bladesUp = deps.blades.list().filter((b) => b.state === 'UP').length;
     const ready = store && bladesUp > 0;
-    const reason = !store ? 'the store does not answer' : bladesUp === 0 ? 'no blade is UP' : undefined;
+    const reason = !store ? `the store cannot record changes: ${storeError}` : bladesUp === 0 ? 'no blade is UP' : undefined;
     return reply.code(ready ? 200 : 503).send({ ready, store, bladesUp, ...(reason && { reason }) });
   });
 

@@ -15,10 +15,13 @@ import type { BladeAdminState, BladeRecord, Store } from '../store/store.js';
 import { HealthMonitor, type HealthChange, type Liveness } from './health.js';
 import { selectCandidates, type BladeState, type Candidate } from './selection.js';
 
-/** A session a blade runs that the store does not know (reported by reconciliation). */
 /** What the API says about any failed probe of a blade (see the view below for why it says no more). */
 export const BLADE_UNREACHABLE = 'the agent did not answer over mutual TLS; the controller log has the details';
 
+/** Call results that come from the transport, not from the agent (grpc-errors.ts grpcStatusName). */
+const NO_ANSWER = new Set(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'CANCELLED', 'UNKNOWN', 'INTERNAL', 'UNAUTHENTICATED', 'UNIMPLEMENTED']);
+
+/** A desktop a blade runs that no live session owns (reported by reconciliation until it is stopped). */
 export interface UnknownSession {
   id: string;
   username: string;
@@ -172,14 +175,21 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
 
   #add(rec: BladeRecord): Blade {
     const { healthIntervalMs, downAfterMs } = this.#o.config;
+    // Any answer from the agent, whatever the call and even an error status, proves it is reachable: a blade busy
+    // starting desktops answers StartSession and ListSessions while a GetStatus probe waits in its queue, and must
+    // not be called DOWN for it. Only the transport's own failures say nothing about reachability.
+    let health: HealthMonitor<GetStatusResponse> | null = null;
     const connection = new AgentConnection({
       name: rec.name,
       address: rec.address,
       credentials: this.#o.credentials,
       deadlines: { startSessionMs: this.#o.config.agentStartTimeoutMs, defaultMs: this.#o.config.agentCallTimeoutMs },
-      onCall: (method, result) => this.#o.metrics.agentCalls.inc({ method, result }),
+      onCall: (method, result) => {
+        this.#o.metrics.agentCalls.inc({ method, result });
+        if (!NO_ANSWER.has(result)) health?.success(`${method} answered`);
+      },
     });
-    const health = new HealthMonitor<GetStatusResponse>({
+    health = new HealthMonitor<GetStatusResponse>({
       probe: () => connection.getStatus({ timeoutMs: Math.min(3000, downAfterMs) }),
       intervalMs: healthIntervalMs,
       downAfterMs,

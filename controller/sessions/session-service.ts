@@ -10,6 +10,7 @@ import {
   AgentRejectedError,
   AgentUnavailableError,
   BadRequestError,
+  BladeDownError,
   NoBladeAvailableError,
   NotFoundError,
   SessionConflictError,
@@ -95,6 +96,8 @@ export class SessionService {
   readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
   /** Desktops their agents reported ended, by `blade/agentSessionId`, with when (pruned after RECENT_END_MS). */
   readonly #recentEnds = new Map<string, number>();
+  /** Sessions whose StartSession this controller has in flight (reconciliation leaves them alone). */
+  readonly #starting = new Set<string>();
 
   constructor(options: SessionServiceOptions) {
     this.#o = { startingWaitMs: 15_000, ...options };
@@ -139,8 +142,9 @@ export class SessionService {
     const { store } = this.#o;
     const { created, session } = await store.createSession({ id: randomUUID(), username, clientIp, now: new Date() });
     if (!created) {
-      if (session.state === 'running') return { created: false, session };
-      return { created: false, session: await this.#waitRunning(session) };
+      const running = session.state === 'running' ? session : await this.#waitRunning(session);
+      this.#assertReachable(running);
+      return { created: false, session: running };
     }
     try {
       return { created: true, session: await this.#start(session, desktop) };
@@ -155,6 +159,22 @@ export class SessionService {
       this.#o.metrics.sessionsEnded.inc({ reason });
       throw err;
     }
+  }
+
+  /**
+   * A token for a desktop on a DOWN blade would be a dead link: say so with its own code instead. The session is
+   * kept: the blade may come back with the desktop (reconciliation then ends it if it did not).
+   */
+  #assertReachable(session: SessionRecord): void {
+    const blade = session.blade ? this.#o.blades.get(session.blade) : undefined;
+    if (blade?.health.state === 'DOWN') {
+      throw new BladeDownError(`the desktop of ${session.username} is on blade ${blade.name}, which does not answer; retry shortly`);
+    }
+  }
+
+  /** True while this controller's StartSession for the session is in flight. */
+  isStartingHere(sessionId: string): boolean {
+    return this.#starting.has(sessionId);
   }
 
   /** Another request (maybe on another controller) is starting this user's session: wait for it. */
@@ -199,7 +219,13 @@ export class SessionService {
 
   async #startOn(blade: Blade, session: SessionRecord, desktop: DesktopOptions): Promise<SessionRecord> {
     const password = newVncPassword();
+    // Intent first, durably: the row names the blade (and holds the password) before anything can start there, so
+    // if this controller dies mid-call, reconciliation knows which blade to ask and can settle the row from what the
+    // blade runs. A store that cannot record this fails here, before any desktop exists.
+    const intent = await this.#o.store.updateSession(session.id, { blade: blade.name, password }, new Date());
+    if (!intent) throw new SessionConflictError(`session ${session.id} was deleted while it was starting`);
     blade.pending++;
+    this.#starting.add(session.id);
     let res;
     try {
       // The session's id is the agent's idempotency key: a retry on this blade returns the same desktop.
@@ -214,6 +240,7 @@ export class SessionService {
       throw err;
     } finally {
       blade.pending--;
+      this.#starting.delete(session.id);
     }
     const s = res.session;
     if (!s) throw new AgentUnavailableError(`blade ${blade.name}: StartSession answered without a session`);
@@ -279,25 +306,17 @@ export class SessionService {
    */
   async end(id: string, reason = 'deleted'): Promise<SessionRecord> {
     const s = await this.get(id);
-    if (s.state === 'ended') return s;
     // The record first: its tokens are revoked and its sockets closed at once, so a viewer that notices the drop
     // cannot get a fresh token and reconnect while the desktop is still stopping.
-    const ended = await this.#o.store.endSession(id, reason, new Date());
-    const closed = this.#o.closeConnections?.(id, reason) ?? 0;
-    const blade = s.blade ? this.#o.blades.get(s.blade) : undefined;
-    if (blade && s.agentSessionId) {
-      try {
-        await blade.connection.stopSession(s.agentSessionId);
-      } catch (err) {
-        if (!(err instanceof AgentRejectedError && err.agentCode === 'VD_AGENT_SESSION_NOT_FOUND')) {
-          this.#log.warn({ err, sessionId: id, blade: s.blade },
-            'could not stop the desktop; reconciliation stops it when the blade answers again');
-        }
-      }
+    const ended = s.state === 'ended' ? null : await this.#o.store.endSession(id, reason, new Date());
+    const closed = ended ? this.#o.closeConnections?.(id, reason) ?? 0 : 0;
+    // Whatever the row's state (starting, running, or already ended while its blade was away), the desktop stops.
+    await this.stopDesktop(s);
+    if (ended) {
+      this.#o.metrics.sessionsEnded.inc({ reason });
+      this.onEnded?.();
+      this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
     }
-    this.#o.metrics.sessionsEnded.inc({ reason });
-    this.onEnded?.();
-    this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
     return ended ?? (await this.get(id));
   }
 
@@ -316,13 +335,53 @@ export class SessionService {
     await this.markEnded(s, 'desktop-exited');
   }
 
-  /** Ends a record whose desktop is gone (reconciliation): no agent call. */
-  async markEnded(s: SessionRecord, reason: string): Promise<void> {
+  /**
+   * Stops a session's desktop on its blade, if it has one: by the agent's id once known; for a row that was still
+   * starting, by asking the blade what it runs for this session. A start still in flight here stops its own desktop
+   * when it finds the row ended. Already gone is fine; an unreachable blade is left to reconciliation.
+   */
+  async stopDesktop(s: SessionRecord): Promise<void> {
+    const blade = s.blade ? this.#o.blades.get(s.blade) : undefined;
+    if (!blade) return;
+    try {
+      let ids = s.agentSessionId ? [s.agentSessionId] : [];
+      if (ids.length === 0) {
+        const live = await this.#o.store.getLiveSessionByUser(s.username);
+        ids = (await blade.connection.listSessions())
+          .filter((a) => a.id === s.id || (a.username === s.username && !live))
+          .map((a) => a.id);
+      }
+      for (const agentId of ids) {
+        await blade.connection.stopSession(agentId).catch((err: unknown) => {
+          if (!(err instanceof AgentRejectedError && err.agentCode === 'VD_AGENT_SESSION_NOT_FOUND')) throw err;
+        });
+      }
+    } catch (err) {
+      this.#log.warn({ err, sessionId: s.id, blade: s.blade },
+        'could not stop the desktop; reconciliation stops it when the blade answers again');
+    }
+  }
+
+  /** Ends a record whose desktop is gone (reconciliation): no agent call. Returns false if it had already ended. */
+  async markEnded(s: SessionRecord, reason: string): Promise<boolean> {
     const ended = await this.#o.store.endSession(s.id, reason, new Date());
-    if (!ended) return;
+    if (!ended) return false;
     this.#o.closeConnections?.(s.id, reason);
     this.#o.metrics.sessionsEnded.inc({ reason });
     this.onEnded?.();
     this.#log.info({ sessionId: s.id, username: s.username, blade: s.blade, reason }, 'session ended');
+    return true;
+  }
+
+  /**
+   * Completes a row left `starting` by a controller that died mid-call, from what its blade runs: the desktop
+   * exists, with the password the row recorded as its intent. Returns null if the row is no longer starting.
+   */
+  async adopt(s: SessionRecord, a: { id: string; display: number; port: number; pid: number }): Promise<SessionRecord | null> {
+    const patched = await this.#o.store.updateSession(s.id, {
+      state: 'running', agentSessionId: a.id, display: a.display, port: a.port, pid: a.pid,
+    }, new Date());
+    if (patched) this.#log.info({ sessionId: s.id, username: s.username, blade: s.blade, agentSessionId: a.id }, 'settled a starting session: its desktop runs');
+    return patched;
   }
 }

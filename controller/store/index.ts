@@ -1,4 +1,5 @@
-import { MongoStore } from './mongo-store.js';
+import { StoreUnavailableError } from '../errors.js';
+import { isMongoUnavailable, MongoStore } from './mongo-store.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 
@@ -17,7 +18,25 @@ export type StoreOptions =
 export function createStore(options: StoreOptions): Store {
   if ('mongodbUrl' in options) {
     const { mongodbUrl, ...rest } = options;
-    return new MongoStore({ url: mongodbUrl, ...rest });
+    return withUnavailable(new MongoStore({ url: mongodbUrl, ...rest }), isMongoUnavailable);
   }
+  // SqliteStore classifies its own failures (it also checks its file's identity).
   return new SqliteStore(options);
+}
+
+/**
+ * Wraps every method of a store so that a rejection `isUnavailable` recognises becomes StoreUnavailableError
+ * (503 VD_ERR_STORE_UNAVAILABLE at the edge), in one place instead of in each method.
+ */
+export function withUnavailable<S extends Store>(store: S, isUnavailable: (err: unknown) => boolean): S {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof value !== 'function' || prop === 'constructor') return value;
+      return (...args: unknown[]) => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args).catch((err: unknown) => {
+        if (isUnavailable(err)) throw new StoreUnavailableError(`the store cannot be reached: ${(err as Error).message}`, { cause: err });
+        throw err;
+      });
+    },
+  });
 }

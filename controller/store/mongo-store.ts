@@ -1,4 +1,12 @@
-import { MongoClient, MongoServerError, type Collection, type Db, type Filter, type MongoClientOptions } from 'mongodb';
+import {
+  MongoClient,
+  MongoError,
+  MongoNetworkError,
+  MongoNotConnectedError,
+  MongoServerError,
+  MongoServerSelectionError,
+  MongoWriteConcernError,
+  type Collection, type Db, type Filter, type MongoClientOptions } from 'mongodb';
 import type {
   BladeAdminState,
   BladeRecord,
@@ -395,6 +403,31 @@ export class MongoStore implements Store {
     );
     return doc!.value;
   }
+
+  async pruneEndedSessions(before: Date): Promise<number> {
+    const ended = await this.sessions.find({ state: 'ended', endedAt: { $lt: before } }, { projection: { _id: 0, id: 1 } })
+      .map((d) => d.id).toArray();
+    if (ended.length === 0) return 0;
+    // Tokens first: a crash in between leaves sessions that the next pass prunes, never tokens without a session.
+    await this.tokens.deleteMany({ sessionId: { $in: ended } });
+    const { deletedCount } = await this.sessions.deleteMany({ id: { $in: ended }, state: 'ended' });
+    return deletedCount;
+  }
+
+  async checkWritable(): Promise<void> {
+    // The same write concern as every decision (majority): fails when no primary can acknowledge it.
+    await this.counters.updateOne({ _id: 'store-write-probe' }, { $set: { value: Date.now() } }, { upsert: true });
+  }
+}
+
+/**
+ * True for driver errors that mean "the deployment cannot serve this now" (no reachable primary, a lost connection,
+ * a write concern not met), as opposed to a refused operation: they become StoreUnavailableError (see index.ts).
+ */
+export function isMongoUnavailable(err: unknown): boolean {
+  return err instanceof MongoNetworkError || err instanceof MongoServerSelectionError
+    || err instanceof MongoWriteConcernError || err instanceof MongoNotConnectedError
+    || (err instanceof MongoError && (err.hasErrorLabel('RetryableWriteError') || err.hasErrorLabel('TransientTransactionError')));
 }
 
 /**

@@ -4,6 +4,10 @@
  * SQLite through better-sqlite3 (the embedded default) and MongoDB through the official driver.
  * Every method that decides something under concurrency (one live session per user, single-use tokens, counters)
  * is atomic in the backend itself, so several controllers may share one MongoDB.
+ *
+ * The store never lies: every method either did what it says or rejects. When the storage itself fails (a full or
+ * read-only disk, an I/O error, a deleted or replaced database file, an unreachable MongoDB) it rejects with
+ * StoreUnavailableError (VD_ERR_STORE_UNAVAILABLE) and has changed nothing.
  */
 
 /** Lifecycle of a session record. `starting`: reserved, the agent call is in flight. `running`: the blade runs it. */
@@ -120,6 +124,8 @@ export interface Store {
    * refused request leaves no row behind. Returns false (and changes nothing) for any other session.
    */
   discardSession(id: string): Promise<boolean>;
+  /** Deletes sessions that ended before `before`, with their tokens (the retention limit); returns how many. */
+  pruneEndedSessions(before: Date): Promise<number>;
   /** Live sessions per blade name (blades with none are absent). */
   countLiveSessionsByBlade(): Promise<Map<string, number>>;
 
@@ -151,4 +157,7 @@ export interface Store {
 
   /** Atomically increments a named counter and returns the new value (1 for the first call). */
   nextCounter(name: string): Promise<number>;
+
+  /** Makes one small durable write (readiness): resolves if the store can record a decision now, else rejects. */
+  checkWritable(): Promise<void>;
 }

@@ -74,6 +74,8 @@ describe('placement', () => {
     for (const u of USERS.slice(0, 6)) order.push((await api(rr, 'POST', '/api/v1/sessions', { username: u })).body.blade);
     expect(order).toEqual(['b1', 'b2', 'b3', 'b1', 'b2', 'b3']);
     await endAll(rr);
+    // Controllers with different stores must not share blades: each would stop the other's desktops as orphans.
+    await rr.stop();
   });
 
   it('cordoned and draining blades get no new sessions; uncordon brings them back; none left is a clear 503', async () => {
@@ -120,7 +122,7 @@ describe('placement', () => {
     await waitFor(() => xvncPidsOf(uids).length === 0, 'every desktop to stop');
   });
 
-  it('a desktop that died is ended, and reconciliation reports desktops the store does not know', async () => {
+  it('reconciliation ends sessions whose desktop died and stops a desktop no session owns after its grace', async () => {
     const r = await api(c, 'POST', '/api/v1/sessions', { username: USERS[4] });
     const s = (await c.store.getSession(r.body.id))!;
     killDesktop(s.pid!);
@@ -128,18 +130,40 @@ describe('placement', () => {
     // A desktop started behind the controller's back, on the agent directly.
     const client = agentClient(agents.b2!.address, pki);
     const stray = (await call(client, client.startSession, { username: USERS[10]!, password: 'stray123' })).session!;
+    client.close();
     // Its agent reports the end at once (WatchSessions); reconciliation would end it too if that report were lost.
     await c.controller.reconciler.reconcileAll();
     await expect.poll(async () => (await api(c, 'GET', `/api/v1/sessions/${s.id}`)).body)
       .toMatchObject({ state: 'ended', endReason: 'desktop-exited' });
+    // Listed on its blade during the grace, then stopped by the follow-up pass the grace schedules.
     const b2 = (await api(c, 'GET', '/api/v1/blades/b2')).body;
     expect(b2.unknownSessions.map((u: { id: string; username: string }) => `${u.id}:${u.username}`))
       .toEqual([`${stray.id}:${USERS[10]}`]);
-    expect(alive(stray.pid)).toBe(true); // reported, not stopped (no --stop-unknown-sessions)
-    await call(client, client.stopSession, { id: stray.id });
-    client.close();
-    await c.controller.reconciler.reconcileAll();
-    expect((await api(c, 'GET', '/api/v1/blades/b2')).body.unknownSessions).toEqual([]);
+    await waitFor(() => !alive(stray.pid), 'the orphaned desktop to be stopped', 15_000);
+    await waitFor(async () => (await api(c, 'GET', '/api/v1/blades/b2')).body.unknownSessions.length === 0, 'the blade view to drop it');
+  });
+
+  it('--reconcile-report-only lists a desktop no session owns and leaves it running', async () => {
+    const looker = await buildController({ pki, blades: blades(), args: ['--reconcile-report-only', '--orphan-grace-ms', '0'] });
+    controllers.push(looker);
+    await waitForBladeStates(looker, { b1: 'UP', b2: 'UP', b3: 'UP' });
+    looker.controller.reconciler.stop();
+    c.controller.reconciler.stop(); // the converging controller above shares these agents
+    const client = agentClient(agents.b1!.address, pki);
+    const stray = (await call(client, client.startSession, { username: USERS[10]!, password: 'stray123' })).session!;
+    try {
+      const reports = await looker.controller.reconciler.reconcileAll();
+      expect(reports.flatMap((x) => x.orphans)).toContain(stray.id);
+      expect(reports.flatMap((x) => x.stopped)).toEqual([]);
+      expect(alive(stray.pid)).toBe(true);
+      const b1 = (await api(looker, 'GET', '/api/v1/blades/b1')).body;
+      expect(b1.unknownSessions.map((u: { id: string }) => u.id)).toContain(stray.id);
+    } finally {
+      await endDesktop(client, stray);
+      client.close();
+      c.controller.reconciler.start();
+      await looker.stop();
+    }
   });
 
   it('a killed agent is DOWN (within 3 s by the health timings) and new sessions go elsewhere', async () => {
@@ -166,6 +190,14 @@ describe('placement', () => {
 });
 
 describe('restart', () => {
+  // The placement controllers have their own stores: they would stop this test's desktops as orphans.
+  beforeAll(async () => {
+    for (const c of controllers.splice(0)) {
+      await endAll(c).catch(() => {});
+      await c.stop().catch(() => {});
+    }
+  });
+
   it('a restarted controller process (same data dir) still knows every session and its blade, and can end them', async () => {
     const first = await startController({ pki, blades: blades() });
     controllers.push(first);

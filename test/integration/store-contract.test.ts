@@ -232,6 +232,34 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         await newSession('vdtest16');
       });
 
+      it('pruneEndedSessions deletes only sessions that ended before the cut-off, with their tokens', async () => {
+        const old = await newSession('vdtest91');
+        const oldToken = tokenRecord(old.id);
+        await store.insertToken(oldToken);
+        await store.endSession(old.id, 'deleted', at(1));
+        const recent = await newSession('vdtest92');
+        await store.endSession(recent.id, 'deleted', at(10));
+        const live = await newSession('vdtest93', at(0));
+        const liveToken = tokenRecord(live.id);
+        await store.insertToken(liveToken);
+
+        expect(await store.pruneEndedSessions(at(5))).toBe(1);
+        expect(await store.getSession(old.id)).toBeNull();
+        expect(await store.getToken(oldToken.hash)).toBeNull();
+        expect((await store.getSession(recent.id))?.state).toBe('ended');
+        expect((await store.getSession(live.id))?.state).toBe('starting');
+        expect(await store.getToken(liveToken.hash)).not.toBeNull();
+        expect(await store.pruneEndedSessions(at(5))).toBe(0);
+      });
+
+      it('checkWritable resolves on healthy storage and changes nothing a caller can see', async () => {
+        const before = await store.listSessions();
+        await store.checkWritable();
+        await store.checkWritable();
+        expect(await store.listSessions()).toEqual(before);
+        expect(await store.nextCounter('placement')).toBe(1);
+      });
+
       it('ends a session exactly once under concurrent endSession calls', async () => {
         const stores = await instances(2);
         const s = await newSession('vdtest16');

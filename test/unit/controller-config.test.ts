@@ -27,10 +27,13 @@ describe('controller config', () => {
     expect(c.downAfterMs).toBe(2500);
     expect(c.agentStartTimeoutMs).toBe(10_000);
     expect(c.agentCallTimeoutMs).toBe(3_000);
-    expect(c.reconcileIntervalMs).toBe(30_000);
+    expect(c.reconcileIntervalMs).toBe(5_000);
+    expect(c.reconcileReportOnly).toBe(false);
+    expect(c.orphanGraceMs).toBe(5_000);
+    expect(c.startSettleMs).toBe(15_000);
+    expect(c.sessionRetentionHours).toBe(720);
     expect(c.tokenTtlSeconds).toBe(60);
     expect(c.tokenReuse).toBe(false);
-    expect(c.stopUnknownSessions).toBe(false);
     expect(c.mongodbUrl).toBeNull();
     expect(c.agentTls).toEqual({ cert: '/c.crt', key: '/c.key', ca: '/ca.crt' });
     expect(Object.isFrozen(c)).toBe(true);
