@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import {
+  connectivityState,
   credentials,
   makeGenericClientConstructor,
   Metadata,
@@ -251,6 +252,11 @@ export class AgentConnection {
       ended = true;
       stream.cancel();
     };
+  }
+
+  /** True while the channel to the agent is connected (TCP and TLS up, HTTP/2 settings exchanged). */
+  isConnected(): boolean {
+    return !this.#closed && this.#client.getChannel().getConnectivityState(false) === connectivityState.READY;
   }
 
   close(): void {

@@ -28,6 +28,12 @@ export interface HealthMonitorOptions<T> {
   downAfterMs: number;
   /** A probe that has not settled after this long counts as failed (a hung probe must not block later ones). */
   probeTimeoutMs?: number;
+  /**
+   * True while the blade is connected and busy with work of ours (starts in flight, each with its own deadline):
+   * its silence then means a queue, not an outage, and the TTL is extended rather than the blade called DOWN. The
+   * work's deadlines bound the extension; a blade that is not connected goes DOWN on time.
+   */
+  busy?: () => boolean;
   now?: () => number;
 }
 
@@ -50,7 +56,7 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
   constructor(options: HealthMonitorOptions<T>) {
     super();
     if (!(options.downAfterMs > options.intervalMs)) throw new TypeError('downAfterMs must exceed intervalMs');
-    this.#o = { now: Date.now, probeTimeoutMs: options.downAfterMs, ...options };
+    this.#o = { now: Date.now, probeTimeoutMs: options.downAfterMs, busy: () => false, ...options };
   }
 
   get state(): Liveness {
@@ -128,6 +134,10 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
     if (this.#ttl) clearTimeout(this.#ttl);
     this.#ttl = setTimeout(() => {
       this.#ttl = null;
+      if (this.#running && this.#state === 'UP' && this.#o.busy()) {
+        this.#armTtl();
+        return;
+      }
       this.#transition('DOWN', `no answer for ${this.#o.downAfterMs} ms${this.#lastError ? `: ${this.#lastError}` : ''}`);
     }, this.#o.downAfterMs);
     this.#ttl.unref?.();

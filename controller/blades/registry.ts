@@ -189,12 +189,15 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
         if (!NO_ANSWER.has(result)) health?.success(`${method} answered`);
       },
     });
+    let blade: Blade | null = null;
     health = new HealthMonitor<GetStatusResponse>({
+      // Busy with our starts and still connected: late, not dead (each start has its deadline).
+      busy: () => (blade?.pending ?? 0) > 0 && connection.isConnected(),
       probe: () => connection.getStatus({ timeoutMs: Math.min(3000, downAfterMs) }),
       intervalMs: healthIntervalMs,
       downAfterMs,
     });
-    const blade = new Blade(rec, connection, health);
+    blade = new Blade(rec, connection, health);
     health.on('probe', (status) => {
       blade.status = status;
       this.#o.metrics.bladeLiveSessions.set({ blade: rec.name }, status.liveSessions);

@@ -53,3 +53,21 @@ export function idsOf(username: string): Ids {
     groups: out('-G').split(/\s+/).map(Number).sort((a, b) => a - b),
   };
 }
+
+/** Load users for the long fault suite (`npm run test:faults`): vdload001 .. vdloadNNN. */
+export function loadUser(n: number): string {
+  return `vdload${String(n).padStart(3, '0')}`;
+}
+
+/**
+ * Creates vdload001..vdload{count} if missing (idempotent), like the test users but only for the long fault suite,
+ * which needs more users than the hundred every suite shares. Returns their names.
+ */
+export function ensureLoadUsers(count: number): string[] {
+  for (const g of TEST_GROUPS) if (!exists('group', g)) execFileSync('groupadd', [g]);
+  const names = Array.from({ length: count }, (_, i) => loadUser(i + 1));
+  for (const name of names) {
+    if (!exists('passwd', name)) execFileSync('useradd', ['-m', '-s', '/bin/bash', '-U', '-G', TEST_GROUPS.join(','), name]);
+  }
+  return names;
+}

@@ -103,6 +103,24 @@ describe('HealthMonitor (fake timers)', () => {
     m.stop();
   });
 
+  it('a connected blade busy with our starts is late, not DOWN; it goes DOWN once it is idle and still silent', async () => {
+    const p = controllableProbe();
+    let busy = true;
+    const m = new HealthMonitor({ probe: p.probe, intervalMs: 1000, downAfterMs: 2500, busy: () => busy });
+    const changes: string[] = [];
+    m.on('change', (c) => changes.push(c.to));
+    m.start();
+    await vi.advanceTimersByTimeAsync(0);
+    p.set('hang');
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(m.state).toBe('UP');
+    busy = false;
+    await vi.advanceTimersByTimeAsync(2_600);
+    expect(m.state).toBe('DOWN');
+    expect(changes).toEqual(['UP', 'DOWN']);
+    m.stop();
+  });
+
   it('rejects timings that would flap', () => {
     expect(() => new HealthMonitor({ probe: async () => 1, intervalMs: 1000, downAfterMs: 1000 })).toThrow(TypeError);
   });

@@ -1,0 +1,135 @@
+/**
+ * Load, with real processes: concurrent dispatches over four agents (real Xvnc), and a controller with hundreds of
+ * registered blades, most of them dead. What a user would notice is asserted (every user ends with exactly one
+ * desktop, no healthy blade is called DOWN, dispatch still works beside the dead blades); the figures
+ * (throughput, GetStatus p99 under load, controller CPU and memory) are printed for docs/RELIABILITY.md, never
+ * asserted. Short (npm test): 10 users and 100 blades. `npm run test:faults` (VD_FAULTS=full): 200 vdload users
+ * and 500 blades. Users vdtest91..vdtest100 (short).
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { agentClient, call, endDesktop, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { makePki, type Pki } from '../helpers/certs.js';
+import { api, waitForBladeStates } from '../helpers/controller-checks.js';
+import { startController, type ControllerProcess } from '../helpers/controller-process.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
+import { checkInvariants, rssBytes } from '../helpers/invariants.js';
+import { ensureLoadUsers, testUser } from '../helpers/users.js';
+
+const FULL = process.env.VD_FAULTS === 'full';
+const SHORT_USERS = Array.from({ length: 10 }, (_, i) => testUser(91 + i));
+let users: string[];
+
+let pki: Pki;
+const agents: AgentProcess[] = [];
+const controllers: ControllerProcess[] = [];
+
+const percentile = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
+};
+
+/** CPU seconds (user + system) a process has used, from /proc/PID/stat (clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+beforeAll(async () => {
+  pki = makePki();
+  users = FULL ? ensureLoadUsers(200) : SHORT_USERS;
+  for (let i = 0; i < 4; i++) agents.push(await startAgent({ pki, args: ['--max-sessions', '60'] }));
+}, 300_000);
+
+afterEach(async () => {
+  for (const c of controllers.splice(0)) await c.stop('SIGKILL').catch(() => {});
+  for (const a of agents) {
+    const client = agentClient(a.address, pki);
+    const left = await call(client, client.listSessions, {}, 5000).catch(() => ({ sessions: [] }));
+    for (const s of left.sessions) if (users.includes(s.username)) await endDesktop(client, s);
+    client.close();
+  }
+}, 120_000);
+
+afterAll(async () => {
+  for (const a of agents) await a.stop().catch(() => {});
+});
+
+describe('load', () => {
+  it(`concurrent dispatches over 4 agents: every user gets one desktop, and no healthy blade is marked DOWN`, async () => {
+    const live = agents.map((a, i) => ({ name: `l${i + 1}`, address: a.address }));
+    const c = await startController({ pki, blades: live, args: ['--reconcile-interval-ms', '2000'] });
+    controllers.push(c);
+    await waitForBladeStates(c, Object.fromEntries(live.map((b) => [b.name, 'UP'])));
+    const baseline = rssBytes(c.pid)!;
+
+    // GetStatus latency from outside, on every agent, all through the burst (the agent's side of "health reflects
+    // reachability": it must keep answering while it starts desktops).
+    const statusMs: number[] = [];
+    let probing = true;
+    const probes = agents.map(async (a) => {
+      const client = agentClient(a.address, pki);
+      while (probing) {
+        const t0 = performance.now();
+        await call(client, client.getStatus, {}, 10_000).then(() => statusMs.push(performance.now() - t0), () => statusMs.push(10_000));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      client.close();
+    });
+
+    const t0 = performance.now();
+    const results = await Promise.all(users.map((username) => api(c, 'POST', '/api/v1/sessions', { username })));
+    const elapsed = (performance.now() - t0) / 1000;
+    probing = false;
+    await Promise.all(probes);
+    const created = results.filter((r) => r.status === 201).length;
+    const codes = results.filter((r) => r.status !== 201).map((r) => `${r.status} ${r.body?.error?.code}`);
+    console.log(`[figures] ${users.length} concurrent POSTs over 4 agents: ${created} × 201 in ${elapsed.toFixed(1)} s `
+      + `(${(created / elapsed).toFixed(1)} desktops/s); others: ${JSON.stringify(codes)}; GetStatus p50 `
+      + `${percentile(statusMs, 50).toFixed(0)} ms, p99 ${percentile(statusMs, 99).toFixed(0)} ms, max `
+      + `${Math.max(...statusMs).toFixed(0)} ms over ${statusMs.length} calls`);
+    expect(c.logs.filter((l) => l.includes('"msg":"blade DOWN"')), 'healthy blades marked DOWN').toEqual([]);
+    // Whatever the first answers were, a retry gives every user their desktop.
+    for (const r of results.filter((x) => x.status !== 201)) expect(r.status, r.text).toBe(503);
+    const retried = await Promise.all(users.map((username) => api(c, 'POST', '/api/v1/sessions', { username })));
+    expect(retried.map((r) => r.status).filter((s) => s !== 200 && s !== 201)).toEqual([]);
+    await checkInvariants({ controller: c, users, dataDir: c.dataDir, deadWithinMs: 10_000 });
+    // Delete everything: every desktop stops.
+    const all = (await api(c, 'GET', '/api/v1/sessions?state=live&limit=1000')).body.sessions as { id: string }[];
+    await Promise.all(all.map((s) => api(c, 'DELETE', `/api/v1/sessions/${s.id}`)));
+    await checkInvariants({ controller: c, users, dataDir: c.dataDir, rss: { pid: c.pid, baseline } });
+  }, FULL ? 600_000 : 120_000);
+
+  it(`with ${FULL ? 500 : 100} registered blades, most of them dead, the live ones serve and the controller stays light`, async () => {
+    const count = FULL ? 500 : 100;
+    const dir = mkdtempSync(join(tmpdir(), 'vd-blades-'));
+    const file = join(dir, 'blades.json');
+    const dead = [];
+    for (let i = 0; i < count - agents.length; i++) dead.push({ name: `dead${i}`, address: `127.0.0.1:${await freeLoopbackPort()}` });
+    const live = agents.map((a, i) => ({ name: `live${i + 1}`, address: a.address }));
+    writeFileSync(file, JSON.stringify([...live, ...dead]));
+    const c = await startController({ pki, args: ['--blades-file', file] });
+    controllers.push(c);
+    await waitForBladeStates(c, Object.fromEntries([...live.map((b) => [b.name, 'UP']), ...dead.slice(0, 5).map((b) => [b.name, 'DOWN'])]), 20_000);
+    await expect.poll(async () => (await api(c, 'GET', '/api/v1/blades')).body.blades
+      .filter((b: { state: string }) => b.state === 'DOWN').length, { timeout: 20_000 }).toBe(dead.length);
+
+    const cpu0 = cpuSeconds(c.pid);
+    const w0 = performance.now();
+    await new Promise((r) => setTimeout(r, FULL ? 30_000 : 5_000));
+    const cpu = (cpuSeconds(c.pid) - cpu0) / ((performance.now() - w0) / 1000);
+    const rss = rssBytes(c.pid)!;
+    const r = await api(c, 'POST', '/api/v1/sessions', { username: users[0] });
+    expect(r.status).toBe(201);
+    expect(live.map((b) => b.name)).toContain(r.body.blade);
+    expect((await fetch(`${c.url}/readyz`)).status).toBe(200);
+    console.log(`[figures] ${count} blades (${dead.length} dead): controller CPU ${(cpu * 100).toFixed(1)} % of one core, `
+      + `RSS ${(rss / 2 ** 20).toFixed(0)} MiB`);
+    await api(c, 'DELETE', `/api/v1/sessions/${r.body.id}`);
+    await checkInvariants({ controller: c, users: [users[0]!], dataDir: c.dataDir });
+    rmSync(dir, { recursive: true, force: true });
+  }, FULL ? 300_000 : 90_000);
+});
