@@ -124,6 +124,7 @@ describe('placement', () => {
 
   it('reconciliation ends sessions whose desktop died and stops a desktop no session owns after its grace', async () => {
     const r = await api(c, 'POST', '/api/v1/sessions', { username: USERS[4] });
+    expect(r.status, r.text).toBe(201);
     const s = (await c.store.getSession(r.body.id))!;
     killDesktop(s.pid!);
     await waitFor(() => !alive(s.pid!), 'Xvnc to die');
