@@ -15,7 +15,7 @@ import type { AgentSession } from '../agent-client/agent-client.js';
 import type { Blade, BladeRegistry } from '../blades/registry.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import type { SessionRecord, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import type { SessionService } from './session-service.js';
 
 export interface ReconcilerOptions {

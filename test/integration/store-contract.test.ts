@@ -669,7 +669,8 @@ describe('SqliteStore shared by several processes', () => {
       for (const c of children) if (c.exitCode === null) c.kill();
       await rm(dataDir, { recursive: true, force: true });
     }
-  });
+    // 600 transactions contending for one file, each commit fsynced (synchronous=FULL): seconds on a busy disk.
+  }, 120_000);
 });
 
 // ---- MongoDB: runs only against a real server ----
