@@ -30,7 +30,7 @@ const QUICK = ['--reconcile-interval-ms', '1000', '--orphan-grace-ms', '1000', '
 const blades = () => agents.map((a, i) => ({ name: `k${i + 1}`, address: a.address }));
 
 async function controller(dataDir?: string): Promise<ControllerProcess> {
-  const c = await startController({ pki, blades: blades(), args: QUICK, ...(dataDir && { dataDir }) });
+  const c = await startController({ pki, blades: blades(), args: QUICK, timeoutMs: 60_000, ...(dataDir && { dataDir }) });
   controllers.push(c);
   await waitForBladeStates(c, Object.fromEntries(blades().map((b) => [b.name, 'UP'])));
   return c;

@@ -49,7 +49,7 @@ afterAll(async () => {
 });
 
 async function controllerOn(dataDir: string): Promise<ControllerProcess> {
-  const c = await startController({ pki, dataDir, blades: [{ name: 'b1', address: agent.address }], args: QUICK });
+  const c = await startController({ pki, dataDir, blades: [{ name: 'b1', address: agent.address }], args: QUICK, timeoutMs: 60_000 });
   cleanups.push(() => c.stop('SIGKILL'));
   await waitForBladeStates(c, { b1: 'UP' });
   return c;
