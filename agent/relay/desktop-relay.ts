@@ -91,12 +91,26 @@ export class DesktopRelay {
   }
 
   private connectDesktop(client: Socket, id: string, path: string, early: Buffer, timer: NodeJS.Timeout, peer: string,
-    accepted: () => void, refuse: (code: AgentErrorCode, message: string) => void): void {
+    accepted: () => void, refuse: (code: AgentErrorCode, message: string) => void, attempt = 0): void {
+    // Refused (the handshake deadline passed) or gone while we waited to retry.
+    if (client.destroyed || client.writableEnded) return;
     const desktop = connect({ path });
+    // Node clears `connecting` before it emits a failed connect's error, so whether the connect succeeded is ours to track.
+    let connected = false;
     desktop.once('error', (err: NodeJS.ErrnoException) => {
-      if (desktop.connecting) refuse('VD_AGENT_DESKTOP_UNREACHABLE', `the desktop of session ${id} does not answer (${err.code ?? err.message})`);
+      if (connected) return;
+      // Xvnc listens with a backlog of 5, and a Unix socket whose backlog is full refuses at once with EAGAIN instead
+      // of queueing like TCP. Many viewers opening one desktop together hit that; retry until the handshake deadline
+      // (the timer refuses then), with a short back-off so the desktop gets time to accept.
+      if (err.code === 'EAGAIN') {
+        const delay = Math.min(50, 2 << Math.min(attempt, 5)) + Math.floor(Math.random() * 5);
+        setTimeout(() => this.connectDesktop(client, id, path, early, timer, peer, accepted, refuse, attempt + 1), delay);
+        return;
+      }
+      refuse('VD_AGENT_DESKTOP_UNREACHABLE', `the desktop of session ${id} does not answer (${err.code ?? err.message})`);
     });
     desktop.once('connect', () => {
+      connected = true;
       if (client.destroyed) {
         desktop.destroy();
         return;
