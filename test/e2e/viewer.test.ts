@@ -12,15 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchChromium } from '../helpers/browser.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildApp, type ControllerApp } from '../../controller/app.js';
 import { parseConfig } from '../../controller/config.js';
 import { createLogger } from '../../controller/log.js';
 import { SqliteStore } from '../../controller/store/sqlite-store.js';
-import { startAgent, waitFor, alive, type AgentProcess } from '../helpers/agent-process.js';
+import { startAgent, alive, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
 import { startPrefixProxy } from '../helpers/prefix-proxy.js';
-import { decodePng, shareOfColour, type DecodedPng } from '../helpers/png.js';
+import { canvasShares, keepCanvas, whiteTurnedDark } from '../helpers/canvas.js';
 import { testUser } from '../helpers/users.js';
 
 /** agent/vnc/default-xstartup.sh paints the root window with this (xsetroot -solid '#3465a4'). */
@@ -72,45 +72,19 @@ function saveArtifact(name: string, png: Buffer): string {
   return path.pathname;
 }
 
-/** Where noVNC draws the desktop in the screenshot: its canvas, scaled to fit the window (no letterbox bars). */
-async function screenRegion(page: Page, img: DecodedPng): Promise<{ x: number; y: number; width: number; height: number }> {
-  const box = await page.locator('#screen canvas').boundingBox();
-  if (!box) throw new Error('no noVNC canvas on the page');
-  const x = Math.max(0, Math.ceil(box.x));
-  const y = Math.max(0, Math.ceil(box.y));
-  return { x, y, width: Math.min(img.width - x, Math.floor(box.width)), height: Math.min(img.height - y, Math.floor(box.height)) };
-}
-
-/** Pixels in `region` that were white in `before` and are dark in `after`: text drawn on the xterm. */
-function whiteTurnedDark(before: DecodedPng, after: DecodedPng, region: { x: number; y: number; width: number; height: number }): number {
-  let n = 0;
-  for (let y = region.y; y < region.y + region.height; y++) {
-    for (let x = region.x; x < region.x + region.width; x++) {
-      const i = (y * before.width + x) * 4;
-      const wasWhite = before.rgba[i]! > 230 && before.rgba[i + 1]! > 230 && before.rgba[i + 2]! > 230;
-      const isDark = after.rgba[i]! < 110 && after.rgba[i + 1]! < 110 && after.rgba[i + 2]! < 110;
-      if (wasWhite && isDark) n++;
-    }
-  }
-  return n;
-}
-
 /**
- * Screenshots until the desktop's blue covers a good part of the screen (the first update may still be in flight) and,
+ * Waits until the desktop's blue covers a good part of noVNC's canvas (the first update may still be in flight) and,
  * with `terminal`, until the session's xterm has been drawn too: the root colour is painted before the xterm maps, so
- * a screenshot taken as soon as the blue shows may have no terminal yet.
+ * a desktop read as soon as the blue shows may have no terminal yet. Returns the shares of the colours a person sees.
  */
-async function screenshotDesktop(page: Page, terminal = false): Promise<{ png: Buffer; img: DecodedPng; blue: number }> {
-  let last: { png: Buffer; img: DecodedPng; blue: number } | undefined;
-  await waitFor(async () => {
-    const png = await page.screenshot();
-    const img = decodePng(png);
-    const region = await screenRegion(page, img);
-    last = { png, img, blue: shareOfColour(img, DESKTOP_BLUE, 10, region) };
-    return last.blue > 0.3 && (!terminal || shareOfColour(img, '#ffffff', 10, region) > 0.01);
-  }, 'the desktop to be drawn', 15_000).catch(() => undefined);
-  if (!last) throw new Error('no screenshot');
-  return last;
+async function drawnDesktop(page: Page, terminal = false): Promise<{ blue: number; white: number; black: number }> {
+  let seen = { blue: 0, white: 0, black: 0 };
+  await vi.waitFor(async () => {
+    const s = await canvasShares(page, [DESKTOP_BLUE, '#ffffff', '#000000']);
+    seen = { blue: s[DESKTOP_BLUE]!, white: s['#ffffff']!, black: s['#000000']! };
+    if (!(seen.blue > 0.3 && (!terminal || seen.white > 0.01))) throw new Error(`desktop not drawn yet: ${JSON.stringify(seen)}`);
+  }, { timeout: 15_000, interval: 200 }).catch(() => undefined);
+  return seen;
 }
 
 async function postSession(username: string): Promise<{ id: string; viewerUrl: string; display: number }> {
@@ -137,7 +111,9 @@ beforeAll(async () => {
   ctl = await buildApp({ config, store, log: createLogger({ logLevel: 'warn' }) });
   await ctl.app.listen({ host: '127.0.0.1', port: 0 });
   base = ctl.publicUrl();
-  await waitFor(async () => (await api('GET', '/api/v1/blades')).json?.blades?.[0]?.state === 'UP', 'the blade to be UP', 15_000);
+  await vi.waitFor(async () => {
+    if ((await api('GET', '/api/v1/blades')).json?.blades?.[0]?.state !== 'UP') throw new Error('the blade is not UP yet');
+  }, { timeout: 15_000, interval: 100 });
   browser = await launchChromium();
 }, 60_000);
 
@@ -172,13 +148,12 @@ describe('the viewer in a real browser', () => {
     await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
     // The secrets left the address bar.
     expect(page.url()).toBe(`${base}/viewer/`);
-    const { png, img, blue } = await screenshotDesktop(page, true);
-    const file = saveArtifact('viewer-desktop.png', png);
-    const region = await screenRegion(page, img);
+    const { blue, white, black } = await drawnDesktop(page, true);
+    const file = saveArtifact('viewer-desktop.png', await page.screenshot());
     // A person sees the blue desktop with a terminal on it: mostly blue, some light xterm, not a black screen.
-    expect(blue, `share of ${DESKTOP_BLUE} in ${file}`).toBeGreaterThan(0.3);
-    expect(shareOfColour(img, '#000000', 10, region), `black share in ${file}`).toBeLessThan(0.5);
-    expect(shareOfColour(img, '#ffffff', 10, region), `xterm white in ${file}`).toBeGreaterThan(0.01);
+    expect(blue, `share of ${DESKTOP_BLUE} (screenshot ${file})`).toBeGreaterThan(0.3);
+    expect(black, `black share (screenshot ${file})`).toBeLessThan(0.5);
+    expect(white, `xterm white (screenshot ${file})`).toBeGreaterThan(0.01);
     // No password was asked for, in any form.
     expect(dialogs).toEqual([]);
     expect(await page.locator('input[type=password]').count()).toBe(0);
@@ -186,16 +161,16 @@ describe('the viewer in a real browser', () => {
     expect(errors).toEqual([]);
 
     // Keyboard input reaches the desktop: typing into the focused xterm turns some of its white into dark text.
+    await keepCanvas(page, 'before-typing');
     await page.locator('#screen canvas').click({ position: { x: 200, y: 150 } });
     await page.keyboard.type('echo the quick brown fox jumps over the lazy dog 0123456789');
     await page.keyboard.press('Enter');
     let inked = 0;
-    await waitFor(async () => {
-      const shot = await page.screenshot();
-      inked = whiteTurnedDark(img, decodePng(shot), region);
-      if (inked > 300) saveArtifact('viewer-typed.png', shot);
-      return inked > 300;
-    }, 'typed text to appear in the xterm', 10_000).catch(() => undefined);
+    await vi.waitFor(async () => {
+      inked = await whiteTurnedDark(page, 'before-typing');
+      if (inked <= 300) throw new Error(`only ${inked} pixels of typed text so far`);
+    }, { timeout: 10_000, interval: 200 }).catch(() => undefined);
+    saveArtifact('viewer-typed.png', await page.screenshot());
     expect(inked, 'pixels of new text in the xterm').toBeGreaterThan(300);
 
     const del = await api('DELETE', `/api/v1/sessions/${session.id}`);
@@ -227,18 +202,18 @@ describe('the viewer in a real browser', () => {
     // The controller drops the browser's connection (as a restart or network blip would); the session stays live.
     expect(ctl.proxy.closeSession(session.id, 'test: drop the connection')).toBeGreaterThan(0);
     const states = () => page.evaluate(() => (window as unknown as { __states: string[] }).__states);
-    await waitFor(async () => (await states()).includes('disconnected'), 'the viewer to notice the drop');
+    await expect.poll(states, { timeout: 10_000, message: 'the viewer to notice the drop' }).toContain('disconnected');
     await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
     expect((await states()).slice(0, 3)).toEqual(['disconnected', 'connecting', 'connected']);
     expect(reconnects).toEqual([200]);
-    expect((await screenshotDesktop(page)).blue).toBeGreaterThan(0.3);
+    expect((await drawnDesktop(page)).blue).toBeGreaterThan(0.3);
 
     // A reload has no fragment any more: the page uses the key it kept in sessionStorage.
     await page.reload();
     await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
     expect(reconnects).toEqual([200, 200]);
-    const { png, blue } = await screenshotDesktop(page);
-    saveArtifact('viewer-after-reload.png', png);
+    const { blue } = await drawnDesktop(page);
+    saveArtifact('viewer-after-reload.png', await page.screenshot());
     expect(blue).toBeGreaterThan(0.3);
     expect(dialogs).toEqual([]);
 
@@ -275,8 +250,8 @@ describe('behind a reverse proxy that serves the controller under a path prefix'
       await page.goto(`${rp.base}/viewer/${new URL(session.viewerUrl).hash}`);
       await page.locator('#status[data-state="connected"][data-connections="1"]').waitFor({ timeout: 15_000 });
       expect(page.url()).toBe(`${rp.base}/viewer/`);
-      const { png, blue } = await screenshotDesktop(page);
-      saveArtifact('viewer-under-prefix.png', png);
+      const { blue } = await drawnDesktop(page);
+      saveArtifact('viewer-under-prefix.png', await page.screenshot());
       expect(blue).toBeGreaterThan(0.3);
 
       // Reconnect goes through the prefix too (POST /desk/viewer/reconnect, then /desk/websockify).
