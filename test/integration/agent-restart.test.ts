@@ -1,6 +1,7 @@
 /**
  * Desktops outlive the agent: stopping or crashing it leaves them running, and a restarted agent re-adopts them
- * (same pid) after checking each is the very process it started, not a recycled pid. Users vdtest08, vdtest09.
+ * (same pid) after checking each is the very process it started, not a recycled pid. Users vdtest08, vdtest09,
+ * vdtest49, vdtest50, vdtest66..vdtest68.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -19,6 +20,11 @@ import { idsOf, testUser } from '../helpers/users.js';
 
 const U8 = testUser(8);
 const U9 = testUser(9);
+const U_SURVIVOR = testUser(49);
+const U_DIES = testUser(50);
+const U_ADOPTED = testUser(66);
+const U_RECYCLED = testUser(67);
+const U_OTHER = testUser(68);
 
 let pki: Pki;
 let stateDir: string;
@@ -72,27 +78,27 @@ afterAll(async () => {
 /** The desktop of session `id`, through the (current) agent's relay. */
 const viaRelay = (id: string) => () => openRelay({ address: agent!.address, sessionId: id, pki });
 
+/** Starts a desktop for `username` on the current agent; afterAll ends it. */
+async function startDesktop(username: string, password: string): Promise<Session> {
+  const s = (await call(client!, client!.startSession, { username, password })).session!;
+  started.push(s);
+  return s;
+}
+
+// Each test starts the desktops it restarts the agent under, with users of its own, so it runs alone and in any order.
 describe('restarting the agent', () => {
-  let s8: Session;
-  let s9: Session;
-
-  beforeAll(async () => {
-    s8 = (await call(client!, client!.startSession, { username: U8, password: 'pass8888' })).session!;
-    s9 = (await call(client!, client!.startSession, { username: U9, password: 'pass9999' })).session!;
-    started.push(s8, s9);
-  });
-
   it('SIGTERM stops the agent but not the desktops, and the new agent lists them with the same pids', async () => {
+    const s8 = await startDesktop(U8, 'pass8888');
     const c = await restart('SIGTERM');
     expect(alive(s8.pid)).toBe(true);
     expect((await rfbConnect({ socket: viaRelay(s8.id), password: 'pass8888' })).ok).toBe(true);
     const sessions = await listed(c);
-    expect(sessions.map((s) => [s.id, s.pid, s.display])).toEqual(expect.arrayContaining([
-      [s8.id, s8.pid, s8.display], [s9.id, s9.pid, s9.display]]));
+    expect(sessions.map((s) => [s.id, s.pid, s.display])).toEqual(expect.arrayContaining([[s8.id, s8.pid, s8.display]]));
     expect(agent!.logs.join('\n')).toContain('adopted session');
   });
 
   it('a crashed agent (SIGKILL) also leaves the desktops, and a re-adopted session is still idempotent', async () => {
+    const s9 = await startDesktop(U9, 'pass9999');
     const c = await restart('SIGKILL');
     expect(alive(s9.pid)).toBe(true);
     const again = await call(c, c.startSession, { username: U9, password: 'newpass9' });
@@ -102,40 +108,43 @@ describe('restarting the agent', () => {
   });
 
   it('a desktop that died while the agent was down is dropped on restart and its runtime directory removed', async () => {
+    const survivor = await startDesktop(U_SURVIVOR, 'survive1');
+    const dead = await startDesktop(U_DIES, 'diesdies');
     client!.close();
     await agent!.stop();
     client = undefined;
-    process.kill(s9.pid, 'SIGKILL');
-    await waitFor(() => !alive(s9.pid), 'Xvnc to die');
+    process.kill(dead.pid, 'SIGKILL');
+    await waitFor(() => !alive(dead.pid), 'Xvnc to die');
     const c = await restart();
     const ids = (await listed(c)).map((s) => s.id);
-    expect(ids).toContain(s8.id);
-    expect(ids).not.toContain(s9.id);
-    expect(existsSync(join(runtimeDir, s9.id))).toBe(false);
-    expect(existsSync(join(stateDir, 'sessions', `${s9.id}.json`))).toBe(false);
+    expect(ids).toContain(survivor.id);
+    expect(ids).not.toContain(dead.id);
+    expect(existsSync(join(runtimeDir, dead.id))).toBe(false);
+    expect(existsSync(join(stateDir, 'sessions', `${dead.id}.json`))).toBe(false);
   });
 
   it('an adopted session whose Xvnc is killed vanishes from ListSessions', async () => {
-    const c = client!;
-    process.kill(s8.pid, 'SIGKILL');
-    await waitFor(async () => !(await listed(c)).some((s) => s.id === s8.id), 'the adopted session to be reaped');
-    await waitFor(() => !existsSync(join(runtimeDir, s8.id)), 'its runtime directory to be removed');
+    const s = await startDesktop(U_ADOPTED, 'adopted1');
+    const c = await restart();
+    expect((await listed(c)).map((x) => x.id)).toContain(s.id);
+    process.kill(s.pid, 'SIGKILL');
+    await waitFor(async () => !(await listed(c)).some((x) => x.id === s.id), 'the adopted session to be reaped');
+    await waitFor(() => !existsSync(join(runtimeDir, s.id)), 'its runtime directory to be removed');
   });
 });
 
 describe('re-adoption checks the process is the one the agent started', () => {
   it('drops records whose pid is alive but is not that Xvnc (recycled pid), and never signals those processes', async () => {
     // A process of the same user that is not Xvnc, with its real start time: only the executable check catches it.
-    const sleeper = spawn('setpriv', ['--reuid', U8, '--regid', U8, '--init-groups', '--', 'sleep', '60'],
+    const sleeper = spawn('setpriv', ['--reuid', U_RECYCLED, '--regid', U_RECYCLED, '--init-groups', '--', 'sleep', '60'],
       { stdio: 'ignore' });
     try {
       await waitFor(() => readFileSync(`/proc/${sleeper.pid}/comm`, 'utf8').trim() === 'sleep', 'sleep to exec');
-      const notXvnc = plantRecord({ username: U8, pid: sleeper.pid!, pidStartTime: startTime(sleeper.pid!) });
+      const notXvnc = plantRecord({ username: U_RECYCLED, pid: sleeper.pid!, pidStartTime: startTime(sleeper.pid!) });
       // The right kind of process but a different start time: a pid reused by a later Xvnc.
-      const other = (await call(client!, client!.startSession, { username: U9, password: 'abcd1234' })).session!;
-      started.push(other);
-      const wrongStart = plantRecord({ username: U8, pid: other.pid, pidStartTime: startTime(other.pid) - 1 });
-      const gone = plantRecord({ username: U8, pid: 2 ** 22 + 1, pidStartTime: 1 });
+      const other = await startDesktop(U_OTHER, 'abcd1234');
+      const wrongStart = plantRecord({ username: U_RECYCLED, pid: other.pid, pidStartTime: startTime(other.pid) - 1 });
+      const gone = plantRecord({ username: U_RECYCLED, pid: 2 ** 22 + 1, pidStartTime: 1 });
       const c = await restart();
       const ids = (await listed(c)).map((s) => s.id);
       expect(ids).toContain(other.id);

@@ -2,7 +2,7 @@
  * The agent starts real TigerVNC desktops as real users: the desktop, reached through the agent's relay, speaks RFB
  * and takes the password, processes run with exactly the user's identity, the password stays out of
  * argv/environment/logs, sessions are per user, and StopSession and a dying Xvnc end them. Users
- * vdtest01..vdtest04 and vdtest15.
+ * vdtest01..vdtest04, vdtest15, vdtest33..vdtest35 and vdtest48.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +24,11 @@ const U2 = testUser(2);
 const U3 = testUser(3);
 const OTHER = testUser(4);
 const CONC = testUser(15);
+// Tests run in any order, so a test that changes or ends a desktop has a user of its own.
+const U_AGAIN = testUser(33);
+const U_STOP = testUser(34);
+const U_KILLED = testUser(35);
+const U_SCRIPT_EXIT = testUser(48);
 const PW1 = 'Kq3!x9Zp';
 const PW2 = 'z7Yw2#rT';
 
@@ -167,12 +172,13 @@ describe('a started session', () => {
   });
 
   it('is returned again (existing) for a second StartSession, with the new password replacing the old one', async () => {
-    const again = await start(U1, PW2);
+    const first = (await start(U_AGAIN, PW1)).session!;
+    const again = await start(U_AGAIN, PW2);
     expect(again.existing).toBe(true);
-    expect(again.session!.id).toBe(s.id);
-    expect(again.session!.pid).toBe(s.pid);
-    expect((await rfbConnect({ socket: viaRelay(s.id), password: PW2 })).ok).toBe(true);
-    expect((await rfbConnect({ socket: viaRelay(s.id), password: PW1 })).reason).toBe('auth-failed');
+    expect(again.session!.id).toBe(first.id);
+    expect(again.session!.pid).toBe(first.pid);
+    expect((await rfbConnect({ socket: viaRelay(first.id), password: PW2 })).ok).toBe(true);
+    expect((await rfbConnect({ socket: viaRelay(first.id), password: PW1 })).reason).toBe('auth-failed');
   });
 });
 
@@ -228,8 +234,8 @@ describe('stale X locks', () => {
 
 describe('ending sessions', () => {
   it('StopSession ends Xvnc and the session script and removes its runtime directory', async () => {
-    const s = (await start(U2, 'cccc3333')).session!;
-    const uid = idsOf(U2).uid;
+    const s = (await start(U_STOP, 'cccc3333')).session!;
+    const uid = idsOf(U_STOP).uid;
     await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
     const script = scriptLeaders(uid, s.pid);
     const stopped = await call(client, client.stopSession, { id: s.id });
@@ -247,20 +253,20 @@ describe('ending sessions', () => {
   });
 
   it('a session whose Xvnc is killed vanishes from ListSessions, and the next StartSession replaces it', async () => {
-    const s = (await start(U3, 'dddd4444')).session!;
+    const s = (await start(U_KILLED, 'dddd4444')).session!;
     process.kill(s.pid, 'SIGKILL');
     await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
       'the dead session to be reaped');
     await waitFor(() => !existsSync(sessionRuntimeDir(agent.runtimeDir, s.id)), 'the runtime directory to be removed');
-    const fresh = await start(U3, 'eeee5555');
+    const fresh = await start(U_KILLED, 'eeee5555');
     expect(fresh.existing).toBe(false);
     expect(fresh.session!.id).not.toBe(s.id);
     expect((await rfbConnect({ socket: viaRelay(fresh.session!.id), password: 'eeee5555' })).ok).toBe(true);
   });
 
   it('a session whose session script exits is ended (like vncsession)', async () => {
-    const s = (await start(U2, 'ffff6666')).session!;
-    const uid = idsOf(U2).uid;
+    const s = (await start(U_SCRIPT_EXIT, 'ffff6666')).session!;
+    const uid = idsOf(U_SCRIPT_EXIT).uid;
     await waitFor(() => scriptLeaders(uid, s.pid).length > 0, 'the session script');
     for (const p of scriptLeaders(uid, s.pid)) {
       for (const q of sessionPids(p)) {
