@@ -2,20 +2,18 @@
 /**
  * `vncdispatch`: operator commands.
  *   vncdispatch status | sessions ... | blades ...     against a controller's REST API (controller/cli/commands.ts)
- *   vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir DIR]
+ *   vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir DIR] [--runtime-dir DIR]
  *   vncdispatch pki ca DIR | pki agent DIR NAME HOST... | pki controller DIR [NAME]
  */
 import { CliError, EXIT } from './cli/client.js';
 import { OPS_COMMANDS, OPS_USAGE } from './cli/commands.js';
 import { ensureCa, issueCert } from './cli/pki.js';
-import { up } from './cli/up.js';
+import { up, UP_USAGE } from './cli/up.js';
 
 const USAGE = `usage:
 ${OPS_USAGE}
 local system and certificates:
-  vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir /var/lib/vncdispatch-local]
-      run an agent and a controller on this machine (as root), with mutual TLS and an API key
-  vncdispatch pki ca DIR                      create DIR/ca.crt and DIR/ca.key
+${UP_USAGE}  vncdispatch pki ca DIR                      create DIR/ca.crt and DIR/ca.key
   vncdispatch pki agent DIR NAME HOST...      issue DIR/NAME.crt for an agent reachable as HOST (names or IPs)
   vncdispatch pki controller DIR [NAME]       issue DIR/NAME.crt (default: controller) for the controller
 `;
@@ -28,10 +26,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const ops = cmd ? OPS_COMMANDS[cmd] : undefined;
   if (ops) return ops(rest, process.env, process.stdout);
-  if (cmd === 'up') {
-    await up(rest);
-    return EXIT.ok;
-  }
+  if (cmd === 'up') return up(rest);
   if (cmd === 'pki') {
     const [what, dir, ...args] = rest;
     if (what === 'ca' && dir && args.length === 0) {
