@@ -333,6 +333,14 @@ export class TokenIpMismatchError extends VncDispatchError {
   }
 }
 
+export class ReconnectIpMismatchError extends VncDispatchError {
+  static readonly code = 'VD_ERR_RECONNECT_IP_MISMATCH';
+  static readonly statusCode = 403;
+  constructor(message: string = 'This desktop link was issued for another network address; open the desktop again from the portal.', options?: ErrorOptions) {
+    super(ReconnectIpMismatchError.code, ReconnectIpMismatchError.statusCode, message, options);
+  }
+}
+
 // A bug: the details are only in the log.
 export class InternalError extends VncDispatchError {
   static readonly code = 'VD_ERR_INTERNAL';
@@ -382,6 +390,7 @@ export const ERROR_CLASSES = [
   TokenUsedError,
   TokenSessionEndedError,
   TokenIpMismatchError,
+  ReconnectIpMismatchError,
   InternalError,
 ] as const;
 

@@ -23,7 +23,7 @@ import {
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SessionFilter, SessionRecord, Store } from '../store/store.js';
-import { hashSecret, newReconnectKey, newVncPassword, type TokenService } from '../tokens/index.js';
+import { hashSecret, newReconnectKey, newVncPassword, normalizeIp, type TokenService } from '../tokens/index.js';
 import { SingleFlight } from './single-flight.js';
 
 /**
@@ -114,7 +114,7 @@ export class SessionService {
 
   /**
    * Gives the user a desktop: the live one if there is one (`created: false`), else a new one. Either way with a
-   * fresh connection token (bound to `clientIp` when given) and a fresh reconnect key.
+   * fresh connection token and a reconnect key of its own, both bound to `clientIp` when given.
    */
   async open(username: string, clientIp: string | null, desktop: DesktopOptions = {}): Promise<SessionGrant> {
     const t0 = performance.now();
@@ -123,8 +123,11 @@ export class SessionService {
       const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop));
       const created = value.created && leader;
       const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
+      // Each grant gets its own key, bound like its token: a later grant (another tab, another device) adds a key
+      // and leaves this one working.
       const reconnectKey = newReconnectKey();
-      const patched = await this.#o.store.updateSession(value.session.id, { reconnectKeyHash: hashSecret(reconnectKey) }, new Date());
+      const patched = await this.#o.store.addReconnectKey({ hash: hashSecret(reconnectKey), sessionId: value.session.id,
+        clientIp: clientIp === null ? null : normalizeIp(clientIp), createdAt: new Date() });
       if (!patched) throw new SessionConflictError(`session ${value.session.id} ended while it was being opened`);
       result = created ? 'created' : 'existing';
       return { created, session: patched, token, tokenExpiresAt: expiresAt, reconnectKey };

@@ -12,6 +12,7 @@ import type {
   BladeRecord,
   ConsumeResult,
   NewSession,
+  ReconnectKeyRecord,
   SessionPatch,
   SessionFilter,
   SessionRecord,
@@ -42,6 +43,7 @@ interface SessionDoc extends SessionRecord {
   live?: true;
 }
 type TokenDoc = TokenRecord;
+type ReconnectKeyDoc = ReconnectKeyRecord;
 type BladeDoc = BladeRecord;
 interface CounterDoc {
   _id: string;
@@ -72,7 +74,6 @@ function toSession(doc: SessionDoc): SessionRecord {
     pid: doc.pid ?? null,
     password: doc.password ?? null,
     clientIp: doc.clientIp ?? null,
-    reconnectKeyHash: doc.reconnectKeyHash ?? null,
     createdAt: doc.createdAt,
     updatedAt: doc.updatedAt,
     endedAt: doc.endedAt ?? null,
@@ -134,6 +135,9 @@ export class MongoStore implements Store {
   private get tokens(): Collection<TokenDoc> {
     return this.database.collection<TokenDoc>('tokens');
   }
+  private get reconnectKeys(): Collection<ReconnectKeyDoc> {
+    return this.database.collection<ReconnectKeyDoc>('reconnectKeys');
+  }
   private get blades(): Collection<BladeDoc> {
     return this.database.collection<BladeDoc>('blades');
   }
@@ -156,16 +160,35 @@ export class MongoStore implements Store {
       { username: 1 },
       { unique: true, partialFilterExpression: { live: true }, name: 'sessions_live_username' },
     );
-    await this.sessions.createIndex(
-      { reconnectKeyHash: 1 },
-      { partialFilterExpression: { live: true }, name: 'sessions_live_reconnect' },
-    );
     await this.sessions.createIndex({ blade: 1 }, { partialFilterExpression: { live: true }, name: 'sessions_live_blade' });
     await this.sessions.createIndex({ createdAt: -1, id: -1 }, { name: 'sessions_created' });
     await this.tokens.createIndex({ hash: 1 }, { unique: true, name: 'tokens_hash' });
     await this.tokens.createIndex({ sessionId: 1 }, { name: 'tokens_session' });
     await this.ensureTokenTtlIndex();
+    await this.reconnectKeys.createIndex({ hash: 1 }, { unique: true, name: 'reconnect_keys_hash' });
+    await this.reconnectKeys.createIndex({ sessionId: 1 }, { name: 'reconnect_keys_session' });
+    await this.migrateSessionReconnectKeys();
     await this.blades.createIndex({ name: 1 }, { unique: true, name: 'blades_name' });
+  }
+
+  /**
+   * Databases written before reconnect keys had their own collection kept one key per session, on the session
+   * document: move live sessions' keys over (bound as their session was), so open viewers keep reconnecting.
+   * Idempotent; several controllers starting at once only repeat the same upserts.
+   */
+  private async migrateSessionReconnectKeys(): Promise<void> {
+    const legacy = this.database.collection<{ id: string; clientIp?: string | null; updatedAt: Date; reconnectKeyHash?: string | null; live?: true }>('sessions');
+    for await (const doc of legacy.find({ reconnectKeyHash: { $type: 'string' } }, { projection: { _id: 0, id: 1, clientIp: 1, updatedAt: 1, reconnectKeyHash: 1, live: 1 } })) {
+      if (doc.live && doc.reconnectKeyHash) {
+        await this.reconnectKeys.updateOne(
+          { hash: doc.reconnectKeyHash },
+          { $setOnInsert: { sessionId: doc.id, clientIp: doc.clientIp ?? null, createdAt: doc.updatedAt } },
+          { upsert: true },
+        );
+      }
+      await legacy.updateOne({ id: doc.id }, { $unset: { reconnectKeyHash: '' } });
+    }
+    await this.sessions.dropIndex('sessions_live_reconnect').catch(() => undefined);
   }
 
   /** The TTL index; if it exists with another grace period (configuration changed), collMod adjusts it in place. */
@@ -197,7 +220,6 @@ export class MongoStore implements Store {
       pid: null,
       password: null,
       clientIp: input.clientIp,
-      reconnectKeyHash: null,
       createdAt: input.now,
       updatedAt: input.now,
       endedAt: null,
@@ -279,12 +301,29 @@ export class MongoStore implements Store {
     const { deletedCount } = await this.sessions.deleteOne({ id, state: 'starting' });
     if (deletedCount === 0) return false;
     await this.tokens.deleteMany({ sessionId: id });
+    await this.reconnectKeys.deleteMany({ sessionId: id });
     return true;
   }
 
-  async getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null> {
-    const doc = await this.sessions.findOne({ reconnectKeyHash: hash, live: true }, { projection: SESSION_PROJECTION });
-    return doc ? toSession(doc) : null;
+  async addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null> {
+    const session = await this.sessions.findOne({ id: key.sessionId, live: true }, { projection: SESSION_PROJECTION });
+    if (!session) return null;
+    // Not one transaction with the read above (that would need a replica set for a single controller too): a key
+    // added while its session ends is never honoured, because getReconnectKey requires a live session, and is
+    // deleted with the session.
+    await this.reconnectKeys.insertOne({ hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp, createdAt: key.createdAt });
+    return toSession(session);
+  }
+
+  async getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null> {
+    const key = await this.reconnectKeys.findOne({ hash }, { projection: PLAIN_PROJECTION });
+    if (!key) return null;
+    const session = await this.sessions.findOne({ id: key.sessionId, live: true }, { projection: SESSION_PROJECTION });
+    if (!session) return null;
+    return {
+      key: { hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp ?? null, createdAt: key.createdAt },
+      session: toSession(session),
+    };
   }
 
   async countLiveSessionsByBlade(): Promise<Map<string, number>> {
@@ -410,6 +449,7 @@ export class MongoStore implements Store {
     if (ended.length === 0) return 0;
     // Tokens first: a crash in between leaves sessions that the next pass prunes, never tokens without a session.
     await this.tokens.deleteMany({ sessionId: { $in: ended } });
+    await this.reconnectKeys.deleteMany({ sessionId: { $in: ended } });
     const { deletedCount } = await this.sessions.deleteMany({ id: { $in: ended }, state: 'ended' });
     return deletedCount;
   }

@@ -7,6 +7,7 @@ import type {
   BladeRecord,
   ConsumeResult,
   NewSession,
+  ReconnectKeyRecord,
   SessionPatch,
   SessionFilter,
   SessionRecord,
@@ -19,7 +20,7 @@ import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable } from
 export const SQLITE_FILE_NAME = 'vncdispatch.db';
 
 /** Bumped whenever the schema changes; init() migrates older files step by step. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 export interface SqliteStoreOptions {
   /** Directory holding vncdispatch.db (created if missing). Ignored when `filename` is given. */
@@ -95,6 +96,22 @@ const MIGRATIONS: Record<number, string> = {
   `,
   // Ended sessions are pruned after a retention period: find them without scanning the live ones.
   2: `CREATE INDEX sessions_ended ON sessions(ended_at) WHERE state = 'ended';`,
+  // One reconnect key per grant instead of one per session (a second grant no longer cuts off the first viewer),
+  // each with its grant's client-IP binding. Live sessions' keys move over, bound as their session was.
+  3: `
+    CREATE TABLE reconnect_keys (
+      hash       TEXT PRIMARY KEY,
+      session_id TEXT NOT NULL,
+      client_ip  TEXT,
+      created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX reconnect_keys_session ON reconnect_keys(session_id);
+    INSERT INTO reconnect_keys (hash, session_id, client_ip, created_at)
+      SELECT reconnect_key_hash, id, client_ip, updated_at FROM sessions
+      WHERE reconnect_key_hash IS NOT NULL AND state != 'ended';
+    DROP INDEX sessions_live_reconnect;
+    ALTER TABLE sessions DROP COLUMN reconnect_key_hash;
+  `,
 };
 
 interface SessionRow {
@@ -108,7 +125,6 @@ interface SessionRow {
   pid: number | null;
   password: string | null;
   client_ip: string | null;
-  reconnect_key_hash: string | null;
   created_at: number;
   updated_at: number;
   ended_at: number | null;
@@ -123,6 +139,13 @@ interface TokenRow {
   created_at: number;
   used_at: number | null;
   revoked_at: number | null;
+}
+
+interface ReconnectKeyRow {
+  hash: string;
+  session_id: string;
+  client_ip: string | null;
+  created_at: number;
 }
 
 interface BladeRow {
@@ -148,7 +171,6 @@ function toSession(row: SessionRow): SessionRecord {
     pid: row.pid,
     password: row.password,
     clientIp: row.client_ip,
-    reconnectKeyHash: row.reconnect_key_hash,
     createdAt: date(row.created_at),
     updatedAt: date(row.updated_at),
     endedAt: dateOrNull(row.ended_at),
@@ -188,7 +210,6 @@ const PATCH_COLUMNS: Record<(typeof PATCHABLE_SESSION_FIELDS)[number], string> =
   pid: 'pid',
   password: 'password',
   clientIp: 'client_ip',
-  reconnectKeyHash: 'reconnect_key_hash',
 };
 
 type Statements = ReturnType<SqliteStore['prepare']>;
@@ -304,8 +325,13 @@ export class SqliteStore implements Store {
         `INSERT INTO counters (name, value) VALUES ('store-write-probe', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
       ),
       deleteSessionTokens: db.prepare<[string]>(`DELETE FROM tokens WHERE session_id = ?`),
-      liveSessionByReconnectKey: db.prepare<[string], SessionRow>(
-        `SELECT * FROM sessions WHERE reconnect_key_hash = ? AND state != 'ended'`,
+      insertReconnectKey: db.prepare(
+        `INSERT INTO reconnect_keys (hash, session_id, client_ip, created_at) VALUES (@hash, @sessionId, @clientIp, @createdAt)`,
+      ),
+      getReconnectKey: db.prepare<[string], ReconnectKeyRow>(`SELECT * FROM reconnect_keys WHERE hash = ?`),
+      deleteSessionReconnectKeys: db.prepare<[string]>(`DELETE FROM reconnect_keys WHERE session_id = ?`),
+      pruneEndedReconnectKeys: db.prepare<[number]>(
+        `DELETE FROM reconnect_keys WHERE session_id IN (SELECT id FROM sessions WHERE state = 'ended' AND ended_at < ?)`,
       ),
       countLiveByBlade: db.prepare<[], { blade: string; n: number }>(
         `SELECT blade, COUNT(*) AS n FROM sessions WHERE state != 'ended' AND blade IS NOT NULL GROUP BY blade`,
@@ -458,6 +484,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       if (this.s.discardSession.run(id).changes === 0) return false;
       this.s.deleteSessionTokens.run(id);
+      this.s.deleteSessionReconnectKeys.run(id);
       return true;
     });
   }
@@ -465,13 +492,31 @@ export class SqliteStore implements Store {
   async pruneEndedSessions(before: Date): Promise<number> {
     return this.write(() => {
       this.s.pruneEndedTokens.run(before.getTime());
+      this.s.pruneEndedReconnectKeys.run(before.getTime());
       return this.s.pruneEndedSessions.run(before.getTime()).changes;
     });
   }
 
-  async getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null> {
-    const row = this.read(() => this.s.liveSessionByReconnectKey.get(hash));
-    return row ? toSession(row) : null;
+  async addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null> {
+    return this.write(() => {
+      const session = this.s.getSession.get(key.sessionId);
+      if (!session || session.state === 'ended') return null;
+      this.s.insertReconnectKey.run({ hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp, createdAt: key.createdAt.getTime() });
+      return toSession(session);
+    });
+  }
+
+  async getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null> {
+    return this.read(() => {
+      const key = this.s.getReconnectKey.get(hash);
+      if (!key) return null;
+      const session = this.s.getSession.get(key.session_id);
+      if (!session || session.state === 'ended') return null;
+      return {
+        key: { hash: key.hash, sessionId: key.session_id, clientIp: key.client_ip, createdAt: date(key.created_at) },
+        session: toSession(session),
+      };
+    });
   }
 
   async countLiveSessionsByBlade(): Promise<Map<string, number>> {

@@ -31,11 +31,6 @@ export interface SessionRecord {
   password: string | null;
   /** Client IP given when the session was requested, if any. */
   clientIp: string | null;
-  /**
-   * SHA-256 (hex) of the viewer's reconnect key: a session-lifetime secret the viewer page may exchange for a fresh
-   * connection token while the session is live (controller/web). Null if none was issued.
-   */
-  reconnectKeyHash: string | null;
   createdAt: Date;
   updatedAt: Date;
   endedAt: Date | null;
@@ -61,7 +56,7 @@ export interface NewSession {
 
 /** Fields that may change after creation; a field that is absent or undefined stays as it is. */
 export type SessionPatch = {
-  [K in 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp' | 'reconnectKeyHash']?:
+  [K in 'state' | 'blade' | 'agentSessionId' | 'display' | 'port' | 'pid' | 'password' | 'clientIp']?:
     SessionRecord[K] | undefined;
 };
 
@@ -75,6 +70,20 @@ export interface TokenRecord {
   createdAt: Date;
   usedAt: Date | null;
   revokedAt: Date | null;
+}
+
+/**
+ * A viewer's reconnect key: a session-lifetime secret the viewer page may exchange for a fresh connection token while
+ * the session is live (controller/web/reconnect.ts). Every grant (POST /api/v1/sessions) issues its own, so a second
+ * grant for the same user leaves the first viewer's key working; each carries its grant's client-IP binding.
+ */
+export interface ReconnectKeyRecord {
+  /** SHA-256 of the key, hex. The key itself is never stored. */
+  hash: string;
+  sessionId: string;
+  /** When set, the key is honoured only from this client IP, and the tokens it buys are bound to it. */
+  clientIp: string | null;
+  createdAt: Date;
 }
 
 /**
@@ -117,14 +126,22 @@ export interface Store {
   listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
   /** Marks a live session ended and revokes its tokens, atomically; returns null if it was unknown or already ended. */
   endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
-  /** Live session with this reconnect-key hash, or null. */
-  getLiveSessionByReconnectKey(hash: string): Promise<SessionRecord | null>;
   /**
-   * Deletes a session that never ran (still `starting`, e.g. the blades refused the user), with its tokens, so a
-   * refused request leaves no row behind. Returns false (and changes nothing) for any other session.
+   * Records a reconnect key for a live session. Returns the session, or null (and records nothing) if it is unknown or
+   * has ended. Keys are deleted with their session (discardSession, pruneEndedSessions).
+   */
+  addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null>;
+  /** The reconnect key with this hash and its session, while that session is live; else null. */
+  getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null>;
+  /**
+   * Deletes a session that never ran (still `starting`, e.g. the blades refused the user), with its tokens and
+   * reconnect keys, so a refused request leaves no row behind. Returns false (and changes nothing) for any other session.
    */
   discardSession(id: string): Promise<boolean>;
-  /** Deletes sessions that ended before `before`, with their tokens (the retention limit); returns how many. */
+  /**
+   * Deletes sessions that ended before `before`, with their tokens and reconnect keys (the retention limit); returns
+   * how many.
+   */
   pruneEndedSessions(before: Date): Promise<number>;
   /** Live sessions per blade name (blades with none are absent). */
   countLiveSessionsByBlade(): Promise<Map<string, number>>;

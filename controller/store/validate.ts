@@ -10,7 +10,6 @@ export const PATCHABLE_SESSION_FIELDS = [
   'pid',
   'password',
   'clientIp',
-  'reconnectKeyHash',
 ] as const satisfies readonly (keyof SessionPatch)[];
 
 const ALLOWED = new Set<string>(PATCHABLE_SESSION_FIELDS);

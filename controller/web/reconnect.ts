@@ -1,17 +1,19 @@
 /**
  * POST /viewer/reconnect: the viewer page trades its session-lifetime reconnect key for a fresh connection token
  * while the session is live, so a dropped connection (network blip, controller restart, single-use token already
- * spent) resumes without asking the portal again. The key is stored only as a SHA-256 hash (store.reconnectKeyHash).
+ * spent) resumes without asking the portal again. Each grant has its own key, stored only as a SHA-256 hash (store.addReconnectKey).
  *
  * An unknown key, a key for another session and an ended session all get the same 410 answer, so the endpoint
- * reveals nothing about which keys or sessions exist.
+ * reveals nothing about which keys or sessions exist. A key whose grant named a client IP is honoured only from that
+ * address (403 VD_ERR_RECONNECT_IP_MISMATCH), and the tokens it buys are bound to it, exactly like the grant's own.
  */
 import type { FastifyInstance } from 'fastify';
 import { FixedWindowLimiter } from '../../shared/fixed-window.js';
 import { SESSION_ID_PATTERN } from '../../shared/names.js';
 import type { Logger } from '../log.js';
-import { BadRequestError, RateLimitedError, SessionEndedError } from '../errors.js';
+import { BadRequestError, RateLimitedError, ReconnectIpMismatchError, SessionEndedError } from '../errors.js';
 import type { Store } from '../store/store.js';
+import { normalizeIp } from '../tokens/client-ip.js';
 import { hashSecret, isWellFormedSecret } from '../tokens/secrets.js';
 
 /** What this route needs from the TokenService (controller/tokens). */
@@ -80,7 +82,8 @@ export function registerReconnect(
         operationId: 'viewerReconnect',
         summary: "Trade the viewer's reconnect key for a fresh connection token while the session is live",
         description: 'Called by the viewer page (no API key: the reconnect key is the credential). Rate-limited per '
-          + 'client IP. An unknown key, a key for another session and an ended session all answer 410.',
+          + 'client IP. An unknown key, a key for another session and an ended session all answer 410. A key whose '
+          + 'grant named a clientIp answers 403 VD_ERR_RECONNECT_IP_MISMATCH from any other address.',
         tags: ['viewer'],
         security: [],
         body: {
@@ -103,6 +106,7 @@ export function registerReconnect(
             },
           },
           400: ERROR_REPLY,
+          403: ERROR_REPLY,
           410: ERROR_REPLY,
           413: ERROR_REPLY,
           415: ERROR_REPLY,
@@ -122,14 +126,22 @@ export function registerReconnect(
     },
     async (request, reply) => {
       const { session: sessionId, key } = parseBody(request.body);
-      const session = await deps.store.getLiveSessionByReconnectKey(hashSecret(key));
-      if (!session || session.id !== sessionId || session.state === 'ended') {
-        log.info({ sessionId, clientIp: request.ip, found: session !== null }, 'viewer reconnect refused: session ended or key unknown');
+      const found = await deps.store.getReconnectKey(hashSecret(key));
+      const session = found?.session;
+      if (!found || !session || session.id !== sessionId || session.state === 'ended') {
+        log.info({ sessionId, clientIp: request.ip, found: found !== null }, 'viewer reconnect refused: session ended or key unknown');
         throw new SessionEndedError('This desktop session has ended.');
       }
+      // The grant bound its key to an address: another address gets nothing, not even a token it could not use.
+      const bound = found.key.clientIp;
+      if (bound !== null && normalizeIp(request.ip) !== normalizeIp(bound)) {
+        log.warn({ sessionId, username: session.username, clientIp: request.ip, boundIp: bound },
+          'viewer reconnect refused: the key is bound to another client IP');
+        throw new ReconnectIpMismatchError();
+      }
 
-      // Bind the new token to the IP the session was requested for, exactly like the API's first token.
-      const { token, expiresAt } = await deps.tokens.issue(session.id, session.clientIp);
+      // Bind the new token as the grant bound its own.
+      const { token, expiresAt } = await deps.tokens.issue(session.id, bound);
       log.info({ sessionId: session.id, username: session.username, clientIp: request.ip }, 'viewer reconnect token issued');
       return reply.send({
         token,

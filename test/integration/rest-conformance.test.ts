@@ -134,7 +134,7 @@ describe('every documented response, from real requests', () => {
     const { id } = created.json as { id: string };
     const again = await req('POST', '/api/v1/sessions', { body: { username: USER } });
     expect(again.status).toBe(200);
-    // The newest grant's reconnect key is the one that works.
+    // The second grant's own reconnect key (the first grant's keeps working too).
     const { viewerUrl } = again.json as { viewerUrl: string };
     await req('POST', '/api/v1/sessions', { body: { username: 'a;id' } });
     await req('POST', '/api/v1/sessions', { key: null, body: { username: USER } });
@@ -164,6 +164,10 @@ describe('every documented response, from real requests', () => {
     const fragment = new URLSearchParams(new URL(viewerUrl).hash.slice(1));
     expect((await req('POST', '/viewer/reconnect', { key: null, body: { session: id, key: fragment.get('key') } })).status).toBe(200);
     await req('POST', '/viewer/reconnect', { key: null, body: { session: id } });
+    // A grant bound to another client IP: its key is refused from here.
+    const bound = (await req('POST', '/api/v1/sessions', { body: { username: USER, clientIp: '203.0.113.9' } })).json as { viewerUrl: string };
+    const boundKey = new URLSearchParams(new URL(bound.viewerUrl).hash.slice(1)).get('key');
+    expect((await req('POST', '/viewer/reconnect', { key: null, body: { session: id, key: boundKey } })).status).toBe(403);
     await req('POST', '/viewer/reconnect', { key: null, body: { session: UUID, key: fragment.get('key') } });
     await req('POST', '/viewer/reconnect', { key: null, raw: 'x'.repeat(5000) });
     await req('POST', '/viewer/reconnect', { key: null, raw: 'x', type: 'text/plain' });

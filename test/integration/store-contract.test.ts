@@ -92,7 +92,6 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
           pid: null,
           password: null,
           clientIp: '10.0.0.7',
-          reconnectKeyHash: null,
           createdAt: T0,
           updatedAt: T0,
           endedAt: null,
@@ -164,8 +163,8 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
           password: 'Ab3dE6gH',
           updatedAt: at(10),
         });
-        const again = await store.updateSession(s.id, { reconnectKeyHash: hashOf(1), clientIp: null, pid: undefined }, at(11));
-        expect(again).toEqual({ ...updated, reconnectKeyHash: hashOf(1), updatedAt: at(11) });
+        const again = await store.updateSession(s.id, { clientIp: '192.0.2.4', pid: undefined }, at(11));
+        expect(again).toEqual({ ...updated, clientIp: '192.0.2.4', updatedAt: at(11) });
         expect(await store.getSession(s.id)).toEqual(again);
       });
 
@@ -303,14 +302,52 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         );
       });
 
-      it('finds a session by reconnect-key hash only while it is live', async () => {
+      it('finds a reconnect key, with its binding and its session, only while the session is live', async () => {
         const s = await newSession('vdtest16');
-        expect(await store.getLiveSessionByReconnectKey(hashOf(7))).toBeNull();
-        await store.updateSession(s.id, { state: 'running', reconnectKeyHash: hashOf(7) }, at(1));
-        expect((await store.getLiveSessionByReconnectKey(hashOf(7)))?.id).toBe(s.id);
-        expect(await store.getLiveSessionByReconnectKey(hashOf(8))).toBeNull();
+        expect(await store.getReconnectKey(hashOf(7))).toBeNull();
+        const running = await store.updateSession(s.id, { state: 'running' }, at(1));
+        const key = { hash: hashOf(7), sessionId: s.id, clientIp: '192.0.2.7', createdAt: at(1) };
+        expect(await store.addReconnectKey(key)).toEqual(running);
+        expect(await store.getReconnectKey(hashOf(7))).toEqual({ key, session: running });
+        expect(await store.getReconnectKey(hashOf(8))).toBeNull();
         await store.endSession(s.id, 'deleted', at(2));
-        expect(await store.getLiveSessionByReconnectKey(hashOf(7))).toBeNull();
+        expect(await store.getReconnectKey(hashOf(7))).toBeNull();
+        // An ended or unknown session takes no new key.
+        expect(await store.addReconnectKey({ ...key, hash: hashOf(9) })).toBeNull();
+        expect(await store.addReconnectKey({ ...key, hash: hashOf(10), sessionId: randomUUID() })).toBeNull();
+        expect(await store.getReconnectKey(hashOf(9))).toBeNull();
+      });
+
+      it('keeps every grant\'s reconnect key of a session, each with its own binding, for every store on the data', async () => {
+        const [a, b] = await instances(1);
+        const s = await newSession('vdtest16');
+        await store.updateSession(s.id, { state: 'running' }, at(1));
+        await a!.addReconnectKey({ hash: hashOf(21), sessionId: s.id, clientIp: '192.0.2.1', createdAt: at(1) });
+        await b!.addReconnectKey({ hash: hashOf(22), sessionId: s.id, clientIp: null, createdAt: at(2) });
+        for (const st of [a!, b!]) {
+          expect((await st.getReconnectKey(hashOf(21)))?.key.clientIp).toBe('192.0.2.1');
+          expect((await st.getReconnectKey(hashOf(22)))?.key.clientIp).toBeNull();
+          expect((await st.getReconnectKey(hashOf(21)))?.session.id).toBe(s.id);
+        }
+        // A store opened later (a restarted controller) sees them too.
+        const reopened = await open();
+        expect((await reopened.getReconnectKey(hashOf(21)))?.session.id).toBe(s.id);
+      });
+
+      it('deletes a session\'s reconnect keys with the session (discard and retention)', async () => {
+        const starting = await newSession('vdtest16');
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: starting.id, clientIp: null, createdAt: T0 });
+        expect(await store.discardSession(starting.id)).toBe(true);
+        const again = await newSession('vdtest16', at(1));
+        // The same hash cannot resurrect: the discarded session's key row is gone, so it can be reused.
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: again.id, clientIp: null, createdAt: at(1) });
+        expect((await store.getReconnectKey(hashOf(31)))?.session.id).toBe(again.id);
+        await store.endSession(again.id, 'deleted', at(2));
+        expect(await store.pruneEndedSessions(at(5))).toBe(1);
+        // Gone with its session: the hash can be recorded afresh for a new session.
+        const third = await newSession('vdtest16', at(6));
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: third.id, clientIp: null, createdAt: at(6) });
+        expect((await store.getReconnectKey(hashOf(31)))?.session.id).toBe(third.id);
       });
     });
 
@@ -571,6 +608,47 @@ describe('SqliteStore file', () => {
       await reopened.close();
     } finally {
       await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('an upgraded file keeps the live sessions\' reconnect keys (one per session before), bound as their session was', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'vd-store-'));
+    try {
+      const { default: Database } = await import('better-sqlite3');
+      const db = new Database(join(dataDir, SQLITE_FILE_NAME));
+      // Schema version 2 as earlier controllers wrote it (only the columns this check needs).
+      db.exec(`CREATE TABLE sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, state TEXT NOT NULL, blade TEXT,
+        agent_session_id TEXT, display INTEGER, port INTEGER, pid INTEGER, password TEXT, client_ip TEXT,
+        reconnect_key_hash TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, ended_at INTEGER, end_reason TEXT) STRICT;
+        CREATE UNIQUE INDEX sessions_live_username ON sessions(username) WHERE state != 'ended';
+        CREATE INDEX sessions_live_reconnect ON sessions(reconnect_key_hash) WHERE state != 'ended';
+        CREATE INDEX sessions_live_blade ON sessions(blade) WHERE state != 'ended';
+        CREATE INDEX sessions_created ON sessions(created_at DESC, id DESC);
+        CREATE INDEX sessions_ended ON sessions(ended_at) WHERE state = 'ended';
+        CREATE TABLE tokens (hash TEXT PRIMARY KEY, session_id TEXT NOT NULL, expires_at INTEGER NOT NULL, client_ip TEXT,
+          created_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER) STRICT;
+        CREATE TABLE blades (name TEXT PRIMARY KEY, address TEXT NOT NULL, admin_state TEXT NOT NULL, created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL) STRICT;
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;`);
+      const live = randomUUID();
+      const ended = randomUUID();
+      const insert = db.prepare(`INSERT INTO sessions (id, username, state, client_ip, reconnect_key_hash, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, 1, 2)`);
+      insert.run(live, 'vdtest16', 'running', '192.0.2.5', hashOf(41));
+      insert.run(ended, 'vdtest17', 'ended', null, hashOf(42));
+      db.pragma('user_version = 2');
+      db.close();
+      const store = new SqliteStore({ dataDir });
+      await store.init();
+      try {
+        expect(await store.getReconnectKey(hashOf(41))).toMatchObject({ key: { sessionId: live, clientIp: '192.0.2.5' }, session: { id: live } });
+        expect(await store.getReconnectKey(hashOf(42))).toBeNull();
+        expect(Object.keys((await store.getSession(live))!)).not.toContain('reconnectKeyHash');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 

@@ -46,9 +46,10 @@ async function liveSession(username: string, clientIp: string | null = null): Pr
   await store.createSession({ id, username, clientIp, now });
   await store.updateSession(
     id,
-    { state: 'running', blade: 'blade-a', agentSessionId: 'a1', display: 7, port: 5907, pid: 4242, password: 'Pw123456', reconnectKeyHash: hashSecret(key) },
+    { state: 'running', blade: 'blade-a', agentSessionId: 'a1', display: 7, port: 5907, pid: 4242, password: 'Pw123456' },
     now,
   );
+  await store.addReconnectKey({ hash: hashSecret(key), sessionId: id, clientIp, createdAt: now });
   return { id, key };
 }
 
@@ -85,11 +86,19 @@ describe('POST /viewer/reconnect', () => {
     expect(again.token).not.toBe(body.token);
   });
 
-  it('binds the new token to the client IP the session was requested for', async () => {
-    const s = await liveSession('vdtest37', '203.0.113.9');
+  it('binds the new token to the client IP its grant named', async () => {
+    const s = await liveSession('vdtest37', '127.0.0.1');
     const body = (await (await post({ session: s.id, key: s.key })).json()) as { token: string };
     await expect(tokens.consume(body.token, '198.51.100.1')).rejects.toMatchObject({ code: 'VD_ERR_TOKEN_IP_MISMATCH' });
-    await expect(tokens.consume(body.token, '203.0.113.9')).resolves.toMatchObject({ session: { id: s.id } });
+    await expect(tokens.consume(body.token, '127.0.0.1')).resolves.toMatchObject({ session: { id: s.id } });
+  });
+
+  it('refuses a key bound to another client IP with 403 VD_ERR_RECONNECT_IP_MISMATCH', async () => {
+    const s = await liveSession('vdtest37', '203.0.113.9');
+    const res = await post({ session: s.id, key: s.key });
+    expect(res.status).toBe(403);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('VD_ERR_RECONNECT_IP_MISMATCH');
+    expect(logLines.join('')).not.toContain(s.key);
   });
 
   it('answers 410 VD_ERR_SESSION_ENDED once the session has ended', async () => {

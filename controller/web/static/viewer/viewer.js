@@ -295,6 +295,11 @@ async function reconnect() {
     finish('error', 'This desktop link is not valid. Please open the desktop again from the portal.');
     return;
   }
+  if (res.status === 403) {
+    // VD_ERR_RECONNECT_IP_MISMATCH: the link was issued for another network address; retrying cannot help.
+    finish('error', 'This desktop link was issued for another network address. Please open the desktop again from the portal.');
+    return;
+  }
   if (!res.ok) {
     const retryAfter = Number(res.headers.get('retry-after'));
     scheduleReconnect(Number.isFinite(retryAfter) ? Math.min(retryAfter * 1000, MAX_DELAY_MS) : 0);
