@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { apiKeyAuth, WWW_AUTHENTICATE } from './api/auth.js';
 import { bladesRoutes } from './api/blades-routes.js';
+import { BladeNetworks } from './blades/blade-networks.js';
 import { eventsRoute } from './api/events-route.js';
 import { healthRoutes } from './api/health-routes.js';
 import { legacyRoute } from './api/legacy-route.js';
@@ -220,7 +221,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
       if (request.method !== 'GET') fleet.poke();
     });
     await api.register(sessionsRoutes, { sessions, publicUrl, connections: () => proxy.sessionStats() });
-    await api.register(bladesRoutes, { blades, sessions });
+    await api.register(bladesRoutes, { blades, sessions, networks: new BladeNetworks(config.bladeNetworks) });
     await api.register(legacyRoute, { sessions });
     await api.register(eventsRoute, { fleet });
     api.get('/api/v1/openapi.json', {

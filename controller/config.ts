@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../shared/config-error.js';
+import { parseBladeNetworks } from './blades/blade-networks.js';
 import { parseHostPort } from '../shared/host-port.js';
 import { isRole, ROLES, type ApiKey } from './api/auth.js';
 
@@ -62,6 +63,8 @@ export interface Config {
   allowedOrigins: readonly string[];
   /** Addresses/CIDRs of reverse proxies whose X-Forwarded-For is trusted. Empty: trust none. */
   trustProxy: readonly string[];
+  /** ADDR/BITS networks blades registered through the API must lie in (controller/blades/blade-networks.ts). */
+  bladeNetworks: readonly string[];
   tokenTtlSeconds: number;
   tokenReuse: boolean;
   maxConnectionsPerIp: number | null;
@@ -113,6 +116,7 @@ const OPTIONS = {
   'session-retention-hours': { type: 'string', default: '720' },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
   'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
+  'blade-networks': { type: 'string', multiple: true, default: [] as string[] },
   'token-ttl': { type: 'string', default: '60' },
   'token-reuse': { type: 'boolean', default: false },
   'max-connections-per-ip': { type: 'string' },
@@ -132,6 +136,8 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --public-url URL              base URL browsers use (default http://LISTEN)
   --blade NAME=HOST:PORT        a blade agent (repeatable)
   --blades-file FILE            JSON array of {"name","address"} objects
+  --blade-networks CIDR[,CIDR]  networks POST /api/v1/blades may register IP addresses in, or none (repeatable;
+                                default loopback, 10/8, 172.16/12, 192.168/16, fc00::/7)
   --agent-tls-cert/-key/-ca F   mutual TLS to the agents (required unless --insecure-agents)
   --insecure-agents             plaintext gRPC to agents: local development only
   --api-keys-file FILE          API keys, one per line: "KEY" (admin) or "ROLE KEY" (ROLE: read, operate or admin);
@@ -355,6 +361,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     allowedOrigins: Object.freeze(allowedOrigins.length ? allowedOrigins
       : values['public-url'] ? [new URL(publicUrl).origin] : []),
     trustProxy: Object.freeze([...values['trust-proxy']]),
+    bladeNetworks: parseBladeNetworks(values['blade-networks']),
     tokenTtlSeconds: int(values['token-ttl'], 'token-ttl', 1, 86_400),
     tokenReuse: values['token-reuse'],
     maxConnectionsPerIp: values['max-connections-per-ip'] ? int(values['max-connections-per-ip'], 'max-connections-per-ip', 1) : null,

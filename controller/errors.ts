@@ -341,6 +341,15 @@ export class ReconnectIpMismatchError extends VncDispatchError {
   }
 }
 
+// An API-key holder may not point the controller at addresses outside the blade networks (a port scanner otherwise).
+export class BladeAddressNotAllowedError extends VncDispatchError {
+  static readonly code = 'VD_ERR_BLADE_ADDRESS_NOT_ALLOWED';
+  static readonly statusCode = 403;
+  constructor(message: string = 'The blade address is outside the networks this controller may register blades in (--blade-networks).', options?: ErrorOptions) {
+    super(BladeAddressNotAllowedError.code, BladeAddressNotAllowedError.statusCode, message, options);
+  }
+}
+
 // A bug: the details are only in the log.
 export class InternalError extends VncDispatchError {
   static readonly code = 'VD_ERR_INTERNAL';
@@ -391,6 +400,7 @@ export const ERROR_CLASSES = [
   TokenSessionEndedError,
   TokenIpMismatchError,
   ReconnectIpMismatchError,
+  BladeAddressNotAllowedError,
   InternalError,
 ] as const;
 

@@ -1,8 +1,11 @@
 /** /api/v1/blades: list, register, and cordon / uncordon / drain blades. */
 import type { FastifyInstance } from 'fastify';
+import { isIP } from 'node:net';
+import { parseHostPort } from '../../shared/host-port.js';
+import type { BladeNetworks } from '../blades/blade-networks.js';
 import type { BladeRegistry } from '../blades/registry.js';
 import { checkBlade, ConfigError } from '../config.js';
-import { BadRequestError, BladeBusyError, NotFoundError } from '../errors.js';
+import { BadRequestError, BladeAddressNotAllowedError, BladeBusyError, NotFoundError } from '../errors.js';
 import type { SessionService } from '../sessions/session-service.js';
 import type { BladeAdminState } from '../store/store.js';
 import { authErrors, BLADE_NAME_PATTERN, changeErrors, commonErrors } from './schemas.js';
@@ -20,8 +23,27 @@ const ADMIN_ACTIONS: Record<'cordon' | 'uncordon' | 'drain', { state: BladeAdmin
   drain: { state: 'DRAINING', summary: 'Mark a blade as draining: no new sessions; it is empty once its sessions end' },
 };
 
-export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRegistry; sessions: SessionService }): Promise<void> {
-  const { blades, sessions } = deps;
+/**
+ * Refuses, before anything is stored or dialled, a blade address outside --blade-networks. Host names are refused
+ * too: a name whose DNS the caller controls could be re-pointed after the check (names stay possible through
+ * --blade and --blades-file, which are the operator's own word).
+ */
+function assertAllowedAddress(address: string, networks: BladeNetworks): void {
+  const { host } = parseHostPort(address, 'body/address');
+  if (isIP(host) === 0) {
+    throw new BladeAddressNotAllowedError('A blade registered through the API must be given by IP address (a host name '
+      + 'could be re-pointed after this check); use --blade or --blades-file for names.');
+  }
+  if (!networks.allows(host)) {
+    throw new BladeAddressNotAllowedError(networks.cidrs.length === 0
+      ? 'This controller registers no blades through the API (--blade-networks none).'
+      : `${host} is outside the networks blades may be registered in (--blade-networks ${networks.cidrs.join(',')}).`);
+  }
+}
+
+export async function bladesRoutes(app: FastifyInstance,
+  deps: { blades: BladeRegistry; sessions: SessionService; networks: BladeNetworks }): Promise<void> {
+  const { blades, sessions, networks } = deps;
 
   app.get('/api/v1/blades', {
     config: { role: 'read' },
@@ -56,6 +78,8 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
     schema: {
       operationId: 'registerBlade',
       summary: 'Register a blade (or confirm an existing registration)',
+      description: 'The address must be an IP address inside --blade-networks (else 403 VD_ERR_BLADE_ADDRESS_NOT_ALLOWED, '
+        + 'with nothing stored and nothing dialled).',
       tags: ['blades'],
       body: {
         type: 'object',
@@ -81,6 +105,7 @@ export async function bladesRoutes(app: FastifyInstance, deps: { blades: BladeRe
       if (err instanceof ConfigError) throw new BadRequestError(err.message);
       throw err;
     }
+    assertAllowedAddress(spec.address, networks);
     const { blade, created } = await blades.register(spec);
     const view = (await blades.views()).find((v) => v.name === blade.name);
     return reply.code(created ? 201 : 200).send(view);

@@ -15,6 +15,16 @@ describe('controller config', () => {
     expect(() => parseConfig(['--api-key', dashKey, ...TLS])).toThrow(ConfigError);
   });
 
+  it('--blade-networks: private ranges by default, CIDR lists (repeatable), none, and nothing else', () => {
+    expect(parse().bladeNetworks).toEqual(['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '::1/128', 'fc00::/7']);
+    expect(parse('--blade-networks', '10.1.0.0/16,192.0.2.7', '--blade-networks', 'fd00::/8').bladeNetworks)
+      .toEqual(['10.1.0.0/16', '192.0.2.7/32', 'fd00::/8']);
+    expect(parse('--blade-networks', 'none').bladeNetworks).toEqual([]);
+    for (const bad of ['10.0.0.0/33', 'fd00::/129', 'example.org/8', '10.0.0.0/8/1', '10.0.0.0/x', 'fe80::1%eth0/64', 'none,10.0.0.0/8']) {
+      expect(() => parse('--blade-networks', bad), bad).toThrow(/--blade-networks/);
+    }
+  });
+
   it('has the documented defaults and is frozen', () => {
     const c = parse();
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 8080 });
