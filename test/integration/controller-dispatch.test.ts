@@ -1,9 +1,10 @@
 /**
  * Dispatch across three real agents (real Xvnc, mTLS) on loopback: placement per policy, cordon/drain, a killed
  * agent going DOWN with new sessions placed elsewhere, 50 concurrent POSTs for 10 users, reconciliation, and a
- * restarted controller process that still knows its sessions. Users vdtest20..vdtest30.
+ * restarted controller process that still knows its sessions. Users vdtest20..vdtest30. Each test has its own
+ * controller and leaves no desktop behind, so any test runs alone and in any order.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { agentClient, alive, call, endDesktop, killDesktop, startAgent, waitFor, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates, xvncPidsOf } from '../helpers/controller-checks.js';
@@ -38,11 +39,41 @@ beforeAll(async () => {
   for (const n of NAMES) agents[n] = await startAgent({ pki, args: ['--max-sessions', '20'] });
 });
 
-afterAll(async () => {
-  for (const c of controllers) {
+/**
+ * Each test brings its own controller (its own store) and leaves no controller and no desktop behind: two controllers
+ * with different stores on the same blades would stop each other's desktops as orphans, and a test must not depend
+ * on what another left running, so every test runs alone and in any order.
+ */
+afterEach(async () => {
+  for (const c of controllers.splice(0)) {
     await endAll(c).catch(() => {});
     await c.stop().catch(() => {});
   }
+  await endStrays();
+  // DELETE and StopSession answer once a desktop is told to stop; the next test counts Xvnc processes.
+  const uids = new Set(USERS.map((u) => idsOf(u).uid));
+  await waitFor(() => xvncPidsOf(uids).length === 0, "every desktop of this file's users to exit", 15_000);
+}, 60_000);
+
+/** Ends any desktop of this file's users still on the shared agents (a failed test's leftovers). */
+async function endStrays(): Promise<void> {
+  for (const a of Object.values(agents)) {
+    const client = agentClient(a.address, pki);
+    const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
+    for (const s of left.sessions) if (USERS.includes(s.username)) await endDesktop(client, s);
+    client.close();
+  }
+}
+
+/** A fresh in-process controller over the shared agents, with every blade UP. */
+async function placementController(args: string[] = [], names: readonly string[] = NAMES): Promise<InProcessController> {
+  const c = await buildController({ pki, blades: blades().filter((b) => names.includes(b.name)), ...(args.length > 0 && { args }) });
+  controllers.push(c);
+  await waitForBladeStates(c, Object.fromEntries(names.map((n) => [n, 'UP'])));
+  return c;
+}
+
+afterAll(async () => {
   for (const a of Object.values(agents)) {
     const client = agentClient(a.address, pki);
     const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
@@ -53,32 +84,22 @@ afterAll(async () => {
 });
 
 describe('placement', () => {
-  let c: InProcessController;
-  beforeAll(async () => {
-    c = await buildController({ pki, blades: blades() });
-    controllers.push(c);
-    await waitForBladeStates(c, { b1: 'UP', b2: 'UP', b3: 'UP' });
-  });
-
   it('least-loaded spreads sessions evenly', async () => {
+    const c = await placementController();
     for (const u of USERS.slice(0, 6)) expect((await api(c, 'POST', '/api/v1/sessions', { username: u })).status).toBe(201);
     expect(await bladeCounts(c)).toEqual({ b1: 2, b2: 2, b3: 2 });
     await endAll(c);
   });
 
   it('round-robin (the original policy) takes the blades in turn', async () => {
-    const rr = await buildController({ pki, blades: blades(), args: ['--placement', 'round-robin'] });
-    controllers.push(rr);
-    await waitForBladeStates(rr, { b1: 'UP', b2: 'UP', b3: 'UP' });
+    const rr = await placementController(['--placement', 'round-robin']);
     const order: string[] = [];
     for (const u of USERS.slice(0, 6)) order.push((await api(rr, 'POST', '/api/v1/sessions', { username: u })).body.blade);
     expect(order).toEqual(['b1', 'b2', 'b3', 'b1', 'b2', 'b3']);
-    await endAll(rr);
-    // Controllers with different stores must not share blades: each would stop the other's desktops as orphans.
-    await rr.stop();
   });
 
   it('cordoned and draining blades get no new sessions; uncordon brings them back; none left is a clear 503', async () => {
+    const c = await placementController();
     expect((await api(c, 'POST', '/api/v1/blades/b1/cordon')).body).toMatchObject({ name: 'b1', state: 'CORDONED' });
     expect((await api(c, 'POST', '/api/v1/blades/b2/drain')).body).toMatchObject({ name: 'b2', state: 'DRAINING' });
     for (const u of USERS.slice(0, 3)) expect((await api(c, 'POST', '/api/v1/sessions', { username: u })).body.blade).toBe('b3');
@@ -97,6 +118,7 @@ describe('placement', () => {
   });
 
   it('50 concurrent POSTs for 10 users give exactly 10 sessions and 10 Xvnc processes', async () => {
+    const c = await placementController();
     const users = USERS.slice(0, 10);
     const uids = new Set(users.map((u) => idsOf(u).uid));
     expect(xvncPidsOf(uids)).toEqual([]);
@@ -120,9 +142,10 @@ describe('placement', () => {
     expect(onAgents).toBe(10);
     await endAll(c);
     await waitFor(() => xvncPidsOf(uids).length === 0, 'every desktop to stop');
-  });
+  }, 60_000);
 
   it('reconciliation ends sessions whose desktop died and stops a desktop no session owns after its grace', async () => {
+    const c = await placementController();
     const r = await api(c, 'POST', '/api/v1/sessions', { username: USERS[4] });
     expect(r.status, r.text).toBe(201);
     const s = (await c.store.getSession(r.body.id))!;
@@ -145,11 +168,8 @@ describe('placement', () => {
   });
 
   it('--reconcile-report-only lists a desktop no session owns and leaves it running', async () => {
-    const looker = await buildController({ pki, blades: blades(), args: ['--reconcile-report-only', '--orphan-grace-ms', '0'] });
-    controllers.push(looker);
-    await waitForBladeStates(looker, { b1: 'UP', b2: 'UP', b3: 'UP' });
+    const looker = await placementController(['--reconcile-report-only', '--orphan-grace-ms', '0']);
     looker.controller.reconciler.stop();
-    c.controller.reconciler.stop(); // the converging controller above shares these agents
     const client = agentClient(agents.b1!.address, pki);
     const stray = (await call(client, client.startSession, { username: USERS[10]!, password: 'stray123' })).session!;
     try {
@@ -162,16 +182,18 @@ describe('placement', () => {
     } finally {
       await endDesktop(client, stray);
       client.close();
-      c.controller.reconciler.start();
-      await looker.stop();
     }
   });
 
   it('a killed agent is DOWN (within 3 s by the health timings) and new sessions go elsewhere', async () => {
-    await endAll(c);
+    // An agent of its own to kill, so the shared ones stay up for the other tests.
+    const doomed = await startAgent({ pki, args: ['--max-sessions', '20'] });
+    const c = await buildController({ pki, blades: [...blades().filter((b) => b.name !== 'b3'),
+      { name: 'b3', address: `127.0.0.1:${doomed.port}` }] });
+    controllers.push(c);
+    await waitForBladeStates(c, { b1: 'UP', b2: 'UP', b3: 'UP' });
     const killedAt = Date.now();
-    await agents.b3!.stop('SIGKILL');
-    delete agents.b3;
+    await doomed.stop('SIGKILL');
     await waitForBladeStates(c, { b3: 'DOWN' }, 10_000);
     // Reported, not asserted: timing belongs in benchmarks; the 3 s bound is asserted with fake timers in
     // test/unit/controller-health.test.ts.
@@ -186,19 +208,10 @@ describe('placement', () => {
     }
     expect(placed).not.toContain('b3');
     expect((await fetch(`${c.url}/readyz`)).status).toBe(200);
-    await endAll(c);
   });
 });
 
 describe('restart', () => {
-  // The placement controllers have their own stores: they would stop this test's desktops as orphans.
-  beforeAll(async () => {
-    for (const c of controllers.splice(0)) {
-      await endAll(c).catch(() => {});
-      await c.stop().catch(() => {});
-    }
-  });
-
   it('a restarted controller process (same data dir) still knows every session and its blade, and can end them', async () => {
     const first = await startController({ pki, blades: blades() });
     controllers.push(first);
@@ -222,5 +235,5 @@ describe('restart', () => {
     expect(xvncPidsOf(uids)).toHaveLength(4);
     await endAll(second);
     await waitFor(() => xvncPidsOf(uids).length === 0, 'the desktops to stop after DELETE through the new controller');
-  });
+  }, 60_000);
 });
