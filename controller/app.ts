@@ -19,13 +19,14 @@ import { BladeRegistry } from './blades/registry.js';
 import type { Config } from './config.js';
 import { clientErrorHandler, connectRefusal, errorHandler, notFoundHandler } from './error-reply.js';
 import { ConnectionGate } from './http-connections.js';
-import { BadRequestError, TokenSessionEndedError } from './errors.js';
+import { BadRequestError } from './errors.js';
 import type { Logger } from './log.js';
 import { FleetWatch } from './events/fleet-watch.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { VncProxy, type ProxyTarget } from './proxy/index.js';
 import { Reconciler } from './sessions/reconciler.js';
 import { SessionService } from './sessions/session-service.js';
+import { tokenAuthorizer } from './sessions/token-authorizer.js';
 import type { Store } from './store/store.js';
 import { isWellFormedSecret, TokenService } from './tokens/index.js';
 import { registerWeb } from './web/index.js';
@@ -119,28 +120,10 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     ...(config.idleTimeoutSeconds !== null && { idleTimeoutMs: config.idleTimeoutSeconds * 1000 }),
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     wellFormedToken: isWellFormedSecret,
-    // The target comes only from the session record and its registered blade (README, Security: threat 4).
-    authorize: async (token: string, clientIp: string): Promise<ProxyTarget> => {
-      const { session, token: record } = await tokens.consume(token, clientIp);
-      const blade = session.blade ? blades.get(session.blade) : undefined;
-      const agentSessionId = session.agentSessionId;
-      if (session.state !== 'running' || !blade || !agentSessionId || !session.password) {
-        throw new TokenSessionEndedError('The session is not running.');
-      }
-      return {
-        sessionId: session.id,
-        username: session.username,
-        blade: blade.name,
-        // Only through the blade's agent, over its mutual-TLS relay: the proxy opens no connection of its own.
-        desktop: (reads, timeoutMs) => blade.connection.openDesktop(agentSessionId, reads, timeoutMs),
-        password: session.password,
-        tokenHash: record.hash,
-      };
-    },
+    authorize: tokenAuthorizer(tokens, blades),
     // Live connections stay open while their session runs and their token is not revoked: one batched query.
     revalidate: (targets: ProxyTarget[]): Promise<Set<string>> => store.activeTokenHashes(targets.map((t) => t.tokenHash)),
   });
-  sessions.closeConnections = (id, reason) => proxy.closeSession(id, reason);
   blades.on('desktopEnded', (blade, agentSessionId, reason) => {
     sessions.desktopEnded(blade.name, agentSessionId, reason).catch((err: unknown) =>
       log.error({ err, blade: blade.name, agentSessionId }, 'could not end the session of a desktop that ended'));
@@ -153,8 +136,12 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
 
   metrics.watchBlades(() => blades.list().map((b) => ({ name: b.name, adminState: b.record.adminState, capacity: b.status?.capacity ?? 0 })));
   const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log });
-  sessions.onEnded = () => fleet.poke();
   blades.on('change', () => fleet.poke());
+  // A session that ends here drops its viewers at once, and live views hear of it.
+  sessions.on('ended', (id, reason) => {
+    proxy.closeSession(id, reason);
+    fleet.poke();
+  });
 
   // A browser that once reached an https public URL keeps using https (no downgrade through a hostile network).
   if (config.publicUrl.startsWith('https://')) {

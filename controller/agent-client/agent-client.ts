@@ -31,10 +31,10 @@ import {
 import { parseHostPort } from '../../shared/host-port.js';
 import type { AgentTls } from '../config.js';
 import { AgentUnavailableError } from '../errors.js';
-import { openDesktopRelay, type DesktopStream, type OnRead } from './desktop-relay.js';
+import type { DesktopReads, DesktopStream } from '../proxy/target.js';
+import { openDesktopRelay } from './desktop-relay.js';
 import { grpcStatusName, toControllerError } from './grpc-errors.js';
 
-export type { DesktopStream, OnRead } from './desktop-relay.js';
 
 export type { GetStatusResponse, Session as AgentSession, StartSessionResponse } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 
@@ -221,7 +221,7 @@ export class AgentConnection {
    * Opens the desktop relay to one of this agent's sessions (by the agent's id), on the agent's own port with the
    * same mutual TLS as gRPC. See desktop-relay.ts.
    */
-  openDesktop(agentSessionId: string, onread: OnRead, timeoutMs: number): DesktopStream {
+  openDesktop(agentSessionId: string, onread: DesktopReads, timeoutMs: number): DesktopStream {
     return openDesktopRelay({ host: this.#host, port: this.#port, tls: this.#relayTls, sessionId: agentSessionId,
       timeoutMs, onread, blade: this.name });
   }

@@ -10,23 +10,12 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { RelayOpen, RelayOpened } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { VncConnectError, type VncDispatchError } from '../errors.js';
+import type { DesktopReads, DesktopStream } from '../proxy/target.js';
 
 export const RELAY_ALPN = 'vncdispatch-relay/1';
 const RELAY_MAGIC = Buffer.from('VDRELAY1', 'latin1');
 /** Longest RelayOpened accepted (a code and a short message). */
 const MAX_RELAY_OPENED = 4096;
-
-/** net's `onread` option: reads land in `buffer()` and are handed to `callback`. */
-export interface OnRead {
-  buffer: () => Buffer;
-  callback: (n: number, buf: Buffer) => boolean;
-}
-
-export interface DesktopStream {
-  socket: Socket;
-  /** Resolves once the desktop answered through the relay; rejects with a VncConnectError saying why not. */
-  opened: Promise<void>;
-}
 
 export interface RelayDialOptions {
   host: string;
@@ -36,7 +25,7 @@ export interface RelayDialOptions {
   sessionId: string;
   /** For the TLS handshake, the RelayOpen and the agent's answer together. */
   timeoutMs: number;
-  onread: OnRead;
+  onread: DesktopReads;
   /** Names the blade in error messages. */
   blade: string;
 }

@@ -15,7 +15,7 @@ import { pipeBytes, VncReader, type ByteCounters } from './byte-pipe.js';
 import type { CloseReason, ProxyMetrics } from './metrics.js';
 import { RfbBrowserHandshake } from './rfb-browser-handshake.js';
 import { RfbClientHandshake } from './rfb-handshake.js';
-import type { ProxyTarget } from './index.js';
+import type { ProxyTarget } from './target.js';
 
 export interface ConnectionSettings {
   maxReadBytes: number;

@@ -9,7 +9,6 @@
  * The controller wires it into its HTTP server: `server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(...))`.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import proxyaddr from '@fastify/proxy-addr';
 import type { Logger } from 'pino';
@@ -26,43 +25,14 @@ import {
   VncDispatchError,
 } from '../errors.js';
 import { ProxyConnection } from './connection.js';
+import type { ProxyTarget } from './target.js';
 import { FixedWindowLimiter } from '../../shared/fixed-window.js';
 import { ConnectionCounter } from './ip-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { normaliseOrigin, originAllowed } from './origin-check.js';
 import { checkUpgradeRequest } from './upgrade-request.js';
 
-/** net's `onread` option: reads land in `buffer()` and are handed to `callback`. */
-export interface DesktopReads {
-  buffer: () => Buffer;
-  callback: (n: number, buf: Buffer) => boolean;
-}
-
-/** A byte stream to a desktop: usable at once; `opened` settles when the desktop answered (or why it did not). */
-export interface DesktopStream {
-  socket: Socket;
-  /** Rejects with a VncDispatchError (VD_ERR_VNC_CONNECT) that says why the desktop cannot be reached. */
-  opened: Promise<void>;
-}
-
-/**
- * Opens the way to one desktop. The controller's is its blade agent's relay (mutual TLS, agent-client/); the proxy
- * itself opens no connection to anything.
- */
-export type DesktopDialer = (reads: DesktopReads, timeoutMs: number) => DesktopStream;
-
-/** Where a token leads: resolved by the controller from the session record and its registered blade. */
-export interface ProxyTarget {
-  sessionId: string;
-  username: string;
-  blade: string;
-  /** How to reach the desktop: chosen by the controller from the session record, never from the request. */
-  desktop: DesktopDialer;
-  /** The session's VNC password; used for the RFB handshake with Xvnc only, never sent to the browser or logged. */
-  password: string;
-  /** SHA-256 of the token the connection was opened with (what revalidate() answers about). */
-  tokenHash: string;
-}
+export type { DesktopDialer, DesktopReads, DesktopStream, ProxyTarget } from './target.js';
 
 export interface ProxyOptions {
   /** Resolves a token to its target; throws VncDispatchError (controller/errors.ts) with status 401/403 on refusal. Called BEFORE the upgrade. */

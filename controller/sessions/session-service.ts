@@ -4,6 +4,7 @@
  * token and a viewer reconnect key. Also ending sessions (agent, store, proxy sockets).
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type { Blade, BladeRegistry } from '../blades/registry.js';
 import type { Config } from '../config.js';
 import {
@@ -51,8 +52,6 @@ export interface SessionServiceOptions {
   config: Pick<Config, 'startAttempts'>;
   log: Logger;
   metrics: Metrics;
-  /** Closes the session's live WebSocket connections (the proxy); returns how many. */
-  closeConnections?: (sessionId: string, reason: string) => number;
   /** How long a request waits for a session another request (or controller) is starting. */
   startingWaitMs?: number;
 }
@@ -90,8 +89,16 @@ function userError(err: AgentRejectedError, username: string): VncDispatchError 
   }
 }
 
-export class SessionService {
-  readonly #o: Required<Omit<SessionServiceOptions, 'closeConnections'>> & Pick<SessionServiceOptions, 'closeConnections'>;
+export interface SessionEvents {
+  /**
+   * A session's record ended here (its tokens are revoked): its viewers' sockets are to close at once and live views
+   * to update. Emitted before its desktop is stopped. Listeners must not throw.
+   */
+  ended: [sessionId: string, reason: string];
+}
+
+export class SessionService extends EventEmitter<SessionEvents> {
+  readonly #o: Required<SessionServiceOptions>;
   readonly #log: Logger;
   readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
   /** Desktops their agents reported ended, by `blade/agentSessionId`, with when (pruned after RECENT_END_MS). */
@@ -100,16 +107,9 @@ export class SessionService {
   readonly #starting = new Set<string>();
 
   constructor(options: SessionServiceOptions) {
+    super();
     this.#o = { startingWaitMs: 15_000, ...options };
     this.#log = options.log.child({ module: 'sessions' });
-  }
-
-  /** Called after a session ended here (so live views can update at once). */
-  onEnded: (() => void) | null = null;
-
-  /** Lets app.ts attach the proxy after construction. */
-  set closeConnections(fn: (sessionId: string, reason: string) => number) {
-    this.#o.closeConnections = fn;
   }
 
   /**
@@ -312,13 +312,12 @@ export class SessionService {
     // The record first: its tokens are revoked and its sockets closed at once, so a viewer that notices the drop
     // cannot get a fresh token and reconnect while the desktop is still stopping.
     const ended = s.state === 'ended' ? null : await this.#o.store.endSession(id, reason, new Date());
-    const closed = ended ? this.#o.closeConnections?.(id, reason) ?? 0 : 0;
+    if (ended) this.emit('ended', id, reason);
     // Whatever the row's state (starting, running, or already ended while its blade was away), the desktop stops.
     await this.stopDesktop(s);
     if (ended) {
       this.#o.metrics.sessionsEnded.inc({ reason });
-      this.onEnded?.();
-      this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason, closedConnections: closed }, 'session ended');
+      this.#log.info({ sessionId: id, username: s.username, blade: s.blade, reason }, 'session ended');
     }
     return ended ?? (await this.get(id));
   }
@@ -369,9 +368,8 @@ export class SessionService {
   async markEnded(s: SessionRecord, reason: string): Promise<boolean> {
     const ended = await this.#o.store.endSession(s.id, reason, new Date());
     if (!ended) return false;
-    this.#o.closeConnections?.(s.id, reason);
+    this.emit('ended', s.id, reason);
     this.#o.metrics.sessionsEnded.inc({ reason });
-    this.onEnded?.();
     this.#log.info({ sessionId: s.id, username: s.username, blade: s.blade, reason }, 'session ended');
     return true;
   }
