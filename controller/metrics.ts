@@ -4,6 +4,7 @@
  * with `vncdispatch_` (the agent's with `vncdispatch_agent_`), and the exposition passes `promtool check metrics`.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { SESSION_END_REASONS } from './store/store.js';
 
 export interface Metrics {
   registry: Registry;
@@ -28,8 +29,12 @@ export interface BladeSample {
 
 export const BLADE_ADMIN_STATES = ['ACTIVE', 'CORDONED', 'DRAINING'] as const;
 
-/** End reasons the controller itself gives, exported at 0 from the start so rate() and alerts see them at once. */
-export const SESSION_END_REASONS = ['deleted', 'desktop-exited', 'start-abandoned', 'blade-removed'] as const;
+/**
+ * The `reason` labels of vncdispatch_sessions_ended_total, exported at 0 from the start so rate() and alerts see them
+ * at once: every end reason a session record gets, and `user-rejected` for a start the blades refused for the user
+ * (the row is discarded, so no record carries it).
+ */
+export const ENDED_METRIC_REASONS = [...SESSION_END_REASONS, 'user-rejected'] as const;
 
 /**
  * prom-client's Node.js gauges named `*_total` (active handles, requests, resources): promtool refuses a gauge with
@@ -51,7 +56,7 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     labelNames: ['reason'],
     registers,
   });
-  for (const reason of SESSION_END_REASONS) sessionsEnded.inc({ reason }, 0);
+  for (const reason of ENDED_METRIC_REASONS) sessionsEnded.inc({ reason }, 0);
   return {
     registry,
     watchBlades(list) {

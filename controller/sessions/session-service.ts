@@ -23,7 +23,7 @@ import {
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { SessionFilter, SessionRecord, Store } from '../store/store.js';
+import type { SessionEndReason, SessionFilter, SessionRecord, Store } from '../store/store.js';
 import { hashSecret, newReconnectKey, newVncPassword, normalizeIp, type TokenService } from '../tokens/index.js';
 import { SingleFlight } from './single-flight.js';
 
@@ -94,7 +94,7 @@ export interface SessionEvents {
    * A session's record ended here (its tokens are revoked): its viewers' sockets are to close at once and live views
    * to update. Emitted before its desktop is stopped. Listeners must not throw.
    */
-  ended: [sessionId: string, reason: string];
+  ended: [sessionId: string, reason: SessionEndReason];
 }
 
 export class SessionService extends EventEmitter<SessionEvents> {
@@ -156,7 +156,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
       // (5xx) stays on record.
       const rejected = err instanceof VncDispatchError && err.statusCode < 500;
       const reason = rejected ? 'user-rejected' : 'start-failed';
-      const cleanup = rejected ? store.discardSession(session.id) : store.endSession(session.id, reason, new Date());
+      const cleanup = rejected ? store.discardSession(session.id) : store.endSession(session.id, 'start-failed', new Date());
       await cleanup.catch((e: unknown) =>
         this.#log.error({ err: e, sessionId: session.id }, 'could not clean up a session that failed to start'));
       this.#o.metrics.sessionsEnded.inc({ reason });
@@ -307,7 +307,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
    * blade (already gone is fine). If the blade cannot be reached the record still ends, so nobody can connect; the
    * desktop is stopped by reconciliation once the blade answers again (it is then an ended session the blade runs).
    */
-  async end(id: string, reason = 'deleted'): Promise<SessionRecord> {
+  async end(id: string, reason: SessionEndReason = 'deleted'): Promise<SessionRecord> {
     const s = await this.get(id);
     // The record first: its tokens are revoked and its sockets closed at once, so a viewer that notices the drop
     // cannot get a fresh token and reconnect while the desktop is still stopping.
@@ -365,7 +365,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
   }
 
   /** Ends a record whose desktop is gone (reconciliation): no agent call. Returns false if it had already ended. */
-  async markEnded(s: SessionRecord, reason: string): Promise<boolean> {
+  async markEnded(s: SessionRecord, reason: SessionEndReason): Promise<boolean> {
     const ended = await this.#o.store.endSession(s.id, reason, new Date());
     if (!ended) return false;
     this.emit('ended', s.id, reason);

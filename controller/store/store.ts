@@ -13,6 +13,14 @@
 /** Lifecycle of a session record. `starting`: reserved, the agent call is in flight. `running`: the blade runs it. */
 export type SessionState = 'starting' | 'running' | 'ended';
 
+/**
+ * Why a session ended: `deleted` (DELETE, the CLI, the dashboard), `desktop-exited` (its agent reported the desktop
+ * gone, or reconciliation found it gone), `start-failed` (no blade could start it), `start-abandoned` (a start left
+ * `starting` by a controller that died, settled by reconciliation), `blade-removed` (its blade was removed by force).
+ */
+export const SESSION_END_REASONS = ['deleted', 'desktop-exited', 'start-failed', 'start-abandoned', 'blade-removed'] as const;
+export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
+
 export interface SessionRecord {
   /** Controller-side id (UUID), used in the REST API and bound into tokens. */
   id: string;
@@ -34,7 +42,7 @@ export interface SessionRecord {
   createdAt: Date;
   updatedAt: Date;
   endedAt: Date | null;
-  /** Why it ended: 'deleted', 'desktop-exited', 'start-failed', 'reconciled', ... */
+  /** Why it ended (a SessionEndReason; a string, since rows may come from another controller version). */
   endReason: string | null;
 }
 
