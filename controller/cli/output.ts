@@ -1,10 +1,11 @@
 /** How the operator commands print: aligned tables and key-value lists for people, JSON for scripts, and progress. */
+import { formatBytes } from '../format-bytes.js';
 
-/** Formats rows as columns separated by two spaces, with a header line. Cells are single-line text. */
 /** Control characters (a hostile blade error or name must not move the cursor or clear the screen). */
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/g;
 
+/** Formats rows as columns separated by two spaces, with a header line. Cells are single-line text. */
 export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
   const clean = (v: string | number | null | undefined): string =>
     (v === null || v === undefined || v === '' ? '-' : String(v)).replace(CONTROL, ' ');
@@ -23,17 +24,9 @@ export function json(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`;
 }
 
+/** A byte count for a table cell ('-' when there is none). */
 export function bytes(n: number | null | undefined): string {
-  if (typeof n !== 'number' || !Number.isFinite(n)) return '-';
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  do {
-    v /= 1024;
-    i++;
-  } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  return formatBytes(n) ?? '-';
 }
 
 export function since(iso: string | null | undefined, now = Date.now()): string {

@@ -1,4 +1,6 @@
 // Formatting for the dashboard's cells. Every function returns plain text (or null for "nothing to show").
+// Byte counts are formatted by the same code as the CLI's (esbuild bundles it from the TypeScript source).
+import { formatBytes } from '../../../format-bytes.ts';
 
 export function toDate(value) {
   if (value === null || value === undefined) return null;
@@ -30,16 +32,7 @@ export function time(value) {
 }
 
 export function bytes(n) {
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) return null;
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  do {
-    v /= 1024;
-    i++;
-  } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  return formatBytes(n);
 }
 
 export function memory(blade) {
