@@ -15,6 +15,7 @@ import { SessionManager } from './sessions/manager.js';
 import { SessionStore } from './sessions/store.js';
 import { HostStatusSampler } from './status.js';
 import { ensureRuntimeBase } from './vnc/runtime-dir.js';
+import { startSpawners } from './vnc/spawner.js';
 import { ensureX11SocketDir } from './x11-socket-dir.js';
 
 async function run(config: AgentConfig): Promise<void> {
@@ -29,6 +30,7 @@ async function run(config: AgentConfig): Promise<void> {
       'Use only for local development.');
   }
   ensureX11SocketDir(log);
+  startSpawners();
   await ensureRuntimeBase(config.runtimeDir);
   const hostname = osHostname();
   const store = await SessionStore.open(config.stateDir);

@@ -7,7 +7,6 @@
  * intent is on disk before anything is spawned and the desktop is on disk before the call answers, so a crash at any
  * point leaves nothing a restarted agent does not know about (adoption kills what a `starting` record spawned).
  */
-import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { realpathSync } from 'node:fs';
@@ -28,6 +27,7 @@ import {
   createRuntimeDir, desktopSocketPath, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,
 } from '../vnc/runtime-dir.js';
 import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
+import type { SpawnedProcess } from '../vnc/spawner.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
 import type { SessionStore } from './store.js';
@@ -304,8 +304,8 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     const t1 = performance.now();
     let files: RuntimeFiles | undefined;
     let log: FileHandle | undefined;
-    let xvncChild: ChildProcess | undefined;
-    let scriptChild: ChildProcess | undefined;
+    let xvncChild: SpawnedProcess | undefined;
+    let scriptChild: SpawnedProcess | undefined;
     let t2 = t1;
     let t3 = t1;
     try {
@@ -324,7 +324,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         ? ['use', config.sessionScript] : ['choose', config.fallbackSessionScript];
       // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell.
       const loginEnv = await loginEnvironment(user);
-      scriptChild = spawnAsUser(user, loginShellArgv(user.shell, ['/bin/sh', config.sessionLauncher, ...launcherArgs]), {
+      scriptChild = await spawnAsUser(user, loginShellArgv(user.shell, ['/bin/sh', config.sessionLauncher, ...launcherArgs]), {
         env: { ...loginEnv, DISPLAY: `:${xvnc.display}`, XAUTHORITY: files.xauth },
         stdio: ['ignore', log.fd, log.fd],
         cwd: files.dir,
@@ -373,7 +373,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   }
 
   /** Tears down a start that did not finish: its processes, its runtime directory, its intent record. */
-  private async abandon(record: SessionRecord, xvnc: ChildProcess | undefined, script: ChildProcess | undefined,
+  private async abandon(record: SessionRecord, xvnc: SpawnedProcess | undefined, script: SpawnedProcess | undefined,
     files: RuntimeFiles | undefined, why: unknown): Promise<void> {
     if (xvnc?.pid !== undefined && xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
     if (script?.pid !== undefined) await signalSession(script.pid, record.uid, 'SIGKILL');
@@ -497,7 +497,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
 }
 
 /** Resolves with how `child` exited if it exits within `ms`, else null (it is still running). */
-function exitWithin(child: ChildProcess, ms: number): Promise<string | null> {
+function exitWithin(child: SpawnedProcess, ms: number): Promise<string | null> {
   const describe = (code: number | null, signal: NodeJS.Signals | null) => signal ?? `code ${code}`;
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(describe(child.exitCode, child.signalCode));
   if (child.pid === undefined) return Promise.resolve('not started');

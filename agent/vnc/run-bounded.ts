@@ -5,7 +5,7 @@
  * block the agent itself); what it then touches only blocks the child. On timeout the child is killed and the promise
  * rejects at once, without waiting for an exit that a process stuck in the kernel may never make.
  */
-import { spawn } from 'node:child_process';
+import { spawnOffLoop } from './spawner.js';
 
 /** The helper did not finish in time. */
 export class RunTimeoutError extends Error {
@@ -32,42 +32,43 @@ export interface RunOptions {
 
 /** Runs `argv` as root with an empty environment; resolves with its stdout when it exits 0. */
 export function runBounded(argv: string[], opts: RunOptions): Promise<string> {
-  const max = opts.maxOutput ?? 64 * 1024;
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: '/', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
-      stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'ignore'] });
-    let out = '';
     let done = false;
-    const finish = (err: Error | undefined) => {
+    let kill = () => {};
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (err: Error | undefined, out = '') => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       if (err) {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-        child.unref();
-        child.stdout?.destroy();
+        kill();
         reject(err);
       } else {
         resolve(out);
       }
     };
-    const timer = setTimeout(() => finish(new RunTimeoutError(`${argv[0]} did not finish within ${opts.timeoutMs} ms`)),
-      opts.timeoutMs);
     const onAbort = () => finish(new RunTimeoutError(`${argv[0]} was abandoned: the call was cancelled`));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    child.stdout!.on('data', (chunk: Buffer) => {
-      if (out.length < max) out += chunk.toString('utf8').slice(0, max - out.length);
-    });
-    child.on('error', (err) => finish(err));
-    child.on('close', (code, sig) => {
-      if (code === 0) finish(undefined);
-      else finish(new RunExitError(`${argv[0]} exited with ${sig ?? `status ${code}`}`, code, out));
-    });
-    if (opts.input) {
-      child.stdin!.on('error', () => undefined);
-      child.stdin!.end(opts.input);
-    }
+    if (opts.signal?.aborted) onAbort();
+    spawnOffLoop({
+      file: argv[0]!, args: argv.slice(1), cwd: '/', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, detached: false,
+      stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'ignore'], input: opts.input, maxOutput: opts.maxOutput,
+    }).then((child) => {
+      kill = () => child.kill('SIGKILL');
+      if (done) {
+        kill();
+        return;
+      }
+      // The limit is on the helper's own run; its wait for a spawner is bounded by the caller's signal.
+      timer = setTimeout(() => finish(new RunTimeoutError(`${argv[0]} did not finish within ${opts.timeoutMs} ms`)),
+        opts.timeoutMs);
+      child.on('error', (err) => finish(err));
+      child.on('close', (code, sig, out) => {
+        if (code === 0) finish(undefined, out);
+        else finish(new RunExitError(`${argv[0]} exited with ${sig ?? `status ${code}`}`, code, out));
+      });
+    }, (err: Error) => finish(err));
   });
 }
 

@@ -3,10 +3,9 @@
  * once it accepts X and VNC connections. Xvnc picks the first free display itself, skipping displays whose
  * /tmp/.X11-unix socket or /tmp/.XN-lock exists, so stale locks of dead servers never block a start.
  */
-import type { ChildProcess } from 'node:child_process';
-import type { Readable } from 'node:stream';
 import { AgentError } from '../errors.js';
 import { spawnAsUser, type SpawnUser } from './spawn-as-user.js';
+import type { SpawnedProcess } from './spawner.js';
 
 export interface XvncOptions {
   xvnc: string;
@@ -24,7 +23,7 @@ export interface XvncOptions {
 }
 
 export interface StartedXvnc {
-  child: ChildProcess;
+  child: SpawnedProcess;
   pid: number;
   display: number;
 }
@@ -53,17 +52,22 @@ export function xvncArgs(user: SpawnUser, opts: XvncOptions): string[] {
 }
 
 /** Starts Xvnc as the user and resolves once it is ready, or rejects with VD_AGENT_XVNC_FAILED. */
-export function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXvnc> {
-  if (opts.signal.aborted) return Promise.reject(opts.signal.reason as Error);
-  const child = spawnAsUser(user, xvncArgs(user, opts), { stdio: ['ignore', opts.logFd, opts.logFd, 'pipe'],
-    cwd: opts.cwd });
+export async function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXvnc> {
+  if (opts.signal.aborted) throw opts.signal.reason as Error;
+  let child: SpawnedProcess;
+  try {
+    child = await spawnAsUser(user, xvncArgs(user, opts), { stdio: ['ignore', opts.logFd, opts.logFd, 'pipe'],
+      cwd: opts.cwd });
+  } catch (err) {
+    throw new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc failed to start for ${user.name}: ${(err as Error).message}`,
+      { cause: err });
+  }
   return new Promise((resolve, reject) => {
     let out = '';
-    const displayPipe = child.stdio[3] as Readable;
     const fail = (why: string, cause?: unknown, err?: Error) => {
       cleanup();
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      displayPipe.destroy();
+      child.kill('SIGKILL');
+      child.closePipe();
       reject(err ?? new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc failed to start for ${user.name}: ${why}`, { cause }));
     };
     const onData = (chunk: Buffer) => {
@@ -71,7 +75,7 @@ export function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXv
       const m = /^(\d+)\n/.exec(out);
       if (m) {
         cleanup();
-        displayPipe.destroy();
+        child.closePipe();
         resolve({ child, pid: child.pid!, display: Number(m[1]) });
       } else if (out.length > 16) {
         fail(`unexpected -displayfd output ${JSON.stringify(out)}`);
@@ -81,16 +85,17 @@ export function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<StartedXv
       fail(`exited (${signal ?? `code ${code}`}) before it was ready; see the desktop log`);
     const onError = (err: Error) => fail(err.message, err);
     const onAbort = () => fail('abandoned', undefined, opts.signal.reason as Error);
-    opts.signal.addEventListener('abort', onAbort, { once: true });
     function cleanup() {
       opts.signal.removeEventListener('abort', onAbort);
-      displayPipe.off('data', onData);
+      child.off('data', onData);
       child.off('exit', onExit);
       child.off('error', onError);
     }
-    displayPipe.on('data', onData);
-    displayPipe.on('error', () => undefined);
+    child.on('data', onData);
     child.on('exit', onExit);
     child.on('error', onError);
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+    else if (opts.signal.aborted) onAbort();
+    else opts.signal.addEventListener('abort', onAbort, { once: true });
   });
 }

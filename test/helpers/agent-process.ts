@@ -7,6 +7,7 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
+import { SPAWNER_ARGV0 } from '../../agent/vnc/spawner.js';
 import { AgentClient } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import type { Pki } from './certs.js';
 import { repoRoot, startNodeService } from './node-service.js';
@@ -152,7 +153,18 @@ export function pidsOfUid(uid: number): number[] {
     .filter((pid) => procIds(pid)?.uid === uid && alive(pid));
 }
 
-/** Live descendants of `pid` (children, grandchildren...), from the PPid fields in /proc. */
+function isSpawner(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === SPAWNER_ARGV0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Live descendants of `pid` (children, grandchildren...), from the PPid fields in /proc: what the process spawned.
+ * An agent's own spawner processes are left out (what they spawn is not).
+ */
 export function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
   for (const name of readdirSync('/proc')) {
@@ -168,7 +180,7 @@ export function descendants(pid: number): number[] {
   for (const p of parent.keys()) {
     for (let q = parent.get(p); q !== undefined && q > 1; q = parent.get(q)) {
       if (q === pid) {
-        out.push(p);
+        if (!(parent.get(p) === pid && isSpawner(p))) out.push(p);
         break;
       }
     }

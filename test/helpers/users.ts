@@ -60,12 +60,13 @@ export function loadUser(n: number): string {
 }
 
 /**
- * Creates vdload001..vdload{count} if missing (idempotent), like the test users but only for the long fault suite,
- * which needs more users than the hundred every suite shares. Returns their names.
+ * Creates vdload{first}..vdload{first + count - 1} (default from vdload001) if missing (idempotent), like the test
+ * users but only for the long fault suite and the benchmarks, which need more users than the hundred every suite
+ * shares. Returns their names.
  */
-export function ensureLoadUsers(count: number): string[] {
+export function ensureLoadUsers(count: number, first = 1): string[] {
   for (const g of TEST_GROUPS) if (!exists('group', g)) execFileSync('groupadd', [g]);
-  const names = Array.from({ length: count }, (_, i) => loadUser(i + 1));
+  const names = Array.from({ length: count }, (_, i) => loadUser(first + i));
   for (const name of names) {
     if (!exists('passwd', name)) execFileSync('useradd', ['-m', '-s', '/bin/bash', '-U', '-G', TEST_GROUPS.join(','), name]);
   }
