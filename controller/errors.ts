@@ -149,6 +149,36 @@ export class VncConnectError extends VncDispatchError {
   }
 }
 
+/**
+ * The relay reached the blade's agent, but the agent could not connect to the desktop's socket: its Xvnc does not
+ * answer (crashed, or its socket is gone) while the session is still on record.
+ */
+export class DesktopUnreachableError extends VncDispatchError {
+  static readonly code = 'VD_ERR_DESKTOP_UNREACHABLE';
+  static readonly statusCode = 502;
+  constructor(message: string = 'The desktop does not answer on its blade.', options?: ErrorOptions) {
+    super(DesktopUnreachableError.code, DesktopUnreachableError.statusCode, message, options);
+  }
+}
+
+/** The blade's agent runs no such desktop (it ended, or the agent lost it): the session is about to be ended. */
+export class DesktopNotFoundError extends VncDispatchError {
+  static readonly code = 'VD_ERR_DESKTOP_NOT_FOUND';
+  static readonly statusCode = 502;
+  constructor(message: string = 'The blade no longer runs this desktop.', options?: ErrorOptions) {
+    super(DesktopNotFoundError.code, DesktopNotFoundError.statusCode, message, options);
+  }
+}
+
+/** The blade's agent accepted the relay connection but did not answer within the proxy's connect timeout. */
+export class RelayTimeoutError extends VncDispatchError {
+  static readonly code = 'VD_ERR_RELAY_TIMEOUT';
+  static readonly statusCode = 504;
+  constructor(message: string = "The blade's agent did not answer the desktop relay in time.", options?: ErrorOptions) {
+    super(RelayTimeoutError.code, RelayTimeoutError.statusCode, message, options);
+  }
+}
+
 export class VncHandshakeError extends VncDispatchError {
   static readonly code = 'VD_ERR_VNC_HANDSHAKE';
   static readonly statusCode = 502;
@@ -377,6 +407,9 @@ export const ERROR_CLASSES = [
   TooManyBadTokensError,
   ProxyUnavailableError,
   VncConnectError,
+  DesktopUnreachableError,
+  DesktopNotFoundError,
+  RelayTimeoutError,
   VncHandshakeError,
   VncAuthFailedError,
   BrowserHandshakeError,

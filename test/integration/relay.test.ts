@@ -8,6 +8,7 @@
  * controller and blade. Users vdtest61..vdtest66.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
@@ -267,6 +268,49 @@ describe('a desktop is reachable only through its agent', () => {
     } finally {
       conn.close();
       await new Promise<void>((r) => squatter.close(() => r()));
+    }
+  });
+});
+
+describe('why the controller cannot reach a desktop, as the close reason the viewer shows', () => {
+  const credentials = () => createAgentCredentials({ ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey });
+  const reads = () => ({ buffer: () => Buffer.alloc(4096), callback: () => true });
+
+  it('a session the agent does not run: VD_ERR_DESKTOP_NOT_FOUND', async () => {
+    const conn = new AgentConnection({ name: 'b1', address: agent.address, credentials: credentials() });
+    try {
+      const stream = conn.openDesktop('00000000-0000-4000-8000-000000000000', reads(), 5000);
+      await expect(stream.opened).rejects.toMatchObject({ code: 'VD_ERR_DESKTOP_NOT_FOUND' });
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('an agent port where nothing listens: VD_ERR_BLADE_DOWN', async () => {
+    const closed = createNetServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const conn = new AgentConnection({ name: 'b1', address: `127.0.0.1:${port}`, credentials: credentials() });
+    try {
+      await expect(conn.openDesktop(randomUUID(), reads(), 5000).opened).rejects.toMatchObject({ code: 'VD_ERR_BLADE_DOWN' });
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('an agent port that accepts and never answers (a frozen blade): VD_ERR_RELAY_TIMEOUT', async () => {
+    const held: Socket[] = [];
+    const silent = createNetServer((s) => held.push(s.on('error', () => undefined)));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const conn = new AgentConnection({ name: 'b1', address: `127.0.0.1:${(silent.address() as { port: number }).port}`,
+      credentials: credentials() });
+    try {
+      await expect(conn.openDesktop(randomUUID(), reads(), 300).opened).rejects.toMatchObject({ code: 'VD_ERR_RELAY_TIMEOUT' });
+    } finally {
+      conn.close();
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
     }
   });
 });

@@ -16,8 +16,8 @@ import { keyCombo } from './keys.js';
 
 const STORAGE_KEY = 'vncdispatch.viewer';
 const PREFS_KEY = 'vncdispatch.viewer.prefs';
-/** Reconnect attempts before giving up and offering a button. */
-const MAX_ATTEMPTS = 8;
+/** Reconnect attempts before giving up and offering a button (0, 0.25, 0.5, 1, 2 … 30 s: about 90 s in all). */
+const MAX_ATTEMPTS = 10;
 /** A connection that stayed up this long resets the attempt count, so a flapping link still backs off. */
 const STABLE_MS = 10_000;
 const MAX_DELAY_MS = 30_000;
@@ -26,6 +26,27 @@ const PING_EVERY_MS = 5_000;
 const PING_SAMPLES = 5;
 /** An upload backlog this large means the link cannot keep up with input (a paste, a drag): quality is poor. */
 const CONGESTED_BYTES = 256 * 1024;
+/**
+ * Why the desktop cannot be reached, in words, by the error code the controller gives: the reason of the WebSocket's
+ * close (code 1011) or the code of a refused POST /viewer/reconnect (README: "WebSocket close codes", "Error codes").
+ */
+const WHY = {
+  VD_ERR_BLADE_DOWN: 'The server running this desktop is not answering.',
+  VD_ERR_RELAY_TIMEOUT: 'The server running this desktop did not answer in time.',
+  VD_ERR_DESKTOP_UNREACHABLE: 'The desktop is not answering on its server.',
+  VD_ERR_DESKTOP_NOT_FOUND: 'The desktop is no longer running on its server.',
+  VD_ERR_VNC_CONNECT: 'The desktop cannot be reached.',
+  VD_ERR_VNC_HANDSHAKE: 'The desktop did not answer as a desktop should.',
+  VD_ERR_VNC_AUTH_FAILED: 'The desktop refused the connection.',
+  VD_ERR_SESSION_STARTING: 'The desktop is still starting.',
+  VD_ERR_STORE_UNAVAILABLE: 'The desktop service is having trouble.',
+  VD_ERR_PROXY_UNAVAILABLE: 'The desktop service is having trouble.',
+};
+
+/** { code, text } for an error code the page knows, else null. */
+function why(code) {
+  return typeof code === 'string' && Object.hasOwn(WHY, code) ? { code, text: WHY[code] } : null;
+}
 
 const $ = (id) => document.getElementById(id);
 const statusEl = $('status');
@@ -61,6 +82,8 @@ let finished = false;
 let userClosed = false;
 let retryTimer = 0;
 let credentials = null;
+/** Why the last connection failed (see why()), until a connection succeeds: the status keeps saying it meanwhile. */
+let failure = null;
 /** Completed connections, published as #status[data-connections]: a counter tests and monitors can wait on, where a
  *  state like 'disconnected' may last only a few milliseconds. */
 let connections = 0;
@@ -147,19 +170,31 @@ function openSocket(path) {
   const early = [];
   const keep = (e) => early.push(e.data);
   ws.addEventListener('message', keep);
-  return {
+  let settleClosed;
+  const sock = {
     ws,
+    /** The close's reason as an explanation (see WHY), once the socket has closed; null before or if none applies. */
+    why: null,
+    /** Resolves when the socket has closed (registered before noVNC's handler, so it runs first). */
+    closed: new Promise((resolve) => {
+      settleClosed = resolve;
+    }),
     adopt() {
       ws.removeEventListener('message', keep);
       return early;
     },
   };
+  ws.addEventListener('close', (e) => {
+    sock.why = why(e.reason);
+    settleClosed();
+  });
+  return sock;
 }
 
 function connect(websocketPath) {
-  setState('connecting', 'Connecting…');
+  setState('connecting', failure ? `${failure.text} Reconnecting…` : 'Connecting…');
   retryEl.hidden = true;
-  showNotice('');
+  showNotice(failure ? failure.text : '');
   try {
     socket = openSocket(websocketPath);
   } catch {
@@ -180,9 +215,13 @@ function attach(sock) {
     // What the server sent before noVNC was listening, replayed to noVNC's own handler in order.
     for (const data of sock.adopt()) sock.ws.dispatchEvent(new MessageEvent('message', { data }));
   } catch {
-    // noVNC refuses a socket that closed while it loaded (a refused token, a dropped link): ask for a new one.
+    // noVNC refuses a socket that closed while it loaded (a refused token, a dropped link, a desktop that cannot be
+    // reached): say why, once the close has arrived, and ask for a new one.
     socket = null;
-    scheduleReconnect();
+    const late = new Promise((resolve) => setTimeout(resolve, 1000));
+    void Promise.race([sock.closed, late]).then(() => {
+      if (!finished && !userClosed) scheduleReconnect(0, sock.why);
+    });
     return;
   }
   rfb = r;
@@ -193,6 +232,9 @@ function attach(sock) {
     connectedAt = Date.now();
     connections += 1;
     statusEl.dataset.connections = String(connections);
+    failure = null;
+    statusEl.dataset.reason = '';
+    showNotice('');
     setState('connected', 'Connected');
     safely(() => r.focus());
     void measureLatency();
@@ -210,7 +252,7 @@ function attach(sock) {
     }
     if (connectedAt && Date.now() - connectedAt >= STABLE_MS) attempts = 0;
     connectedAt = 0;
-    scheduleReconnect();
+    scheduleReconnect(0, sock.why);
   });
   r.addEventListener('credentialsrequired', () => {
     // The proxy authenticates to the desktop; a password request means something is misconfigured. Never prompt.
@@ -252,21 +294,29 @@ function safely(fn) {
 }
 
 function delayFor(attempt) {
-  // 0, 1, 2, 4, 8, 16, 30, 30 seconds: ask at once (it may just say "ended"), then back off.
-  return attempt <= 1 ? 0 : Math.min(1000 * 2 ** (attempt - 2), MAX_DELAY_MS);
+  // 0, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 30 seconds. Ask at once, and again soon: a desktop that has just died drops
+  // the connection a moment before the controller has ended its session, and the page should say "ended" within a
+  // second, not after a second back-off step. Then back off.
+  return attempt <= 1 ? 0 : Math.min(125 * 2 ** (attempt - 1), MAX_DELAY_MS);
 }
 
-function scheduleReconnect(extraDelayMs = 0) {
+/**
+ * The connection is gone, or could not be made: say why (`reason` from why(), or null for a plain drop) and try
+ * again after the back-off. #status[data-reason] carries the error code for tests and monitors.
+ */
+function scheduleReconnect(extraDelayMs = 0, reason = null) {
   attempts += 1;
+  failure = reason;
+  statusEl.dataset.reason = reason ? reason.code : '';
+  showNotice(reason ? reason.text : '');
   if (attempts > MAX_ATTEMPTS) {
-    setState('disconnected', 'Disconnected. The desktop could not be reached.');
+    setState('disconnected', `Disconnected. ${reason ? reason.text : 'The desktop could not be reached.'}`);
     retryEl.hidden = false;
     return;
   }
   const delay = Math.max(delayFor(attempts), extraDelayMs);
-  setState('disconnected', delay > 0
-    ? `Connection lost. Reconnecting in ${Math.round(delay / 1000)} s…`
-    : 'Connection lost. Reconnecting…');
+  const lead = reason ? reason.text : 'Connection lost.';
+  setState('disconnected', delay >= 1000 ? `${lead} Reconnecting in ${Math.round(delay / 1000)} s…` : `${lead} Reconnecting…`);
   clearTimeout(retryTimer);
   retryTimer = setTimeout(reconnect, delay);
 }
@@ -302,7 +352,14 @@ async function reconnect() {
   }
   if (!res.ok) {
     const retryAfter = Number(res.headers.get('retry-after'));
-    scheduleReconnect(Number.isFinite(retryAfter) ? Math.min(retryAfter * 1000, MAX_DELAY_MS) : 0);
+    let code = null;
+    try {
+      code = (await res.json())?.error?.code;
+    } catch {
+      // Not our JSON (a proxy's error page): no reason to show.
+    }
+    if (finished || userClosed) return;
+    scheduleReconnect(Number.isFinite(retryAfter) ? Math.min(retryAfter * 1000, MAX_DELAY_MS) : 0, why(code));
     return;
   }
   let body;
