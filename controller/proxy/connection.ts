@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { VncDispatchError, VncHandshakeError } from '../errors.js';
+import { DesktopNotFoundError, DesktopUnreachableError, VncDispatchError, VncHandshakeError } from '../errors.js';
 import { pipeBytes, VncReader, type ByteCounters } from './byte-pipe.js';
 import type { CloseReason, ProxyMetrics } from './metrics.js';
 import { RfbBrowserHandshake } from './rfb-browser-handshake.js';
@@ -21,6 +21,7 @@ export interface ConnectionSettings {
   maxReadBytes: number;
   handshakeTimeoutMs: number;
   connectTimeoutMs: number;
+  desktopGoneGraceMs: number;
   maxReasonLength: number;
 }
 
@@ -51,6 +52,8 @@ export class ProxyConnection implements ByteCounters {
   private closed = false;
   private piping = false;
   private timer: NodeJS.Timeout | null = null;
+  /** Set while the desktop is gone and the connection waits for its session's end (desktopGoneGraceMs). */
+  private grace: NodeJS.Timeout | null = null;
   private vncHs: RfbClientHandshake | null;
   private browserHs: RfbBrowserHandshake | null = new RfbBrowserHandshake();
   private vncReady = false;
@@ -113,13 +116,30 @@ export class ProxyConnection implements ByteCounters {
         this.desktopOpen = true;
         if (this.desktopClosedEarly) this.onDesktopClosed();
       },
-      (err: unknown) => this.fail('connect-failed', toProxyError(err)),
+      (err: unknown) => {
+        const e = toProxyError(err);
+        if (e instanceof DesktopNotFoundError || e instanceof DesktopUnreachableError) this.awaitSessionEnd(() => this.fail('connect-failed', e));
+        else this.fail('connect-failed', e);
+      },
     );
   }
 
   private onDesktopClosed(): void {
-    if (this.piping) this.close('vnc-closed', WS_NORMAL, 'desktop closed the connection');
+    if (this.piping) this.awaitSessionEnd(() => this.close('vnc-closed', WS_NORMAL, 'desktop closed the connection'));
     else this.fail('handshake-failed', new VncHandshakeError('desktop server closed the connection during the RFB handshake'));
+  }
+
+  /**
+   * The desktop is gone. If its session is ending, the controller closes this connection within the grace period
+   * (shutdown(), 1008 "session ended") and the viewer asks and hears "ended" at once; otherwise `thenClose` tells the
+   * browser what happened to the desktop. What the browser sends meanwhile goes nowhere (the desktop's socket is
+   * destroyed) and costs nothing.
+   */
+  private awaitSessionEnd(thenClose: () => void): void {
+    if (this.closed || this.grace) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.grace = setTimeout(thenClose, this.settings.desktopGoneGraceMs);
   }
 
   private readonly onEarlyBrowserMessage = (): void => {
@@ -139,6 +159,7 @@ export class ProxyConnection implements ByteCounters {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.grace) clearTimeout(this.grace);
     this.tcp?.destroy();
     if (reason === 'heartbeat-timeout') this.ws.terminate();
     else if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code, text);

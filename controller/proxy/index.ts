@@ -61,6 +61,12 @@ export interface ProxyOptions {
   /** Both RFB handshakes must finish within this (also bounds authorize()). */
   handshakeTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * A connection whose desktop went away (it closed, or the agent says it is gone or does not answer) waits this long
+   * for its session's end before telling the browser: a desktop that died is ended by the controller a moment later,
+   * and the viewer should hear "session ended" (and say so at once), not "unreachable" followed by retries.
+   */
+  desktopGoneGraceMs?: number;
   maxConnectionsPerIp?: number;
   /**
    * Largest read from the desktop socket: the largest message sent to the browser, and the most a connection holds
@@ -89,6 +95,7 @@ const DEFAULTS = {
   heartbeatMs: 30_000,
   handshakeTimeoutMs: 10_000,
   connectTimeoutMs: 5_000,
+  desktopGoneGraceMs: 1_000,
   maxConnectionsPerIp: 20,
   // Measured (bench:proxy, 2 cores): 1 MiB reads cost the proxy 0.37-0.47 s of CPU per GB downstream against
   // 0.6 s with 256 KiB, and stream faster. Only a connection whose reads keep filling the buffer grows to it.
@@ -132,7 +139,7 @@ export class VncProxy {
 
   constructor(options: ProxyOptions) {
     const o: Resolved = { ...DEFAULTS, ...options };
-    for (const key of ['maxPayload', 'idleTimeoutMs', 'heartbeatMs', 'handshakeTimeoutMs', 'connectTimeoutMs', 'maxConnectionsPerIp', 'maxReadBytes', 'revalidateIntervalMs', 'maxReasonLength'] as const) {
+    for (const key of ['maxPayload', 'idleTimeoutMs', 'heartbeatMs', 'handshakeTimeoutMs', 'connectTimeoutMs', 'desktopGoneGraceMs', 'maxConnectionsPerIp', 'maxReadBytes', 'revalidateIntervalMs', 'maxReasonLength'] as const) {
       if (!Number.isFinite(o[key]) || o[key] <= 0) throw new TypeError(`VncProxy: ${key} must be a positive number`);
     }
     if (!o.path.startsWith('/')) throw new TypeError('VncProxy: path must start with /');

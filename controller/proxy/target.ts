@@ -14,7 +14,7 @@ export interface DesktopReads {
 /** A byte stream to a desktop: usable at once; `opened` settles when the desktop answered (or why it did not). */
 export interface DesktopStream {
   socket: Socket;
-  /** Rejects with a VncDispatchError (VD_ERR_VNC_CONNECT) that says why the desktop cannot be reached. */
+  /** Rejects with a VncDispatchError that says why the desktop cannot be reached (its code is the close reason). */
   opened: Promise<void>;
 }
 
