@@ -110,6 +110,10 @@ export function pipeBytes(ws: WebSocket, wsSocket: Duplex, tcp: Socket, reader: 
       options.onTextFrame();
       return;
     }
+    // A destroyed desktop socket (the desktop went away; the connection may wait for its session's end) takes
+    // nothing and never drains: pausing the browser then would also keep ws from reading the browser's answer to
+    // our close frame, and the browser would report the close only after its own timeout (2 s in Chromium).
+    if (tcp.destroyed) return;
     counters.up += data.length;
     if (!tcp.write(data) && !wsPaused) {
       wsPaused = true;

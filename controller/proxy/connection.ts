@@ -160,6 +160,9 @@ export class ProxyConnection implements ByteCounters {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.grace) clearTimeout(this.grace);
+    // Whatever paused the browser's socket (backpressure towards the desktop), its answer to our close frame must be
+    // read, or the browser hears of the close only after its own timeout.
+    this.ws.resume();
     this.tcp?.destroy();
     if (reason === 'heartbeat-timeout') this.ws.terminate();
     else if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code, text);

@@ -107,7 +107,7 @@ afterEach(() => {
 
 describe('proxy to a real Xvnc', () => {
   it('completes RFB with security None for the browser and relays a framebuffer update with the red desktop', async () => {
-    const { token } = grant();
+    const { token, grant: g } = grant();
     const c = await connect(token);
     clients.push(c);
     expect(c.ws.protocol).toBe('binary');
@@ -136,8 +136,10 @@ describe('proxy to a real Xvnc', () => {
 
     c.close();
     await c.closedPromise;
-    await expect.poll(() => logs().find((l) => l.msg === 'desktop connection closed' && l.sessionId !== undefined)).toBeTruthy();
-    const closeLine = logs().find((l) => l.msg === 'desktop connection closed')!;
+    // This connection's line: the tests run in any order, and others' lines may come first.
+    const mine = (l: Record<string, unknown>) => l.msg === 'desktop connection closed' && l.sessionId === g.target.sessionId;
+    await expect.poll(() => logs().find(mine)).toBeTruthy();
+    const closeLine = logs().find(mine)!;
     expect(closeLine).toMatchObject({ user: testUser(31), blade: 'blade-test', clientIp: '127.0.0.1', reason: 'browser-closed' });
     // Counted by the proxy: at least the pixels this client read (Xvnc may split the screen into several rectangles).
     expect(closeLine.bytesDown as number).toBeGreaterThanOrEqual(w * h * 4);
