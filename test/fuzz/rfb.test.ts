@@ -1,24 +1,29 @@
 /**
  * Fuzzing RFB through the real controller process with real tokens: the browser side during and after the
  * handshake (against a real Xvnc started by a real agent), and the server side during the handshake. For the
- * server side the session's VNC port is pointed, in the controller's store, at a scripted hostile VNC server
- * (test/helpers/fake-vnc-server.ts): a real Xvnc cannot be made to send arbitrary bytes. Properties: the process stays
- * up and keeps answering /healthz; every close the browser sees carries a documented close code.
+ * server side only the desktop is mocked: the real agent starts test/fixtures/hostile-xvnc.mjs in place of Xvnc
+ * (--xvnc) and relays to its Unix socket, since a real Xvnc cannot be made to send arbitrary bytes. Properties: the
+ * process stays up and keeps answering /healthz; every close the browser sees carries a documented close code;
+ * the server side also leaves no connection open in the controller's books.
  * Fixed seed; FUZZ_SCALE (npm run test:fuzz) multiplies the runs.
  */
-import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { chmodSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SQLITE_FILE_NAME } from '../../controller/store/sqlite-store.js';
-import { alive } from '../helpers/agent-process.js';
+import { alive, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { makePki } from '../helpers/certs.js';
+import { api, waitForBladeStates } from '../helpers/controller-checks.js';
+import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { startEdgeRig, type EdgeRig } from '../helpers/edge-rig.js';
-import { startScriptedVncServer, type ScriptedVncServer, type VncScript } from '../helpers/fake-vnc-server.js';
 import { DOCUMENTED_CLOSE_CODES, fuzzParams, fuzzTimeout } from '../helpers/fuzz.js';
+import { repoRoot } from '../helpers/node-service.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
 
 let rig: EdgeRig;
+const HOSTILE_XVNC = resolve(repoRoot(), 'test', 'fixtures', 'hostile-xvnc.mjs');
 
 beforeAll(async () => {
   // A short handshake timeout: a hostile server that stalls costs a run this long, not the default 10 s.
@@ -118,17 +123,43 @@ describe('fuzzing the browser side of RFB', () => {
 });
 
 describe('fuzzing the server side of RFB during the handshake', () => {
-  const user = testUser(46);
-  let fake: ScriptedVncServer;
-  let script: VncScript = { chunks: [], stall: false };
+  // Only the desktop is mocked: the real agent starts test/fixtures/hostile-xvnc.mjs in place of Xvnc (--xvnc, as the
+  // user, with -rfbunixpath and -displayfd) and relays to it over mutual TLS; a real Xvnc cannot be made to send
+  // arbitrary bytes. The session script only sleeps (there is no X server to run a desktop on).
+  const user = testUser(104);
+  let dir: string;
+  let scriptFile: string;
+  let agent: AgentProcess;
+  let controller: ControllerProcess;
+
+  const writeScript = (s: { chunks: Buffer[]; stall: boolean }) => {
+    writeFileSync(`${scriptFile}.new`, JSON.stringify({ chunks: s.chunks.map((b) => b.toString('hex')), stall: s.stall }), { mode: 0o644 });
+    renameSync(`${scriptFile}.new`, scriptFile);
+  };
 
   beforeAll(async () => {
-    fake = await startScriptedVncServer(() => script);
-  });
+    const pki = makePki();
+    dir = mkdtempSync(join(tmpdir(), 'vd-hostile-xvnc-'));
+    chmodSync(dir, 0o755);
+    scriptFile = join(dir, 'script.json');
+    writeScript({ chunks: [], stall: false });
+    const wrapper = join(dir, 'xvnc');
+    writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${HOSTILE_XVNC} --script ${scriptFile} "$@"\n`, { mode: 0o755 });
+    const session = join(dir, 'session');
+    writeFileSync(session, '#!/bin/sh\nexec sleep 86400\n', { mode: 0o755 });
+    agent = await startAgent({ pki, args: ['--xvnc', wrapper, '--session-script', session] });
+    controller = await startController({ pki, blades: [{ name: 'hostile', address: `127.0.0.1:${agent.port}` }],
+      args: ['--handshake-timeout-ms', '300'] });
+    await waitForBladeStates(controller, { hostile: 'UP' });
+  }, 90_000);
 
   afterAll(async () => {
-    await fake?.close();
-  });
+    const live = await api(controller, 'GET', '/api/v1/sessions?state=live').catch(() => null);
+    for (const s of live?.body?.sessions ?? []) await api(controller, 'DELETE', `/api/v1/sessions/${s.id}`).catch(() => {});
+    await controller?.stop();
+    await agent?.stop();
+    for (const d of [dir, agent?.stateDir, controller?.dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+  }, 60_000);
 
   const u32 = (n: number) => {
     const b = Buffer.alloc(4);
@@ -146,33 +177,39 @@ describe('fuzzing the server side of RFB during the handshake', () => {
       .map(([w, h, n]) => Buffer.concat([Buffer.from([w >> 8, w & 255, h >> 8, h & 255]), Buffer.alloc(16), u32(n)])),
   );
 
-  // Skipped: desktops are now reached through the agent's mutual-TLS relay, not at the session's TCP port, so pointing
-  // the session's port at the hostile server no longer puts it behind the proxy. It needs a hostile desktop behind
-  // the relay (a Unix socket the agent relays to) before it can run again.
-  it.skip('anything a VNC server sends during the handshake ends at most its own connection, with a documented close', async () => {
-    // The session's desktop, as the store knows it, now listens at the hostile server's port.
-    const { sessionId } = await rig.grant(user);
-    const db = new Database(join(rig.controller.dataDir, SQLITE_FILE_NAME));
-    try {
-      db.prepare('UPDATE sessions SET port = ? WHERE id = ?').run(fake.port, sessionId);
-    } finally {
-      db.close();
-    }
+  async function openConnections(): Promise<number> {
+    const text = await (await fetch(`${controller.url}/metrics`)).text();
+    return Number(/^vncdispatch_proxy_connections_open(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? NaN);
+  }
+
+  it('anything a VNC server sends during the handshake ends at most its own connection, with a documented close', async () => {
+    let desktopFailures = 0;
     await fc.assert(fc.asyncProperty(fc.array(serverChunk, { maxLength: 6 }), fc.boolean(), async (chunks, stall) => {
-      script = { chunks, stall };
-      const connectionsBefore = fake.connections;
-      const c = await connect((await rig.grant(user)).token);
+      writeScript({ chunks, stall });
+      const r = await api(controller, 'POST', '/api/v1/sessions', { username: user });
+      expect([200, 201], r.text).toContain(r.status);
+      const c = await openWebSocket(`${controller.url.replace('http', 'ws')}/websockify?token=${r.body.token as string}`);
+      if (isRefused(c)) throw new Error(`refused: ${c.status} ${JSON.stringify(c.body)}`);
       try {
         // The browser plays a well-behaved noVNC; the server decides how far the handshake gets.
         await c.handshakeNone().catch(() => {});
-        await expect.poll(() => fake.connections).toBeGreaterThan(connectionsBefore);
         await settled(c);
         expectDocumentedClose(c, `${chunks.map((b) => b.subarray(0, 16).toString('hex')).join(' ')} stall=${stall}`);
+        if (c.closed?.code === 1011) desktopFailures++;
       } finally {
         c.ws.terminate();
       }
-      expect(await rig.healthy()).toBe(true);
+      const health = await fetch(`${controller.url}/healthz`).catch(() => null);
+      expect(health?.status).toBe(200);
+      // Nothing leaks: the connection is gone from the controller's books (its relay with it).
+      await expect.poll(openConnections, { timeout: 10_000 }).toBe(0);
     }), fuzzParams(60));
-    expect(alive(rig.controller.pid)).toBe(true);
+    expect(alive(controller.pid)).toBe(true);
+    // The hostile bytes really came from behind the relay: the proxy blamed the desktop side (1011) for some runs.
+    expect(desktopFailures).toBeGreaterThan(0);
+    // The hostile desktop broke only its own connections: its session is still live, and the agent still answers.
+    const live = await api(controller, 'GET', '/api/v1/sessions?state=live');
+    expect((live.body.sessions as { username: string }[]).map((s) => s.username)).toEqual([user]);
+    expect((await api(controller, 'GET', '/api/v1/blades/hostile')).body.state).toBe('UP');
   }, fuzzTimeout(180_000));
 });
