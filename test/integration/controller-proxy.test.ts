@@ -5,7 +5,7 @@
  * so "no TCP connection reached the blade" is read from there. Users vdtest38..vdtest40.
  */
 import { createServer, type Server } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { desktopLog, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
@@ -106,9 +106,15 @@ describe('a browser reaches its desktop through the controller', () => {
       expect(init.name).toBe(`${USER}'s desktop`);
       expect([init.width, init.height]).toEqual([1280, 800]);
       expect(init.bpp).toBe(32);
-      const pixels = await sampleBackground(client, init.width, init.height);
-      // TigerVNC's default pixel format is little-endian BGRX: the default session script's #3465a4 background.
-      for (let i = 0; i < pixels.length; i += 4) expect([...pixels.subarray(i, i + 3)]).toEqual([0xa4, 0x65, 0x34]);
+      // TigerVNC's default pixel format is little-endian BGRX: the default session script's #3465a4 background. A
+      // desktop started just now may not have run xsetroot yet, so sample until it has (it then stays).
+      const bgrx = (p: Buffer) => new Set(Array.from({ length: p.length / 4 }, (_, i) => [...p.subarray(i * 4, i * 4 + 3)].join(',')));
+      let seen = new Set<string>();
+      await vi.waitFor(async () => {
+        seen = bgrx(await sampleBackground(client, init.width, init.height));
+        if (seen.size !== 1 || !seen.has('164,101,52')) throw new Error(`background not painted yet: ${[...seen].join(' ')}`);
+      }, { timeout: 15_000, interval: 100 }).catch(() => undefined);
+      expect([...seen]).toEqual(['164,101,52']);
     } finally {
       client.close();
     }
