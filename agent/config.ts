@@ -72,6 +72,35 @@ export const defaults = {
   shutdownGraceMs: 5000,
 } as const;
 
+/** The flags and their defaults (from `defaults`); the usage text and README's table are tested against this list. */
+export const OPTIONS = {
+  listen: { type: 'string', default: defaults.listen },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  insecure: { type: 'boolean', default: false },
+  'state-dir': { type: 'string', default: defaults.stateDir },
+  'max-sessions': { type: 'string', default: String(defaults.maxSessions) },
+  'min-uid': { type: 'string', default: String(defaults.minUid) },
+  'allow-group': { type: 'string' },
+  'start-settle-ms': { type: 'string', default: String(defaults.startSettleMs) },
+  'relay-handshake-timeout-ms': { type: 'string', default: String(defaults.relayHandshakeTimeoutMs) },
+  geometry: { type: 'string', default: defaults.geometry },
+  depth: { type: 'string', default: String(defaults.depth) },
+  'session-script': { type: 'string' },
+  xvnc: { type: 'string', default: defaults.xvnc },
+  'stop-grace-ms': { type: 'string', default: String(defaults.stopGraceMs) },
+  'runtime-dir': { type: 'string', default: defaults.runtimeDir },
+  'allow-root-group': { type: 'boolean', default: false },
+  'start-timeout-ms': { type: 'string', default: String(defaults.startTimeoutMs) },
+  'lookup-timeout-ms': { type: 'string', default: String(defaults.lookupTimeoutMs) },
+  'reap-interval-ms': { type: 'string', default: String(defaults.reapIntervalMs) },
+  'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
+  'log-level': { type: 'string', default: defaults.logLevel },
+  'metrics-listen': { type: 'string' },
+  help: { type: 'boolean', default: false },
+} as const;
+
 export const USAGE = `usage: vncdispatch-agent [options]
   --listen HOST:PORT     gRPC and desktop relay address (default ${defaults.listen}; port 0 picks a free port)
   --tls-cert FILE        server certificate (PEM)
@@ -143,33 +172,7 @@ export function parseConfig(argv: string[]): AgentConfig {
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: {
-        listen: { type: 'string', default: defaults.listen },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        'tls-ca': { type: 'string' },
-        insecure: { type: 'boolean', default: false },
-        'state-dir': { type: 'string', default: defaults.stateDir },
-        'max-sessions': { type: 'string', default: String(defaults.maxSessions) },
-        'min-uid': { type: 'string', default: String(defaults.minUid) },
-        'allow-group': { type: 'string' },
-        'start-settle-ms': { type: 'string', default: String(defaults.startSettleMs) },
-        'relay-handshake-timeout-ms': { type: 'string', default: String(defaults.relayHandshakeTimeoutMs) },
-        geometry: { type: 'string', default: defaults.geometry },
-        depth: { type: 'string', default: String(defaults.depth) },
-        'session-script': { type: 'string' },
-        xvnc: { type: 'string', default: defaults.xvnc },
-        'stop-grace-ms': { type: 'string', default: String(defaults.stopGraceMs) },
-        'runtime-dir': { type: 'string', default: defaults.runtimeDir },
-        'allow-root-group': { type: 'boolean', default: false },
-        'start-timeout-ms': { type: 'string', default: String(defaults.startTimeoutMs) },
-        'lookup-timeout-ms': { type: 'string', default: String(defaults.lookupTimeoutMs) },
-        'reap-interval-ms': { type: 'string', default: String(defaults.reapIntervalMs) },
-        'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
-        'log-level': { type: 'string', default: defaults.logLevel },
-        'metrics-listen': { type: 'string' },
-        help: { type: 'boolean', default: false },
-      },
+      options: OPTIONS,
     }));
   } catch (err) {
     throw new ConfigError((err as Error).message);

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../shared/config-error.js';
-import { parseBladeNetworks } from './blades/blade-networks.js';
+import { DEFAULT_BLADE_NETWORKS, parseBladeNetworks } from './blades/blade-networks.js';
 import { parseHostPort } from '../shared/host-port.js';
 import { isRole, ROLES, type ApiKey } from './api/auth.js';
 
@@ -67,8 +67,8 @@ export interface Config {
   bladeNetworks: readonly string[];
   tokenTtlSeconds: number;
   tokenReuse: boolean;
-  maxConnectionsPerIp: number | null;
-  idleTimeoutSeconds: number | null;
+  maxConnectionsPerIp: number;
+  idleTimeoutSeconds: number;
   /** Both RFB handshakes (to the desktop and to the browser) must finish within this. */
   handshakeTimeoutMs: number;
   /** Open TCP connections (HTTP and WebSocket) at most; over it the oldest idle connection is closed. */
@@ -89,8 +89,15 @@ export interface Config {
 /** Environment variable with API keys (one per line or comma-separated): unlike argv, not readable by other users. */
 export const API_KEYS_ENV = 'VNCDISPATCH_API_KEYS';
 
-/** The flags, their defaults and one line each; the README's table is made from the same facts. */
-const OPTIONS = {
+/**
+ * Proxy defaults that are also flags: the proxy (proxy/index.ts) falls back to these when it is built without a
+ * configuration (its own tests), so both read them here.
+ */
+export const PROXY_DEFAULTS: Readonly<{ maxConnectionsPerIp: number; idleTimeoutSeconds: number; handshakeTimeoutMs: number }> =
+  { maxConnectionsPerIp: 20, idleTimeoutSeconds: 1800, handshakeTimeoutMs: 10_000 };
+
+/** The flags and their defaults; the usage text and README's table are tested against this list. */
+export const OPTIONS = {
   listen: { type: 'string', default: '127.0.0.1:8080' },
   'public-url': { type: 'string' },
   blade: { type: 'string', multiple: true, default: [] as string[] },
@@ -116,12 +123,12 @@ const OPTIONS = {
   'session-retention-hours': { type: 'string', default: '720' },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
   'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
-  'blade-networks': { type: 'string', multiple: true, default: [] as string[] },
+  'blade-networks': { type: 'string', multiple: true, default: [DEFAULT_BLADE_NETWORKS.join(',')] as string[] },
   'token-ttl': { type: 'string', default: '60' },
   'token-reuse': { type: 'boolean', default: false },
-  'max-connections-per-ip': { type: 'string' },
-  'idle-timeout': { type: 'string' },
-  'handshake-timeout-ms': { type: 'string', default: '10000' },
+  'max-connections-per-ip': { type: 'string', default: String(PROXY_DEFAULTS.maxConnectionsPerIp) },
+  'idle-timeout': { type: 'string', default: String(PROXY_DEFAULTS.idleTimeoutSeconds) },
+  'handshake-timeout-ms': { type: 'string', default: String(PROXY_DEFAULTS.handshakeTimeoutMs) },
   'max-connections': { type: 'string', default: '10000' },
   'headers-timeout-ms': { type: 'string', default: '10000' },
   'request-timeout-ms': { type: 'string', default: '30000' },
@@ -138,7 +145,9 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --blades-file FILE            JSON array of {"name","address"} objects
   --blade-networks CIDR[,CIDR]  networks POST /api/v1/blades may register IP addresses in, or none (repeatable;
                                 default loopback, 10/8, 172.16/12, 192.168/16, fc00::/7)
-  --agent-tls-cert/-key/-ca F   mutual TLS to the agents (required unless --insecure-agents)
+  --agent-tls-cert FILE         the controller's client certificate for mutual TLS to the agents
+  --agent-tls-key FILE          its private key
+  --agent-tls-ca FILE           the CA that signed the agents (all three required unless --insecure-agents)
   --insecure-agents             plaintext gRPC to agents: local development only
   --api-keys-file FILE          API keys, one per line: "KEY" (admin) or "ROLE KEY" (ROLE: read, operate or admin);
                                 or the VNCDISPATCH_API_KEYS environment variable (admin keys)
@@ -160,8 +169,8 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
   --token-ttl SECONDS           connection token lifetime (default 60)
   --token-reuse                 allow reconnecting with a token until it expires
-  --max-connections-per-ip N    concurrent desktop connections per client IP
-  --idle-timeout SECONDS        close desktop connections idle this long
+  --max-connections-per-ip N    concurrent desktop connections per client IP (default 20)
+  --idle-timeout SECONDS        close desktop connections idle this long (default 1800)
   --handshake-timeout-ms N      both RFB handshakes of a desktop connection must finish within this (default 10000)
   --max-connections N           open connections (HTTP and WebSocket); over it the oldest idle one closes (default 10000)
   --headers-timeout-ms N        time a client has to send a request's headers (default 10000)
@@ -364,8 +373,8 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     bladeNetworks: parseBladeNetworks(values['blade-networks']),
     tokenTtlSeconds: int(values['token-ttl'], 'token-ttl', 1, 86_400),
     tokenReuse: values['token-reuse'],
-    maxConnectionsPerIp: values['max-connections-per-ip'] ? int(values['max-connections-per-ip'], 'max-connections-per-ip', 1) : null,
-    idleTimeoutSeconds: values['idle-timeout'] ? int(values['idle-timeout'], 'idle-timeout', 1) : null,
+    maxConnectionsPerIp: int(values['max-connections-per-ip'], 'max-connections-per-ip', 1),
+    idleTimeoutSeconds: int(values['idle-timeout'], 'idle-timeout', 1),
     handshakeTimeoutMs: int(values['handshake-timeout-ms'], 'handshake-timeout-ms', 100, 600_000),
     maxConnections: int(values['max-connections'], 'max-connections', 1, 1_000_000),
     headersTimeoutMs,

@@ -14,6 +14,7 @@ import proxyaddr from '@fastify/proxy-addr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { PROXY_DEFAULTS } from '../config.js';
 import { refuseRaw } from '../error-reply.js';
 import {
   InternalError,
@@ -91,12 +92,12 @@ const DEFAULTS = {
   allowedOrigins: [] as string[],
   trustProxy: [] as string[],
   maxPayload: 64 * 1024,
-  idleTimeoutMs: 30 * 60_000,
+  idleTimeoutMs: PROXY_DEFAULTS.idleTimeoutSeconds * 1000,
   heartbeatMs: 30_000,
-  handshakeTimeoutMs: 10_000,
+  handshakeTimeoutMs: PROXY_DEFAULTS.handshakeTimeoutMs,
   connectTimeoutMs: 5_000,
   desktopGoneGraceMs: 1_000,
-  maxConnectionsPerIp: 20,
+  maxConnectionsPerIp: PROXY_DEFAULTS.maxConnectionsPerIp,
   // Measured (bench:proxy, 2 cores): 1 MiB reads cost the proxy 0.37-0.47 s of CPU per GB downstream against
   // 0.6 s with 256 KiB, and stream faster. Only a connection whose reads keep filling the buffer grows to it.
   maxReadBytes: 1024 * 1024,
