@@ -16,12 +16,17 @@
  * slowest process on every WebSocket path on a 2-core machine and hid the difference between proxies. Round trips and
  * idle connections use the `ws` client.
  *
- * CPU placement: with BENCH_PIN unset or 1 (and at least 2 CPUs), the bench client runs on CPU 0 alone and everything
- * under test (the target, our proxy, websockify and its per-connection forks) on CPU 1. On a 2-core machine the
- * scheduler otherwise decides where three busy processes run, and the figures followed its choices: downstream
- * ratios of 1.08 to 1.47 for the same code in consecutive runs. Pinned, both proxies meet identical conditions
- * (each shares one core with the target), the client, which in real use is a remote browser, takes nothing from the
- * proxy, and what is measured is what the proxy costs. BENCH_PIN=0 lets the scheduler place them (the run says which).
+ * The real path: browser-side WebSocket -> the controller's proxy (VncProxy, the relay dialer of agent-client/, mutual
+ * TLS with the test PKI) -> the agent's real listener and DesktopRelay (agent/listener.ts, agent/relay/; only its
+ * session table is a stand-in that names the target's Unix socket) -> the target on a Unix socket, as Xvnc listens.
+ * The older "proxy, TCP dialer" path (the proxy dialing the target over plain TCP) stays for comparison with earlier
+ * figures.
+ *
+ * CPU placement: with BENCH_PIN unset or 1 (and at least 2 CPUs), each proxy under comparison (our controller
+ * processes, websockify and its per-connection forks) runs on CPU 1, one at a time (the passes are sequential), and the
+ * bench client, the target and the agent share CPU 0: in production the agent runs on the blade, not with the
+ * controller, and the client is a remote browser. On a 2-core machine the scheduler otherwise decides where the busy
+ * processes run, and the figures followed its choices. BENCH_PIN=0 lets the scheduler place them (the run says which).
  *
  * The proxy runs in its own child process so its CPU (utime+stime from /proc) and RSS are its own. websockify forks a
  * process per connection: its CPU is the parent's utime+stime+cutime+cstime (children are reaped before reading)
@@ -47,6 +52,7 @@ import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { maskedFrame, openRawWebSocket, type RawWs } from './raw-ws-client.js';
 import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
+import { makePki, type Pki } from '../helpers/certs.js';
 import { freeLoopbackPort } from '../helpers/ports.js';
 
 const PASSWORD = 'benchpw1';
@@ -72,7 +78,7 @@ const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
 // Role: the target (minimal RFB server + command protocol)
 // ---------------------------------------------------------------------------------------------------------------
 
-async function serveTarget(): Promise<void> {
+async function serveTarget(unixPath: string): Promise<void> {
   const { vncAuthResponse } = await import('../../shared/vnc-des.js');
   const flood = Buffer.alloc(256 * 1024, 0x5a);
   const server = createServer((sock) => {
@@ -159,20 +165,55 @@ async function serveTarget(): Promise<void> {
     sock.on('data', onData);
   });
   server.maxConnections = 100_000;
-  server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as { port: number }).port }));
+  // The same target on a Unix socket too, as Xvnc listens (-rfbunixpath), for the agent relay's path.
+  const onUnix = createServer((sock) => server.emit('connection', sock));
+  onUnix.listen(unixPath, () => {
+    server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as { port: number }).port }));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Role: the agent's relay (the real listener and DesktopRelay, mutual TLS), in its own process
+// ---------------------------------------------------------------------------------------------------------------
+
+async function serveAgent(pkiJson: string, unixPath: string): Promise<void> {
+  const pki = JSON.parse(pkiJson) as Pki;
+  const { parseConfig } = await import('../../agent/config.js');
+  const { listenAgentPort } = await import('../../agent/listener.js');
+  const { DesktopRelay } = await import('../../agent/relay/desktop-relay.js');
+  const { Server } = await import('@grpc/grpc-js');
+  const { default: pino } = await import('pino');
+  const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false }));
+  const config = parseConfig(['--listen', '127.0.0.1:0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert]);
+  // Only the session table is a stand-in: every session id names the target's Unix socket.
+  const sessions = { desktopSocket: () => unixPath, on: () => sessions };
+  const relay = new DesktopRelay({ sessions: sessions as never, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs });
+  const port = await listenAgentPort({ config, grpc: new Server(), relay, log });
+  process.send!({ port: port.port });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Role: our proxy, in its own process
 // ---------------------------------------------------------------------------------------------------------------
 
-async function serveProxy(targetPort: number): Promise<void> {
+async function serveProxy(targetPort: number, relay?: { agentPort: number; pki: Pki }): Promise<void> {
   const { VncProxy } = await import('../../controller/proxy/index.js');
   const { default: pino } = await import('pino');
   // Logs as in production (one line per open and close) but into /dev/null.
   const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: false }));
   const { tcpDesktop } = await import('../helpers/tcp-desktop.js');
-  const target = { sessionId: 's', username: 'bench', blade: 'local', desktop: tcpDesktop('127.0.0.1', targetPort), password: PASSWORD, tokenHash: 'h' };
+  const { createAgentCredentials } = await import('../../controller/agent-client/agent-client.js');
+  const { openDesktopRelay } = await import('../../controller/agent-client/desktop-relay.js');
+  type Dialer = import('../../controller/proxy/target.js').DesktopDialer;
+  let desktop: Dialer = tcpDesktop('127.0.0.1', targetPort);
+  if (relay) {
+    // The controller's own relay dialer, with the TLS options its agent credentials give for 127.0.0.1.
+    const tls = createAgentCredentials({ ca: relay.pki.caCert, cert: relay.pki.clientCert, key: relay.pki.clientKey })
+      .forHost('127.0.0.1').relayTls;
+    desktop = (reads, timeoutMs) => openDesktopRelay({ host: '127.0.0.1', port: relay.agentPort, tls, timeoutMs, onread: reads,
+      sessionId: '00000000-0000-4000-8000-000000000001', blade: 'bench' });
+  }
+  const target = { sessionId: 's', username: 'bench', blade: 'local', desktop, password: PASSWORD, tokenHash: 'h' };
   const proxy = new VncProxy({
     log,
     authorize: async () => target,
@@ -304,16 +345,19 @@ class Conn {
 interface Path {
   name: string;
   pid: number | null;
+  /** The agent relay's process, when the path goes through it (its CPU is reported apart). */
+  agentPid?: number;
   open(): Promise<Conn>;
   /** For throughput: the lean client (raw-ws-client.ts for WebSocket paths, the plain socket for direct TCP). */
   openLean(): Promise<Conn>;
   vncAuth: boolean;
 }
 
-function wsPath(name: string, url: string, pid: number | null, vncAuth: boolean): Path {
+function wsPath(name: string, url: string, pid: number | null, vncAuth: boolean, agentPid?: number): Path {
   return {
     name,
     pid,
+    ...(agentPid !== undefined && { agentPid }),
     vncAuth,
     open: () =>
       new Promise((resolve, reject) => {
@@ -408,6 +452,8 @@ interface Figures {
   downCpuMsPerGB: number | null;
   upCpuMsPerGB: number | null;
   cpuMsPerGB: number | null;
+  /** The agent relay's CPU per GB, both ways (paths through it only). */
+  agentCpuMsPerGB: number | null;
   rttP50us: number;
   rttP99us: number;
 }
@@ -457,11 +503,13 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
     return cpuMs(path.pid);
   };
 
+  const agentCpu = () => (path.agentPid === undefined ? 0 : cpuMs(path.agentPid));
   // Downstream: target floods DOWN_BYTES; timed from the command to the last byte.
   let c = await path.openLean();
   await c.handshake(path.vncAuth, response);
   await settle();
   let cpu0 = await cpu();
+  let agent0 = agentCpu();
   let load = loadStart(path);
   let t0 = process.hrtime.bigint();
   let got = 0;
@@ -477,12 +525,14 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   const downLoad = describeLoad('down', load(c.received), downSec);
   c.close();
   const downCpu = (await cpu()) - cpu0;
+  let agentMs = agentCpu() - agent0;
 
   // Upstream: client sends UP_BYTES in 64 KiB messages; timed until the target acknowledges the last byte.
   c = await path.openLean();
   await c.handshake(path.vncAuth, response);
   await settle();
   cpu0 = await cpu();
+  agent0 = agentCpu();
   const acked = new Promise<void>((resolve) => {
     c.onBytes = () => resolve();
   });
@@ -500,6 +550,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
   const upLoad = describeLoad('up', load(0), upSec);
   c.close();
   const upCpu = (await cpu()) - cpu0;
+  agentMs += agentCpu() - agent0;
 
   const gb = (DOWN_BYTES + UP_BYTES) / 1e9;
   return {
@@ -509,6 +560,7 @@ async function measure(path: Path, response: (c: Buffer) => Buffer, amounts: Amo
     downCpuMsPerGB: path.pid === null ? null : downCpu / (DOWN_BYTES / 1e9),
     upCpuMsPerGB: path.pid === null ? null : upCpu / (UP_BYTES / 1e9),
     cpuMsPerGB: path.pid === null ? null : (downCpu + upCpu) / gb,
+    agentCpuMsPerGB: path.agentPid === undefined ? null : agentMs / gb,
     rttP50us: 0,
     rttP99us: 0,
   };
@@ -571,6 +623,7 @@ function medianFigures(list: Figures[]): Figures {
     downCpuMsPerGB: m((f) => f.downCpuMsPerGB),
     upCpuMsPerGB: m((f) => f.upCpuMsPerGB),
     cpuMsPerGB: m((f) => f.cpuMsPerGB),
+    agentCpuMsPerGB: m((f) => f.agentCpuMsPerGB),
     rttP50us: m((f) => f.rttP50us)!,
     rttP99us: m((f) => f.rttP99us)!,
   };
@@ -641,15 +694,26 @@ async function bench(): Promise<void> {
   process.on('exit', () => children.forEach((c) => c.kill()));
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
   const tmp = mkdtempSync(join(tmpdir(), 'vd-bench-proxy-'));
+  const tmpDirs = [tmp];
   try {
     pin(process.pid, 0);
-    const target = await forkSelf(['serve-target']);
+    const unixPath = join(tmp, 'vnc.sock');
+    const target = await forkSelf(['serve-target', unixPath]);
     children.push(target.child);
     targetPid = target.child.pid!;
-    pin(targetPid, 1);
+    pin(targetPid, 0);
     let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
     children.push(proxy.child);
     pin(proxy.child.pid!, 1);
+    const pki = makePki();
+    tmpDirs.push(pki.dir);
+    const agent = await forkSelf(['serve-agent', JSON.stringify(pki), unixPath]);
+    children.push(agent.child);
+    pin(agent.child.pid!, 0);
+    const controller = await forkSelf(['serve-proxy', String(target.port), String(agent.port), JSON.stringify(pki)],
+      ['--expose-gc', ...PROXY_NODE_FLAGS]);
+    children.push(controller.child);
+    pin(controller.child.pid!, 1);
 
     const tokenFile = join(tmp, 'tokens');
     writeFileSync(tokenFile, `bench: 127.0.0.1:${target.port}\n`);
@@ -662,6 +726,8 @@ async function bench(): Promise<void> {
     await waitForPort(wsfyPort);
 
     const paths = {
+      real: wsPath('controller, agent relay (mTLS), Unix socket', `ws://127.0.0.1:${controller.port}/websockify?token=bench`,
+        controller.child.pid!, false, agent.child.pid),
       proxy: wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false),
       websockify: wsPath('websockify', `ws://127.0.0.1:${wsfyPort}/?token=bench`, wsfy.pid!, true),
       direct: tcpPath(target.port),
@@ -671,13 +737,13 @@ async function bench(): Promise<void> {
     );
     console.log(
       PIN
-        ? '  pinned: bench client on CPU 0; target, proxies and websockify on CPU 1 (BENCH_PIN=0 to let the scheduler place them)'
+        ? '  pinned: CPU 0 runs the bench client, the target and the agent relay; CPU 1 runs the proxy under test (our controller, the TCP-dialer proxy, websockify and its forks), one at a time (BENCH_PIN=0 to let the scheduler place them)'
         : '  not pinned: the scheduler places every process (figures vary more between runs)',
     );
     for (const p of Object.values(paths)) await measure(p, response, WARMUP);
     await roundTrips(Object.values(paths), response, WARMUP.rounds, 0);
     console.log(`  warmed up every path (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-    const runs: Record<string, Figures[]> = { proxy: [], websockify: [], direct: [] };
+    const runs: Record<string, Figures[]> = { real: [], proxy: [], websockify: [], direct: [] };
     for (let rep = 1; rep <= REPS; rep++) {
       for (const [key, p] of Object.entries(paths)) {
         const f = await measure(p, response);
@@ -711,24 +777,31 @@ async function bench(): Promise<void> {
     console.log(`  measured ${IDLE_CONNECTIONS} idle connections through the proxy (${((Date.now() - started) / 1000).toFixed(0)} s)`);
 
     const pss0 = pssKb(wsfy.pid!);
-    const wIdle = await openIdle(paths.websockify, WEBSOCKIFY_IDLE_CONNECTIONS, response);
-    await sleep(300);
-    const procs = [wsfy.pid!, ...childrenOf(wsfy.pid!)];
-    const pss = procs.reduce((a, p) => a + pssKb(p), 0);
-    const rssSum = procs.reduce((a, p) => a + rssKb(p), 0);
-    const wsfyIdle = {
-      n: wIdle.conns.length,
-      seconds: wIdle.seconds,
-      kbPerConn: (pss - pss0) / wIdle.conns.length,
-      rssKbPerConn: (rssSum - rssKb(wsfy.pid!)) / wIdle.conns.length,
-    };
-    await closeAll(wIdle.conns);
+    let wsfyIdle = { n: 0, seconds: NaN, kbPerConn: NaN, rssKbPerConn: NaN };
+    try {
+      const wIdle = await openIdle(paths.websockify, WEBSOCKIFY_IDLE_CONNECTIONS, response);
+      await sleep(300);
+      const procs = [wsfy.pid!, ...childrenOf(wsfy.pid!)];
+      const pss = procs.reduce((a, p) => a + pssKb(p), 0);
+      const rssSum = procs.reduce((a, p) => a + rssKb(p), 0);
+      wsfyIdle = {
+        n: wIdle.conns.length,
+        seconds: wIdle.seconds,
+        kbPerConn: (pss - pss0) / wIdle.conns.length,
+        rssKbPerConn: (rssSum - rssKb(wsfy.pid!)) / wIdle.conns.length,
+      };
+      await closeAll(wIdle.conns);
+    } catch (err) {
+      // On a loaded machine websockify (a process per connection) may reset some of 500 opens: say so, and still
+      // print everything measured.
+      console.log(`  websockify's idle connections failed: ${String(err)}`);
+    }
 
     report(fig, proxyIdle, wsfyIdle);
     console.log(`\ntotal bench time ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     for (const c of children) c.kill();
-    rmSync(tmp, { recursive: true, force: true });
+    for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
   }
 }
 
@@ -737,48 +810,60 @@ function report(
   proxyIdle: { n: number; seconds: number; kbPerConn: number; rssMB: number },
   wsfyIdle: { n: number; seconds: number; kbPerConn: number; rssKbPerConn: number },
 ): void {
+  const r = fig.real!;
   const p = fig.proxy!;
   const w = fig.websockify!;
   const d = fig.direct!;
   const n = (x: number | null, digits = 0) => (x === null ? 'n/a' : x.toFixed(digits));
-  const rows: Array<[string, string, string, string]> = [
-    ['downstream MB/s', n(p.downMBs), n(w.downMBs), n(d.downMBs)],
-    ['upstream MB/s', n(p.upMBs), n(w.upMBs), n(d.upMBs)],
-    ['proxy CPU ms/GB (down)', n(p.downCpuMsPerGB), n(w.downCpuMsPerGB), 'n/a'],
-    ['proxy CPU ms/GB (up)', n(p.upCpuMsPerGB), n(w.upCpuMsPerGB), 'n/a'],
-    ['proxy CPU ms/GB (all)', n(p.cpuMsPerGB), n(w.cpuMsPerGB), 'n/a'],
-    ['RTT p50 us (64 B)', n(p.rttP50us), n(w.rttP50us), n(d.rttP50us)],
-    ['RTT p99 us (64 B)', n(p.rttP99us), n(w.rttP99us), n(d.rttP99us)],
-    [`idle conns opened`, String(proxyIdle.n), `${wsfyIdle.n} (capped: a process each)`, 'n/a'],
-    ['time to open them, s', n(proxyIdle.seconds, 2), n(wsfyIdle.seconds, 2), 'n/a'],
-    ['memory KB per idle conn', `${n(proxyIdle.kbPerConn, 1)} (RSS)`, `${n(wsfyIdle.kbPerConn, 0)} (PSS; RSS ${n(wsfyIdle.rssKbPerConn, 0)})`, 'n/a'],
+  const rows: Array<[string, string, string, string, string]> = [
+    ['downstream MB/s', n(r.downMBs), n(p.downMBs), n(w.downMBs), n(d.downMBs)],
+    ['upstream MB/s', n(r.upMBs), n(p.upMBs), n(w.upMBs), n(d.upMBs)],
+    ['proxy CPU ms/GB (down)', n(r.downCpuMsPerGB), n(p.downCpuMsPerGB), n(w.downCpuMsPerGB), 'n/a'],
+    ['proxy CPU ms/GB (up)', n(r.upCpuMsPerGB), n(p.upCpuMsPerGB), n(w.upCpuMsPerGB), 'n/a'],
+    ['proxy CPU ms/GB (all)', n(r.cpuMsPerGB), n(p.cpuMsPerGB), n(w.cpuMsPerGB), 'n/a'],
+    ['agent relay CPU ms/GB (all)', n(r.agentCpuMsPerGB), 'n/a', 'n/a', 'n/a'],
+    ['RTT p50 us (64 B)', n(r.rttP50us), n(p.rttP50us), n(w.rttP50us), n(d.rttP50us)],
+    ['RTT p99 us (64 B)', n(r.rttP99us), n(p.rttP99us), n(w.rttP99us), n(d.rttP99us)],
+    [`idle conns opened`, 'n/a', String(proxyIdle.n), `${wsfyIdle.n} (capped: a process each)`, 'n/a'],
+    ['time to open them, s', 'n/a', n(proxyIdle.seconds, 2), n(wsfyIdle.seconds, 2), 'n/a'],
+    ['memory KB per idle conn', 'n/a', `${n(proxyIdle.kbPerConn, 1)} (RSS)`, `${n(wsfyIdle.kbPerConn, 0)} (PSS; RSS ${n(wsfyIdle.rssKbPerConn, 0)})`, 'n/a'],
   ];
-  const widths = [26, 16, 34, 12];
+  const widths = [28, 22, 16, 34, 12];
   const line = (cols: string[]) => cols.map((c, i) => c.padEnd(widths[i]!)).join(' ');
   console.log(`\nmedians of ${REPS} passes per path`);
-  console.log(line(['', 'vncdispatch', 'websockify', 'direct TCP']));
-  for (const r of rows) console.log(line(r));
+  console.log(line(['', 'controller+agent relay', 'proxy, TCP dialer', 'websockify', 'direct TCP']));
+  for (const row of rows) console.log(line(row));
 
   const checks: Array<[string, number, string, boolean]> = [
-    ['downstream vs websockify', p.downMBs / w.downMBs, '>= 1.2x', p.downMBs / w.downMBs >= 1.2],
-    ['upstream vs websockify', p.upMBs / w.upMBs, '>= 2x', p.upMBs / w.upMBs >= 2],
-    ['CPU per GB vs websockify', p.cpuMsPerGB! / w.cpuMsPerGB!, '<= 0.8x', p.cpuMsPerGB! / w.cpuMsPerGB! <= 0.8],
-    ['RTT p99 vs websockify', p.rttP99us / w.rttP99us, '<= 1x', p.rttP99us <= w.rttP99us],
+    ['real path: downstream vs websockify', r.downMBs / w.downMBs, '>= 1.0x', r.downMBs / w.downMBs >= 1.0],
+    ['real path: controller CPU/GB vs websockify', r.cpuMsPerGB! / w.cpuMsPerGB!, '<= 0.7x', r.cpuMsPerGB! / w.cpuMsPerGB! <= 0.7],
+    ['real path: RTT p99 vs websockify', r.rttP99us / w.rttP99us, '<= 1.1x', r.rttP99us / w.rttP99us <= 1.1],
+    ['real path: agent CPU/GB vs websockify', r.agentCpuMsPerGB! / w.cpuMsPerGB!, '(report)', true],
+    ['real path: upstream vs websockify', r.upMBs / w.upMBs, '(report)', true],
+    ['TCP dialer: downstream vs websockify', p.downMBs / w.downMBs, '>= 1.2x', p.downMBs / w.downMBs >= 1.2],
+    ['TCP dialer: upstream vs websockify', p.upMBs / w.upMBs, '>= 2x', p.upMBs / w.upMBs >= 2],
+    ['TCP dialer: CPU per GB vs websockify', p.cpuMsPerGB! / w.cpuMsPerGB!, '<= 0.8x', p.cpuMsPerGB! / w.cpuMsPerGB! <= 0.8],
+    ['TCP dialer: RTT p99 vs websockify', p.rttP99us / w.rttP99us, '<= 1x', p.rttP99us <= w.rttP99us],
     [`KB per conn at ${proxyIdle.n}`, proxyIdle.kbPerConn, '<= 20 KB', proxyIdle.kbPerConn <= 20 && proxyIdle.n >= IDLE_CONNECTIONS],
     ['downstream vs direct TCP', p.downMBs / d.downMBs, '(limit)', true],
     ['upstream vs direct TCP', p.upMBs / d.upMBs, '(limit)', true],
   ];
-  console.log('\nratio                       value     target     result');
+  console.log(`\n${'ratio'.padEnd(44)} value     target     result`);
   for (const [name, v, t, ok] of checks) {
-    console.log(`${name.padEnd(27)} ${v.toFixed(2).padEnd(9)} ${t.padEnd(10)} ${t === '(limit)' ? '' : ok ? 'MET' : 'NOT MET'}`);
+    console.log(`${name.padEnd(44)} ${v.toFixed(2).padEnd(9)} ${t.padEnd(10)} ${t.startsWith('(') ? '' : ok ? 'MET' : 'NOT MET'}`);
   }
 }
 
 const role = process.argv[2];
 // The child roles end with the benchmark, however it ends (their IPC channel closes).
-if (role === 'serve-target' || role === 'serve-proxy') process.on('disconnect', () => process.exit(0));
-if (role === 'serve-target') void serveTarget();
-else if (role === 'serve-proxy') void serveProxy(Number(process.argv[3]));
+if (role === 'serve-target' || role === 'serve-proxy' || role === 'serve-agent') process.on('disconnect', () => process.exit(0));
+if (role === 'serve-target') void serveTarget(process.argv[3]!);
+else if (role === 'serve-agent') void serveAgent(process.argv[3]!, process.argv[4]!);
+else if (role === 'serve-proxy') {
+  void serveProxy(Number(process.argv[3]), process.argv[4]
+    ? { agentPort: Number(process.argv[4]), pki: JSON.parse(process.argv[5]!) as Pki }
+    : undefined);
+}
 else
   bench().catch((err: unknown) => {
     console.error(err);
