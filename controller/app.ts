@@ -70,8 +70,6 @@ async function stringFieldsOnly(request: FastifyRequest): Promise<void> {
     if (typeof value !== 'string') throw new BadRequestError(`invalid request: body/${key} must be string`);
   }
 }
-/** How often expired tokens and ended sessions past their retention are deleted. */
-const PRUNE_MS = 10 * 60_000;
 
 export async function buildApp(options: BuildAppOptions): Promise<ControllerApp> {
   const { config, store, log } = options;
@@ -210,7 +208,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     await api.register(sessionsRoutes, { sessions, publicUrl, connections: () => proxy.sessionStats() });
     await api.register(bladesRoutes, { blades, sessions, networks: new BladeNetworks(config.bladeNetworks) });
     await api.register(legacyRoute, { sessions });
-    await api.register(eventsRoute, { fleet });
+    await api.register(eventsRoute, { fleet, maxStreams: config.maxEventStreams });
     api.get('/api/v1/openapi.json', {
       config: { role: 'read' },
       schema: {
@@ -233,7 +231,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
       (err: unknown) => log.warn({ err, module: 'sessions' }, 'could not prune ended sessions'),
     );
   };
-  const pruner = setInterval(prune, PRUNE_MS).unref();
+  const pruner = setInterval(prune, config.pruneIntervalMs).unref();
   prune();
 
   let closed: Promise<void> | null = null;

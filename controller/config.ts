@@ -81,6 +81,12 @@ export interface Config {
   httpIdleTimeoutMs: number;
   /** A kept-alive connection waits this long for the next request. */
   keepAliveTimeoutMs: number;
+  /** How often expired tokens and ended sessions past their retention are deleted. */
+  pruneIntervalMs: number;
+  /** Open GET /api/v1/events streams at most; more get 429. */
+  maxEventStreams: number;
+  /** On SIGTERM/SIGINT, how long closing may take before the process exits anyway. */
+  shutdownGraceMs: number;
   logLevel: LogLevel;
   /** Things the operator should fix, logged once at start-up (e.g. an API key readable in `ps`). */
   warnings: readonly string[];
@@ -134,6 +140,9 @@ export const OPTIONS = {
   'request-timeout-ms': { type: 'string', default: '30000' },
   'http-idle-timeout-ms': { type: 'string', default: '60000' },
   'keep-alive-timeout-ms': { type: 'string', default: '5000' },
+  'prune-interval-ms': { type: 'string', default: '600000' },
+  'max-event-streams': { type: 'string', default: '100' },
+  'shutdown-grace-ms': { type: 'string', default: '10000' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', default: false },
 } as const;
@@ -177,6 +186,9 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --request-timeout-ms N        time a client has to send a whole request (default 30000)
   --http-idle-timeout-ms N      close HTTP connections silent this long (default 60000)
   --keep-alive-timeout-ms N     how long a kept-alive connection waits for its next request (default 5000)
+  --prune-interval-ms N         how often expired tokens and old ended sessions are deleted (default 600000)
+  --max-event-streams N         open GET /api/v1/events streams at most (default 100)
+  --shutdown-grace-ms N         on SIGTERM, time closing may take before the process exits anyway (default 10000)
   --log-level LEVEL             fatal|error|warn|info|debug|trace|silent (default info)
 `;
 
@@ -381,6 +393,9 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     requestTimeoutMs,
     httpIdleTimeoutMs: int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000),
     keepAliveTimeoutMs: int(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms', 100, 600_000),
+    pruneIntervalMs: int(values['prune-interval-ms'], 'prune-interval-ms', 1000, 86_400_000),
+    maxEventStreams: int(values['max-event-streams'], 'max-event-streams', 1, 100_000),
+    shutdownGraceMs: int(values['shutdown-grace-ms'], 'shutdown-grace-ms', 0, 600_000),
     logLevel,
     warnings: Object.freeze(warnings),
   };

@@ -46,7 +46,7 @@ async function main(argv: string[]): Promise<number> {
   const force = setTimeout(() => {
     log.error('shutdown took too long; exiting');
     process.exit(1);
-  }, 10_000).unref();
+  }, config.shutdownGraceMs).unref();
   await controller.close();
   await store.close();
   clearTimeout(force);
