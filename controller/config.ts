@@ -36,6 +36,8 @@ export interface Config {
   /** REST API keys with their roles (controller/api/auth.ts). */
   apiKeys: readonly ApiKey[];
   dataDir: string;
+  /** SQLite's synchronous pragma: FULL (default) fsyncs every commit; NORMAL exists for bench:dispatch to compare. */
+  sqliteSynchronous: 'FULL' | 'NORMAL';
   mongodbUrl: string | null;
   placement: PlacementPolicy;
   startAttempts: number;
@@ -116,6 +118,7 @@ export const OPTIONS = {
   'api-keys-file': { type: 'string' },
   'data-dir': { type: 'string', default: '/var/lib/vncdispatch' },
   'mongodb-url': { type: 'string' },
+  'sqlite-synchronous': { type: 'string', default: 'full' },
   placement: { type: 'string', default: 'least-loaded' },
   'start-attempts': { type: 'string', default: '3' },
   'health-interval-ms': { type: 'string', default: '1000' },
@@ -163,6 +166,8 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --api-key KEY                 an admin API key on the command line (repeatable): readable in ps, prefer the file
   --data-dir DIR                embedded SQLite store (default /var/lib/vncdispatch)
   --mongodb-url URL             use MongoDB instead of the embedded store
+  --sqlite-synchronous full|normal  fsync every commit (full, default) or not (normal: loses the last commits on an
+                                OS crash; for measuring what full costs)
   --placement least-loaded|round-robin (default least-loaded)
   --start-attempts N            blades tried per new session (default 3)
   --health-interval-ms N        GetStatus poll interval (default 1000)
@@ -321,6 +326,10 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     if (key.length < 16 || /\s/.test(key)) throw new ConfigError('API keys must be at least 16 characters without spaces');
   }
 
+  const sqliteSynchronous = values['sqlite-synchronous'];
+  if (sqliteSynchronous !== 'full' && sqliteSynchronous !== 'normal') {
+    throw new ConfigError(`--sqlite-synchronous must be full or normal, got ${JSON.stringify(sqliteSynchronous)}`);
+  }
   const placement = values.placement;
   if (placement !== 'least-loaded' && placement !== 'round-robin') {
     throw new ConfigError(`--placement must be least-loaded or round-robin, got ${JSON.stringify(placement)}`);
@@ -366,6 +375,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     insecureAgents,
     apiKeys: Object.freeze(apiKeys.map((k) => Object.freeze(k))),
     dataDir: values['data-dir'],
+    sqliteSynchronous: sqliteSynchronous === 'full' ? 'FULL' : 'NORMAL',
     mongodbUrl: values['mongodb-url'] ?? null,
     placement,
     startAttempts: int(values['start-attempts'], 'start-attempts', 1, 100),

@@ -25,7 +25,8 @@ async function main(argv: string[]): Promise<number> {
   const log = createLogger(config);
   for (const warning of config.warnings) log.warn(warning);
   if (config.insecureAgents) log.warn('--insecure-agents: gRPC to the agents is NOT encrypted or authenticated; local development only');
-  const store = createStore(config.mongodbUrl ? { mongodbUrl: config.mongodbUrl } : { dataDir: config.dataDir });
+  const store = createStore(config.mongodbUrl ? { mongodbUrl: config.mongodbUrl } : { dataDir: config.dataDir,
+    synchronous: config.sqliteSynchronous });
   await store.init();
   const controller = await buildApp({ config, store, log });
   await controller.app.listen({ host: config.listen.host, port: config.listen.port });

@@ -9,7 +9,7 @@ export { SqliteStore, SQLITE_FILE_NAME } from './sqlite-store.js';
 
 /** Which backend to use: the embedded SQLite file in a data directory (default), or a MongoDB deployment. */
 export type StoreOptions =
-  | { dataDir: string; busyTimeoutMs?: number }
+  | { dataDir: string; busyTimeoutMs?: number; synchronous?: 'FULL' | 'NORMAL' }
   | { mongodbUrl: string; dbName?: string; tokenTtlGraceSeconds?: number };
 
 /**

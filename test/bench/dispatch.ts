@@ -8,6 +8,10 @@
  * Measured: sequential latency (each POST followed by an untimed DELETE), then throughput with 20 concurrent clients
  * over the controller's 15 test users (each client checks a user out, POSTs, DELETEs, returns it; so at most 15
  * desktops start at once). Bounded: fixed counts, and a time cap on the concurrent phase. Users vdtest16..vdtest30.
+ *
+ * Durability's cost: the sequential phase runs again against a second controller started with
+ * `--sqlite-synchronous normal` (same agents, same run), interleaved in rounds with the default `full`, before the
+ * other phases, and the ratio of the two p50s is printed.
  */
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -156,6 +160,29 @@ async function main(): Promise<void> {
       args: ['--log-level', 'warn'],
     });
     await waitForBladeStates(controller, { b1: 'UP', b2: 'UP' });
+    const normal = await startController({
+      pki, blades: agents.map((a, i) => ({ name: `b${i + 1}`, address: `127.0.0.1:${a.port}` })),
+      args: ['--log-level', 'warn', '--sqlite-synchronous', 'normal'],
+    });
+    const durability = { full: [] as number[], normal: [] as number[] };
+    try {
+      await waitForBladeStates(normal, { b1: 'UP', b2: 'UP' });
+      for (let round = 0; round < 4; round++) {
+        for (const [name, c] of [['full', controller], ['normal', normal]] as const) {
+          for (let i = 0; i < SEQUENTIAL / 4; i++) {
+            const { ms, id } = await timedPost(c, USERS[i % USERS.length]!);
+            durability[name].push(ms);
+            await api(c, 'DELETE', `/api/v1/sessions/${id}`);
+          }
+        }
+      }
+    } finally {
+      await normal.stop();
+    }
+    const fullP50 = percentile(sortNum(durability.full), 50);
+    const normalP50 = percentile(sortNum(durability.normal), 50);
+    console.log(`  durability, interleaved (n=${durability.full.length} each): synchronous=FULL p50 ${fmt(fullP50)}  `
+      + `synchronous=NORMAL p50 ${fmt(normalP50)}  ratio FULL/NORMAL ${(fullP50 / normalP50).toFixed(2)}x`);
     const { seq, conc, perSecond } = await benchController(controller);
     const ref = await benchReference();
 
