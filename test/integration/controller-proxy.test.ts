@@ -46,10 +46,13 @@ async function connect(query: string, origin = c.url, path = '/websockify') {
   return openWebSocket(`${wsBase}${path}?${query}`, { origin });
 }
 
-/** Reads one raw FramebufferUpdate of a 16x16 region far from the xterm: the session script's background. */
+/**
+ * Reads one raw FramebufferUpdate of a 16x16 region near the top right corner, far from the xterm (top left) and the
+ * window manager's taskbar (along the bottom, with its clock in the bottom right): the session script's background.
+ */
 async function sampleBackground(client: RfbWsClient, width: number, height: number): Promise<Buffer> {
   const x = width - 20;
-  const y = height - 20;
+  const y = 40;
   const req = Buffer.alloc(10);
   req.writeUInt8(3, 0); // FramebufferUpdateRequest
   req.writeUInt8(0, 1); // not incremental
