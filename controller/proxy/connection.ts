@@ -105,7 +105,8 @@ export class ProxyConnection implements ByteCounters {
     const tcp = stream.socket;
     this.tcp = tcp;
     tcp.on('error', (err) => {
-      if (this.desktopOpen) this.close('vnc-error', WS_INTERNAL, 'desktop connection failed', err);
+      // The browser sees a documented code as the reason, like every other desktop-side failure.
+      if (this.desktopOpen) this.close('vnc-error', WS_INTERNAL, DesktopUnreachableError.code, err);
     });
     tcp.on('close', () => {
       if (this.desktopOpen) this.onDesktopClosed();

@@ -50,7 +50,7 @@ async function connect(query: string, origin = c.url, path = '/websockify') {
  * Reads one raw FramebufferUpdate of a 16x16 region near the top right corner, far from the xterm (top left) and the
  * window manager's taskbar (along the bottom, with its clock in the bottom right): the session script's background.
  */
-async function sampleBackground(client: RfbWsClient, width: number, height: number): Promise<Buffer> {
+async function sampleBackground(client: RfbWsClient, width: number): Promise<Buffer> {
   const x = width - 20;
   const y = 40;
   const req = Buffer.alloc(10);
@@ -114,7 +114,7 @@ describe('a browser reaches its desktop through the controller', () => {
       const bgrx = (p: Buffer) => new Set(Array.from({ length: p.length / 4 }, (_, i) => [...p.subarray(i * 4, i * 4 + 3)].join(',')));
       let seen = new Set<string>();
       await vi.waitFor(async () => {
-        seen = bgrx(await sampleBackground(client, init.width, init.height));
+        seen = bgrx(await sampleBackground(client, init.width));
         if (seen.size !== 1 || !seen.has('164,101,52')) throw new Error(`background not painted yet: ${[...seen].join(' ')}`);
       }, { timeout: 15_000, interval: 100 }).catch(() => undefined);
       expect([...seen]).toEqual(['164,101,52']);
