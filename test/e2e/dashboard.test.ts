@@ -129,7 +129,9 @@ describe('the dashboard shows the fleet live', () => {
     const shownAt = Number(await row.getAttribute('data-shown-at'));
     expect(shownAt - respondedAt).toBeLessThan(1000);
     await expect(row.locator('td').first().textContent()).resolves.toBe(testUser(81));
-    await expect(row.locator('.state').textContent()).resolves.toBe('running');
+    // The row may first show the session still 'starting' (the stream can be faster than the POST's answer): wait
+    // for its update to 'running', never read the state at the moment the row appears.
+    await row.locator('.state', { hasText: /^running$/ }).waitFor({ timeout: 5000 });
     saveArtifact('dashboard-live-session.png', await page.screenshot({ fullPage: true }));
 
     const endRequestedAt = Date.now();

@@ -52,12 +52,13 @@ async function openConnections(c: ControllerProcess): Promise<number> {
   return Number(/^vncdispatch_proxy_connections_open(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
 }
 
+// Both backends are always declared, so the run counts the MongoDB case as skipped rather than leaving it out.
 const backends = [
-  { name: 'one SQLite file', store: (dir: string) => ['--data-dir', dir] },
-  ...(MONGODB_URL ? [{ name: 'MongoDB', store: () => ['--mongodb-url', MONGODB_URL] }] : []),
+  { name: 'one SQLite file', store: (dir: string) => ['--data-dir', dir], skip: false },
+  { name: 'MongoDB', store: () => ['--mongodb-url', MONGODB_URL ?? ''], skip: !MONGODB_URL },
 ];
 
-describe.each(backends)('failover through nginx ($name)', ({ store }) => {
+describe.each(backends)('failover through nginx ($name)', ({ store, skip }) => {
   let lb: NginxLb | undefined;
   const controllers: ControllerProcess[] = [];
 
@@ -66,7 +67,7 @@ describe.each(backends)('failover through nginx ($name)', ({ store }) => {
     await lb?.stop();
   });
 
-  it('kill -9 of the controller carrying a viewer: it reconnects through nginx to the other within 2 s, same desktop', async () => {
+  it.skipIf(skip)('kill -9 of the controller carrying a viewer: it reconnects through nginx to the other within 2 s, same desktop', async () => {
     const lbPort = await freeLoopbackPort();
     const publicUrl = `http://127.0.0.1:${lbPort}`;
     const dataDir = mkdtempSync(join(tmpdir(), 'vd-failover-'));
