@@ -106,9 +106,14 @@ describe('REST answers', () => {
   });
 
   it('registering a second blade under a taken name is refused with 409 VD_ERR_BLADE_EXISTS', async () => {
+    // A blade without live sessions may be moved to another address; one carrying desktops may not. This test makes
+    // its own live session rather than count on other tests' leftovers.
+    await rig.grant(testUser(41));
+    const before = (await api(rig.controller, 'GET', '/api/v1/blades/edge')).body.address as string;
     const r = await api(rig.controller, 'POST', '/api/v1/blades', { name: 'edge', address: '127.0.0.1:1' });
     expect(r.status).toBe(409);
     expect(r.body.error.code).toBe('VD_ERR_BLADE_EXISTS');
+    expect((await api(rig.controller, 'GET', '/api/v1/blades/edge')).body.address).toBe(before);
   });
 });
 
