@@ -265,7 +265,11 @@ describe('filters and history', () => {
       await api('DELETE', `/api/v1/sessions/${id}`);
     }
     const { page } = await signedIn();
+    // The filter applies after a debounce: wait for the filtered page's answer (an event), so the clicks below cannot
+    // race the filter resetting the page to 1.
+    const filtered = page.waitForResponse((r) => r.url().includes('/api/v1/sessions?') && r.url().includes(`user=${testUser(85)}`));
     await page.fill('#filter-user', testUser(85));
+    await filtered;
     await expect.poll(() => page.locator('#history tbody tr[data-session-id]').count(), { timeout: 5000 }).toBe(20);
     await page.locator('#history-next:not([disabled])').click();
     await expect.poll(() => page.locator('#history-page').textContent()).toBe('Page 2');
