@@ -180,7 +180,7 @@ describe('agent gRPC requests with hostile fields', () => {
       const { err } = await send(method, Buffer.from(bytes));
       expect(err).toBeNull();
     }), params(50));
-  });
+  }, fuzzTimeout(30_000));
 });
 
 describe('agent gRPC requests as raw bytes', () => {

@@ -76,6 +76,14 @@ export class StoreProbe {
     return (this.db.prepare('SELECT count(*) AS n FROM blades').get() as { n: number }).n;
   }
 
+  blades(): Array<{ name: string; adminState: string }> {
+    return this.db.prepare('SELECT name, admin_state AS adminState FROM blades').all() as Array<{ name: string; adminState: string }>;
+  }
+
+  liveSessionIds(): string[] {
+    return (this.db.prepare("SELECT id FROM sessions WHERE state != 'ended'").all() as Array<{ id: string }>).map((r) => r.id);
+  }
+
   close(): void {
     this.db.close();
   }
