@@ -24,7 +24,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return EXIT.ok;
   }
-  const ops = cmd ? OPS_COMMANDS[cmd] : undefined;
+  const ops = cmd ? OPS_COMMANDS.get(cmd) : undefined;
   if (ops) return ops(rest, process.env, process.stdout);
   if (cmd === 'up') return up(rest);
   if (cmd === 'pki') {

@@ -52,11 +52,11 @@ export function toDispatchError(err: unknown): VncDispatchError {
   const fe = (typeof err === 'object' && err !== null ? err : {}) as Partial<FastifyError> & { validation?: unknown };
   // fastify's parse and validation messages name the field and the rule, never the submitted value.
   if (fe.validation) return new BadRequestError(`invalid request: ${String(fe.message)}`, { cause: err });
-  const known = typeof fe.code === 'string' ? FASTIFY_ERRORS[fe.code] : undefined;
+  const known = typeof fe.code === 'string' && Object.hasOwn(FASTIFY_ERRORS, fe.code) ? FASTIFY_ERRORS[fe.code] : undefined;
   if (known) return new known(typeof fe.message === 'string' ? fe.message : undefined, { cause: err });
   if (err instanceof SyntaxError && fe.statusCode === 400) return new BadRequestError('the body is not valid JSON', { cause: err });
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-    const cls = BY_STATUS[fe.statusCode] ?? BadRequestError;
+    const cls = (Object.hasOwn(BY_STATUS, fe.statusCode) ? BY_STATUS[fe.statusCode] : undefined) ?? BadRequestError;
     return new cls(typeof fe.message === 'string' ? fe.message : undefined, { cause: err });
   }
   return new InternalError(undefined, { cause: err });

@@ -217,8 +217,9 @@ async function blades(argv: string[], env: NodeJS.ProcessEnv, out: Out): Promise
   throw new CliError(`unknown command: blades ${sub ?? ''}`.trim(), EXIT.usage);
 }
 
-export const OPS_COMMANDS: Record<string, (argv: string[], env: NodeJS.ProcessEnv, out: Out) => Promise<number>> = {
-  status,
-  sessions,
-  blades,
-};
+/**
+ * The operator commands by name. A Map, not an object literal: the name comes from argv, and an object would answer
+ * `constructor` or `toString` with a function from Object.prototype.
+ */
+export const OPS_COMMANDS: ReadonlyMap<string, (argv: string[], env: NodeJS.ProcessEnv, out: Out) => Promise<number>> =
+  new Map([['status', status], ['sessions', sessions], ['blades', blades]]);

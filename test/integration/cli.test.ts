@@ -224,5 +224,12 @@ describe('vncdispatch usage', () => {
     const sub = await vd(['blades', 'explode', 'x']);
     expect(sub.code).toBe(2);
     expect(sub.stderr).toContain('unknown command: blades explode');
+
+    // Names an object would find on Object.prototype are unknown commands too, not a crash.
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      const proto = await vd([name]);
+      expect(proto.code, `${name}: ${proto.stderr}`).toBe(2);
+      expect(proto.stderr).toContain('vncdispatch sessions start USER');
+    }
   });
 });
