@@ -57,19 +57,31 @@ export async function startEdgeRig(options: { args?: string[]; withAgent?: boole
     async sessionCount() {
       return ((await api(controller, 'GET', '/api/v1/sessions?state=all&limit=1000')).body.sessions as unknown[]).length;
     },
-    async close() {
-      const live = await api(controller, 'GET', '/api/v1/sessions?state=live').catch(() => null);
-      for (const s of live?.body?.sessions ?? []) await api(controller, 'DELETE', `/api/v1/sessions/${s.id}`).catch(() => {});
-      await controller.stop();
-      if (agent) {
-        const client = agentClient(agent.address, pki);
-        const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
-        for (const s of left.sessions) await endDesktop(client, s);
-        client.close();
-        await agent.stop();
-        rmSync(agent.stateDir, { recursive: true, force: true });
-      }
-      rmSync(controller.dataDir, { recursive: true, force: true });
-    },
+    close: () => tearDownRig({ pki, agent, controller }),
   };
+}
+
+/**
+ * Tears down a controller and its agent: ends every live session through the controller (so each is recorded as
+ * ended), stops the controller, ends any desktop left on the agent, stops the agent and removes both processes'
+ * directories. Either process may be missing (a set-up that failed half way).
+ */
+export async function tearDownRig(rig: { pki: Pki; agent?: AgentProcess | null | undefined;
+  controller?: ControllerProcess | undefined; dataDir?: string | undefined }): Promise<void> {
+  const { pki, agent, controller } = rig;
+  if (controller) {
+    const live = await api(controller, 'GET', '/api/v1/sessions?state=live').catch(() => null);
+    for (const s of live?.body?.sessions ?? []) await api(controller, 'DELETE', `/api/v1/sessions/${s.id}`).catch(() => {});
+    await controller.stop();
+  }
+  if (agent) {
+    const client = agentClient(agent.address, pki);
+    const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
+    for (const s of left.sessions) await endDesktop(client, s);
+    client.close();
+    await agent.stop();
+    rmSync(agent.stateDir, { recursive: true, force: true });
+  }
+  const dataDir = rig.dataDir ?? controller?.dataDir;
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 }

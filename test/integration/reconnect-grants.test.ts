@@ -6,12 +6,12 @@
  * "another address" is a real source address (127.0.0.2), not a forged header.
  */
 import { request } from 'node:http';
-import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentClient, call, endDesktop, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
+import { tearDownRig } from '../helpers/edge-rig.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
 
@@ -74,20 +74,7 @@ beforeAll(async () => {
   await start();
 }, 90_000);
 
-afterAll(async () => {
-  const live = await api(controller, 'GET', '/api/v1/sessions?state=live').catch(() => null);
-  for (const s of live?.body?.sessions ?? []) await api(controller, 'DELETE', `/api/v1/sessions/${s.id}`).catch(() => {});
-  await controller?.stop();
-  if (agent) {
-    const client = agentClient(agent.address, pki);
-    const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
-    for (const s of left.sessions) await endDesktop(client, s);
-    client.close();
-    await agent.stop();
-    rmSync(agent.stateDir, { recursive: true, force: true });
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => tearDownRig({ pki, agent, controller, dataDir }), 60_000);
 
 describe('a second grant for the same user', () => {
   it('does not end the first viewer: its desktop stays open and its link reconnects, also after a controller restart', async () => {
