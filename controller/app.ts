@@ -56,9 +56,6 @@ export interface ControllerApp {
   close(): Promise<void>;
 }
 
-/** Limits on the REST side; the proxy has its own. */
-const BODY_LIMIT = 16 * 1024;
-
 /**
  * Every REST body is an object of strings. fastify's validator coerces types (['x'] -> 'x', true -> 'true') so that
  * query strings work; checking bodies before validation keeps a wrong type a 400 instead of a coerced value.
@@ -79,7 +76,8 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   const httpLog: FastifyBaseLogger = log.child({ module: 'http' });
   const app = Fastify({
     loggerInstance: httpLog,
-    bodyLimit: BODY_LIMIT,
+    // REST bodies only; the proxy has its own limit (maxPayload).
+    bodyLimit: config.maxBodyBytes,
     connectionTimeout: config.httpIdleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
@@ -117,6 +115,11 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     maxConnectionsPerIp: config.maxConnectionsPerIp,
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
+    connectTimeoutMs: config.desktopConnectTimeoutMs,
+    heartbeatMs: config.wsHeartbeatMs,
+    maxPayload: config.maxWsMessageBytes,
+    badTokenBackoff: { limit: config.badTokenLimit, windowMs: config.badTokenWindowMs },
+    revalidateIntervalMs: config.revalidateIntervalMs,
     wellFormedToken: isWellFormedSecret,
     authorize: tokenAuthorizer(tokens, blades),
     // Live connections stay open while their session runs and their token is not revoked: one batched query.
@@ -133,7 +136,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
 
   metrics.watchBlades(() => blades.list().map((b) => ({ name: b.name, adminState: b.record.adminState, capacity: b.status?.capacity ?? 0 })));
-  const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log });
+  const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log, intervalMs: config.eventsIntervalMs });
   blades.on('change', () => fleet.poke());
   // A session that ends here drops its viewers at once, and live views hear of it.
   sessions.on('ended', (id, reason) => {
@@ -208,7 +211,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     await api.register(sessionsRoutes, { sessions, publicUrl, connections: () => proxy.sessionStats() });
     await api.register(bladesRoutes, { blades, sessions, networks: new BladeNetworks(config.bladeNetworks) });
     await api.register(legacyRoute, { sessions });
-    await api.register(eventsRoute, { fleet, maxStreams: config.maxEventStreams });
+    await api.register(eventsRoute, { fleet, maxStreams: config.maxEventStreams, heartbeatMs: config.eventsHeartbeatMs });
     api.get('/api/v1/openapi.json', {
       config: { role: 'read' },
       schema: {

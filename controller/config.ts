@@ -89,6 +89,30 @@ export interface Config {
   maxEventStreams: number;
   /** On SIGTERM/SIGINT, how long closing may take before the process exits anyway. */
   shutdownGraceMs: number;
+  /** A request for a user whose desktop another request (or controller) is starting waits this long for it. */
+  startWaitMs: number;
+  /** How often that wait looks at the store. */
+  startPollMs: number;
+  /** How often the fleet picture behind GET /api/v1/events is recomputed while anyone listens. */
+  eventsIntervalMs: number;
+  /** A comment line this often keeps a quiet event stream open through proxies and idle timers. */
+  eventsHeartbeatMs: number;
+  /** Largest REST request body; larger ones get 413. */
+  maxBodyBytes: number;
+  /** Largest WebSocket message a browser may send the proxy; larger ones close the connection with 1009. */
+  maxWsMessageBytes: number;
+  /** Proxy WebSocket ping interval; a connection that missed the previous pong is closed. */
+  wsHeartbeatMs: number;
+  /** Opening a desktop connection (through the agent's relay) must succeed within this. */
+  desktopConnectTimeoutMs: number;
+  /** After this many refused tokens from one client IP within badTokenWindowMs, that IP gets 429 until the window ends. */
+  badTokenLimit: number;
+  badTokenWindowMs: number;
+  /** How often open desktop connections are re-checked against their session and token. */
+  revalidateIntervalMs: number;
+  /** gRPC keepalive ping interval to the agents, and how long its answer may take before the channel is dropped. */
+  agentKeepaliveMs: number;
+  agentKeepaliveTimeoutMs: number;
   logLevel: LogLevel;
   /** Things the operator should fix, logged once at start-up (e.g. an API key readable in `ps`). */
   warnings: readonly string[];
@@ -101,8 +125,26 @@ export const API_KEYS_ENV = 'VNCDISPATCH_API_KEYS';
  * Proxy defaults that are also flags: the proxy (proxy/index.ts) falls back to these when it is built without a
  * configuration (its own tests), so both read them here.
  */
-export const PROXY_DEFAULTS: Readonly<{ maxConnectionsPerIp: number; idleTimeoutSeconds: number; handshakeTimeoutMs: number }> =
-  { maxConnectionsPerIp: 20, idleTimeoutSeconds: 1800, handshakeTimeoutMs: 10_000 };
+export const PROXY_DEFAULTS: Readonly<Record<'maxConnectionsPerIp' | 'idleTimeoutSeconds' | 'handshakeTimeoutMs' | 'maxPayload'
+  | 'heartbeatMs' | 'connectTimeoutMs' | 'badTokenLimit' | 'badTokenWindowMs' | 'revalidateIntervalMs', number>> = Object.freeze({
+  maxConnectionsPerIp: 20,
+  idleTimeoutSeconds: 1800,
+  handshakeTimeoutMs: 10_000,
+  maxPayload: 64 * 1024,
+  heartbeatMs: 30_000,
+  connectTimeoutMs: 5_000,
+  badTokenLimit: 20,
+  badTokenWindowMs: 60_000,
+  revalidateIntervalMs: 500,
+});
+
+/** Agent-client defaults that are also flags: AgentConnection (agent-client/) falls back to these, as `up` builds one. */
+export const AGENT_CLIENT_DEFAULTS: Readonly<Record<'startSessionMs' | 'callMs' | 'keepaliveMs' | 'keepaliveTimeoutMs', number>> = Object.freeze({
+  startSessionMs: 10_000,
+  callMs: 3_000,
+  keepaliveMs: 10_000,
+  keepaliveTimeoutMs: 5_000,
+});
 
 /** The flags and their defaults; the usage text and README's table are tested against this list. */
 export const OPTIONS = {
@@ -123,12 +165,16 @@ export const OPTIONS = {
   'start-attempts': { type: 'string', default: '3' },
   'health-interval-ms': { type: 'string', default: '1000' },
   'down-after-ms': { type: 'string', default: '2500' },
-  'agent-start-timeout-ms': { type: 'string', default: '10000' },
-  'agent-call-timeout-ms': { type: 'string', default: '3000' },
+  'agent-start-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.startSessionMs) },
+  'agent-call-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.callMs) },
+  'agent-keepalive-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.keepaliveMs) },
+  'agent-keepalive-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.keepaliveTimeoutMs) },
   'reconcile-interval-ms': { type: 'string', default: '5000' },
   'reconcile-report-only': { type: 'boolean', default: false },
   'orphan-grace-ms': { type: 'string', default: '5000' },
   'start-settle-ms': { type: 'string', default: '15000' },
+  'start-wait-ms': { type: 'string', default: '15000' },
+  'start-poll-ms': { type: 'string', default: '50' },
   'session-retention-hours': { type: 'string', default: '720' },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
   'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
@@ -138,13 +184,22 @@ export const OPTIONS = {
   'max-connections-per-ip': { type: 'string', default: String(PROXY_DEFAULTS.maxConnectionsPerIp) },
   'idle-timeout': { type: 'string', default: String(PROXY_DEFAULTS.idleTimeoutSeconds) },
   'handshake-timeout-ms': { type: 'string', default: String(PROXY_DEFAULTS.handshakeTimeoutMs) },
+  'desktop-connect-timeout-ms': { type: 'string', default: String(PROXY_DEFAULTS.connectTimeoutMs) },
+  'ws-heartbeat-ms': { type: 'string', default: String(PROXY_DEFAULTS.heartbeatMs) },
+  'max-ws-message-bytes': { type: 'string', default: String(PROXY_DEFAULTS.maxPayload) },
+  'bad-token-limit': { type: 'string', default: String(PROXY_DEFAULTS.badTokenLimit) },
+  'bad-token-window-ms': { type: 'string', default: String(PROXY_DEFAULTS.badTokenWindowMs) },
+  'revalidate-interval-ms': { type: 'string', default: String(PROXY_DEFAULTS.revalidateIntervalMs) },
   'max-connections': { type: 'string', default: '10000' },
   'headers-timeout-ms': { type: 'string', default: '10000' },
   'request-timeout-ms': { type: 'string', default: '30000' },
   'http-idle-timeout-ms': { type: 'string', default: '60000' },
   'keep-alive-timeout-ms': { type: 'string', default: '5000' },
+  'max-body-bytes': { type: 'string', default: '16384' },
   'prune-interval-ms': { type: 'string', default: '600000' },
   'max-event-streams': { type: 'string', default: '100' },
+  'events-interval-ms': { type: 'string', default: '1000' },
+  'events-heartbeat-ms': { type: 'string', default: '15000' },
   'shutdown-grace-ms': { type: 'string', default: '10000' },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', default: false },
@@ -174,10 +229,14 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --down-after-ms N             a blade silent this long is DOWN (default 2500)
   --agent-start-timeout-ms N    StartSession deadline; above the agents' --start-timeout-ms (default 10000)
   --agent-call-timeout-ms N     deadline of the other agent calls (default 3000)
+  --agent-keepalive-ms N        gRPC keepalive ping to each agent this often, to notice a dead peer (default 10000)
+  --agent-keepalive-timeout-ms N  drop an agent connection whose keepalive is unanswered this long (default 5000)
   --reconcile-interval-ms N     store/agent reconciliation period (default 5000)
   --reconcile-report-only       reconciliation reports desktops to stop and records to end, changes nothing
   --orphan-grace-ms N           stop a desktop no live session owns after this long (default 5000)
   --start-settle-ms N           settle a session still starting after this long by asking its blade (default 15000)
+  --start-wait-ms N             a request for a desktop another request is starting waits this long, then 503 (default 15000)
+  --start-poll-ms N             how often that wait checks the store (default 50)
   --session-retention-hours N   keep ended sessions this long, then delete them (default 720)
   --allowed-origin ORIGIN       WebSocket Origin allowlist (repeatable; default the --public-url origin, else the controller's own)
   --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
@@ -186,13 +245,22 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --max-connections-per-ip N    concurrent desktop connections per client IP (default 20)
   --idle-timeout SECONDS        close desktop connections idle this long (default 1800)
   --handshake-timeout-ms N      both RFB handshakes of a desktop connection must finish within this (default 10000)
+  --desktop-connect-timeout-ms N  time to reach a desktop through its agent's relay (default 5000)
+  --ws-heartbeat-ms N           WebSocket ping interval; a browser that missed the last pong is dropped (default 30000)
+  --max-ws-message-bytes N      largest WebSocket message from a browser; larger closes with 1009 (default 65536)
+  --bad-token-limit N           refused tokens from one client IP per window before it gets 429 (default 20)
+  --bad-token-window-ms N       the window of --bad-token-limit (default 60000)
+  --revalidate-interval-ms N    how often open desktop connections are checked against their session and token (default 500)
   --max-connections N           open connections (HTTP and WebSocket); over it the oldest idle one closes (default 10000)
   --headers-timeout-ms N        time a client has to send a request's headers (default 10000)
   --request-timeout-ms N        time a client has to send a whole request (default 30000)
   --http-idle-timeout-ms N      close HTTP connections silent this long (default 60000)
   --keep-alive-timeout-ms N     how long a kept-alive connection waits for its next request (default 5000)
+  --max-body-bytes N            largest REST request body; larger gets 413 (default 16384)
   --prune-interval-ms N         how often expired tokens and old ended sessions are deleted (default 600000)
   --max-event-streams N         open GET /api/v1/events streams at most (default 100)
+  --events-interval-ms N        how often the event streams' picture is recomputed (default 1000)
+  --events-heartbeat-ms N       a keep-alive comment on quiet event streams this often (default 15000)
   --shutdown-grace-ms N         on SIGTERM, time closing may take before the process exits anyway (default 10000)
   --log-level LEVEL             fatal|error|warn|info|debug|trace|silent (default info)
 `;
@@ -406,6 +474,19 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     pruneIntervalMs: int(values['prune-interval-ms'], 'prune-interval-ms', 1000, 86_400_000),
     maxEventStreams: int(values['max-event-streams'], 'max-event-streams', 1, 100_000),
     shutdownGraceMs: int(values['shutdown-grace-ms'], 'shutdown-grace-ms', 0, 600_000),
+    startWaitMs: int(values['start-wait-ms'], 'start-wait-ms', 0, 600_000),
+    startPollMs: int(values['start-poll-ms'], 'start-poll-ms', 10, 10_000),
+    eventsIntervalMs: int(values['events-interval-ms'], 'events-interval-ms', 100, 600_000),
+    eventsHeartbeatMs: int(values['events-heartbeat-ms'], 'events-heartbeat-ms', 100, 3_600_000),
+    maxBodyBytes: int(values['max-body-bytes'], 'max-body-bytes', 1024, 16 * 1024 * 1024),
+    maxWsMessageBytes: int(values['max-ws-message-bytes'], 'max-ws-message-bytes', 1024, 64 * 1024 * 1024),
+    wsHeartbeatMs: int(values['ws-heartbeat-ms'], 'ws-heartbeat-ms', 100, 3_600_000),
+    desktopConnectTimeoutMs: int(values['desktop-connect-timeout-ms'], 'desktop-connect-timeout-ms', 100, 600_000),
+    badTokenLimit: int(values['bad-token-limit'], 'bad-token-limit', 1, 1_000_000),
+    badTokenWindowMs: int(values['bad-token-window-ms'], 'bad-token-window-ms', 1000, 86_400_000),
+    revalidateIntervalMs: int(values['revalidate-interval-ms'], 'revalidate-interval-ms', 50, 60_000),
+    agentKeepaliveMs: int(values['agent-keepalive-ms'], 'agent-keepalive-ms', 1000, 3_600_000),
+    agentKeepaliveTimeoutMs: int(values['agent-keepalive-timeout-ms'], 'agent-keepalive-timeout-ms', 100, 600_000),
     logLevel,
     warnings: Object.freeze(warnings),
   };

@@ -29,7 +29,7 @@ import {
   type StartSessionResponse,
 } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { parseHostPort } from '../../shared/host-port.js';
-import type { AgentTls } from '../config.js';
+import { AGENT_CLIENT_DEFAULTS, type AgentTls } from '../config.js';
 import { AgentUnavailableError } from '../errors.js';
 import type { DesktopReads, DesktopStream } from '../proxy/target.js';
 import { openDesktopRelay } from './desktop-relay.js';
@@ -50,6 +50,8 @@ export interface AgentClientOptions {
   /** From createAgentCredentials; one object for all blades. */
   credentials: AgentCredentials;
   deadlines?: Partial<AgentDeadlines>;
+  /** gRPC keepalive: ping this often, and drop the connection when a ping is unanswered for timeoutMs. */
+  keepalive?: { timeMs: number; timeoutMs: number };
   /** Called after every call with the method and 'ok' or the gRPC status name (metrics). */
   onCall?: (method: string, result: string) => void;
 }
@@ -60,12 +62,11 @@ export interface CallOpts {
   timeoutMs?: number;
 }
 
-const DEFAULT_DEADLINES: AgentDeadlines = { startSessionMs: 10_000, defaultMs: 3_000 };
+const DEFAULT_DEADLINES: AgentDeadlines = { startSessionMs: AGENT_CLIENT_DEFAULTS.startSessionMs, defaultMs: AGENT_CLIENT_DEFAULTS.callMs };
 
 const CHANNEL_OPTIONS = {
-  // Detects a dead TCP peer (e.g. a blade that lost power) without waiting for the OS.
-  'grpc.keepalive_time_ms': 10_000,
-  'grpc.keepalive_timeout_ms': 5_000,
+  // Keepalive (its times come from the options) detects a dead TCP peer (e.g. a blade that lost power) without
+  // waiting for the OS.
   'grpc.keepalive_permit_without_calls': 1,
   // Reconnect quickly so a restarted agent is UP again within a health interval or two.
   'grpc.initial_reconnect_backoff_ms': 200,
@@ -146,7 +147,9 @@ export class AgentConnection {
     this.#host = host;
     this.#port = port;
     this.#relayTls = tls.relayTls;
-    this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
+    const keepalive = options.keepalive ?? { timeMs: AGENT_CLIENT_DEFAULTS.keepaliveMs, timeoutMs: AGENT_CLIENT_DEFAULTS.keepaliveTimeoutMs };
+    this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS,
+      'grpc.keepalive_time_ms': keepalive.timeMs, 'grpc.keepalive_timeout_ms': keepalive.timeoutMs, ...tls.options });
     // The health client shares the agent client's channel, so both see the same connection state.
     this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });
   }

@@ -12,8 +12,9 @@ import { authErrors } from './schemas.js';
 export interface EventsRouteOptions {
   fleet: FleetWatch;
   /** Most streams open at once (each costs a recomputation share and a socket). */
-  maxStreams?: number;
-  heartbeatMs?: number;
+  maxStreams: number;
+  /** How often a quiet stream gets a comment line. */
+  heartbeatMs: number;
 }
 
 function frame(event: string, data: unknown, id?: number): string {
@@ -22,7 +23,7 @@ function frame(event: string, data: unknown, id?: number): string {
 }
 
 export async function eventsRoute(app: FastifyInstance, options: EventsRouteOptions): Promise<void> {
-  const { fleet, maxStreams = 100, heartbeatMs = 15_000 } = options;
+  const { fleet, maxStreams, heartbeatMs } = options;
   let open = 0;
 
   app.get('/api/v1/events', {

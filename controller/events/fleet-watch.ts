@@ -30,7 +30,7 @@ export interface FleetWatchOptions {
   connections: () => Map<string, SessionConnectionStats>;
   log: Logger;
   /** How often the picture is recomputed while someone listens. */
-  intervalMs?: number;
+  intervalMs: number;
   /** Most live sessions one picture holds. */
   maxSessions?: number;
 }
@@ -52,7 +52,7 @@ export class FleetWatch {
   #closed = false;
 
   constructor(options: FleetWatchOptions) {
-    this.#o = { intervalMs: 1000, maxSessions: 10_000, ...options };
+    this.#o = { maxSessions: 10_000, ...options };
     this.#log = options.log.child({ module: 'events' });
     this.#events.setMaxListeners(0);
   }

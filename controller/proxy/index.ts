@@ -61,6 +61,7 @@ export interface ProxyOptions {
   heartbeatMs?: number;
   /** Both RFB handshakes must finish within this (also bounds authorize()). */
   handshakeTimeoutMs?: number;
+  /** Opening the desktop connection (target.desktop()) must succeed within this. */
   connectTimeoutMs?: number;
   /**
    * A connection whose desktop went away (it closed, or the agent says it is gone or does not answer) waits this long
@@ -91,18 +92,18 @@ const DEFAULTS = {
   path: '/websockify',
   allowedOrigins: [] as string[],
   trustProxy: [] as string[],
-  maxPayload: 64 * 1024,
+  maxPayload: PROXY_DEFAULTS.maxPayload,
   idleTimeoutMs: PROXY_DEFAULTS.idleTimeoutSeconds * 1000,
-  heartbeatMs: 30_000,
+  heartbeatMs: PROXY_DEFAULTS.heartbeatMs,
   handshakeTimeoutMs: PROXY_DEFAULTS.handshakeTimeoutMs,
-  connectTimeoutMs: 5_000,
+  connectTimeoutMs: PROXY_DEFAULTS.connectTimeoutMs,
   desktopGoneGraceMs: 1_000,
   maxConnectionsPerIp: PROXY_DEFAULTS.maxConnectionsPerIp,
   // Measured (bench:proxy, 2 cores): 1 MiB reads cost the proxy 0.37-0.47 s of CPU per GB downstream against
   // 0.6 s with 256 KiB, and stream faster. Only a connection whose reads keep filling the buffer grows to it.
   maxReadBytes: 1024 * 1024,
-  badTokenBackoff: { limit: 20, windowMs: 60_000 },
-  revalidateIntervalMs: 500,
+  badTokenBackoff: { limit: PROXY_DEFAULTS.badTokenLimit, windowMs: PROXY_DEFAULTS.badTokenWindowMs },
+  revalidateIntervalMs: PROXY_DEFAULTS.revalidateIntervalMs,
   maxReasonLength: 4096,
   wellFormedToken: (token: string): boolean => token.length > 0,
 };

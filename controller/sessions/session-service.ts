@@ -49,14 +49,12 @@ export interface SessionServiceOptions {
   store: Store;
   blades: BladeRegistry;
   tokens: Pick<TokenService, 'issue'>;
-  config: Pick<Config, 'startAttempts'>;
+  /** startWaitMs: how long a request waits for a session another request (or controller) is starting. */
+  config: Pick<Config, 'startAttempts' | 'startWaitMs' | 'startPollMs'>;
   log: Logger;
   metrics: Metrics;
-  /** How long a request waits for a session another request (or controller) is starting. */
-  startingWaitMs?: number;
 }
 
-const POLL_MS = 50;
 /** How long a desktop end reported by an agent is remembered, for a start that has not recorded it yet. */
 const RECENT_END_MS = 60_000;
 
@@ -98,7 +96,7 @@ export interface SessionEvents {
 }
 
 export class SessionService extends EventEmitter<SessionEvents> {
-  readonly #o: Required<SessionServiceOptions>;
+  readonly #o: SessionServiceOptions;
   readonly #log: Logger;
   readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
   /** Desktops their agents reported ended, by `blade/agentSessionId`, with when (pruned after RECENT_END_MS). */
@@ -108,7 +106,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
 
   constructor(options: SessionServiceOptions) {
     super();
-    this.#o = { startingWaitMs: 15_000, ...options };
+    this.#o = options;
     this.#log = options.log.child({ module: 'sessions' });
   }
 
@@ -182,9 +180,10 @@ export class SessionService extends EventEmitter<SessionEvents> {
 
   /** Another request (maybe on another controller) is starting this user's session: wait for it. */
   async #waitRunning(session: SessionRecord): Promise<SessionRecord> {
-    const deadline = Date.now() + this.#o.startingWaitMs;
+    const { startWaitMs, startPollMs } = this.#o.config;
+    const deadline = Date.now() + startWaitMs;
     while (Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise((r) => setTimeout(r, startPollMs));
       const now = await this.#o.store.getSession(session.id);
       if (!now || now.state === 'ended') {
         throw new SessionConflictError(`the session being started for ${session.username} failed to start; retry`);

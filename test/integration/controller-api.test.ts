@@ -3,7 +3,7 @@
  * the OpenAPI document, the original route, and bad input that must change nothing. Users vdtest16..vdtest19.
  */
 import { cpus } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentClient, alive, call, descendants, startAgent, waitFor, type AgentProcess } from '../helpers/agent-process.js';
@@ -265,4 +265,48 @@ describe('bad input changes nothing', () => {
     expect((await api(c, 'GET', '/api/v1/blades')).body.blades.map((b: { name: string }) => b.name)).toEqual(['blade-a']);
     expect(await c.store.getLiveSessionByUser('vdtest19')).toBeNull();
   });
+});
+
+describe('flags an operator sets', () => {
+  // A controller of its own, without blades: what these flags change needs no desktop.
+  let tuned: InProcessController;
+  beforeAll(async () => {
+    tuned = await buildController({ pki, args: ['--max-body-bytes', '1024', '--events-heartbeat-ms', '200'] });
+  });
+  afterAll(async () => {
+    await tuned?.stop();
+    if (tuned) rmSync(tuned.dataDir, { recursive: true, force: true });
+  });
+
+  it('--max-body-bytes: a 2 KiB body, fine by default, gets 413 VD_ERR_PAYLOAD_TOO_LARGE under a 1 KiB limit', async () => {
+    const body = JSON.stringify({ username: 'a'.repeat(2048) });
+    const post = (to: InProcessController) => fetch(`${to.url}/api/v1/sessions`, { method: 'POST', headers: to.headers, body });
+    // Under the default limit the body is read and the username refused for what it is.
+    const byDefault = await post(c);
+    expect(byDefault.status).toBe(400);
+    const limited = await post(tuned);
+    expect(limited.status).toBe(413);
+    expect(((await limited.json()) as { error: { code: string } }).error.code).toBe('VD_ERR_PAYLOAD_TOO_LARGE');
+    expect((await api(tuned, 'GET', '/api/v1/sessions?state=all')).body.sessions).toEqual([]);
+  });
+
+  it('--events-heartbeat-ms: a quiet event stream carries keep-alive comments at the set interval', async () => {
+    const ac = new AbortController();
+    const res = await fetch(`${tuned.url}/api/v1/events`, { headers: { authorization: `Bearer ${tuned.apiKey}` }, signal: ac.signal });
+    try {
+      expect(res.status).toBe(200);
+      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      // Nothing changes on a controller without blades: after the snapshot, only heartbeats arrive. The default
+      // (15 s) would not send one within the test's time.
+      while ((text.match(/^: keep-alive\n\n/gm) ?? []).length < 2) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the stream ended: ${text}`);
+        text += value;
+      }
+      expect(text).toMatch(/^event: snapshot\n/m);
+    } finally {
+      ac.abort();
+    }
+  }, 5000);
 });

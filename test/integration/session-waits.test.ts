@@ -29,10 +29,9 @@ beforeEach(async () => {
     // Never reached: the session is already reserved, so no blade is asked to start anything.
     blades: {} as BladeRegistry,
     tokens: new TokenService(store),
-    config: { startAttempts: 1 },
+    config: { startAttempts: 1, startWaitMs: 300, startPollMs: 50 },
     log: createLogger({ logLevel: 'silent' }),
     metrics: createMetrics({ defaults: false }),
-    startingWaitMs: 300,
   });
 });
 
