@@ -49,6 +49,10 @@ export interface AgentConfig {
   reapIntervalMs: number;
   /** On SIGTERM, how long calls in flight may finish before the server closes them. */
   shutdownGraceMs: number;
+  /** Most milliseconds for reading the login environment's system files (pam_env, /etc/default/locale) at a start. */
+  loginEnvTimeoutMs: number;
+  /** How many spawner processes start desktops and helpers off the event loop (agent/vnc/spawner.ts). */
+  spawners: number;
   /** Where to serve Prometheus metrics over plain HTTP (GET /metrics); null: not at all. */
   metricsListen: { host: string; port: number } | null;
 }
@@ -70,6 +74,8 @@ export const defaults = {
   lookupTimeoutMs: 5000,
   reapIntervalMs: 500,
   shutdownGraceMs: 5000,
+  loginEnvTimeoutMs: 2000,
+  spawners: 3,
 } as const;
 
 /** The flags and their defaults (from `defaults`); the usage text and README's table are tested against this list. */
@@ -96,6 +102,8 @@ export const OPTIONS = {
   'lookup-timeout-ms': { type: 'string', default: String(defaults.lookupTimeoutMs) },
   'reap-interval-ms': { type: 'string', default: String(defaults.reapIntervalMs) },
   'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
+  'login-env-timeout-ms': { type: 'string', default: String(defaults.loginEnvTimeoutMs) },
+  spawners: { type: 'string', default: String(defaults.spawners) },
   'log-level': { type: 'string', default: defaults.logLevel },
   'metrics-listen': { type: 'string' },
   help: { type: 'boolean', default: false },
@@ -127,6 +135,9 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --lookup-timeout-ms N  most time for a user lookup or home check (default ${defaults.lookupTimeoutMs})
   --reap-interval-ms N   how often sessions are checked for a dead desktop (default ${defaults.reapIntervalMs})
   --shutdown-grace-ms N  on SIGTERM, time calls in flight get to finish (default ${defaults.shutdownGraceMs})
+  --login-env-timeout-ms N  most time for reading a start's login environment files, below
+                         --start-timeout-ms (default ${defaults.loginEnvTimeoutMs})
+  --spawners N           processes that start desktops and helpers off the event loop (default ${defaults.spawners})
   --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
   --log-level LEVEL      pino level (default ${defaults.logLevel})
 `;
@@ -220,6 +231,10 @@ export function parseConfig(argv: string[]): AgentConfig {
   if (lookupTimeoutMs >= startTimeoutMs) {
     throw new ConfigError('--lookup-timeout-ms must be below --start-timeout-ms (a start includes its lookups)');
   }
+  const loginEnvTimeoutMs = integer('login-env-timeout-ms', values['login-env-timeout-ms'], 10, 60_000);
+  if (loginEnvTimeoutMs >= startTimeoutMs) {
+    throw new ConfigError('--login-env-timeout-ms must be below --start-timeout-ms (a start includes reading them)');
+  }
 
   return {
     listenHost: host,
@@ -246,6 +261,8 @@ export function parseConfig(argv: string[]): AgentConfig {
     lookupTimeoutMs,
     reapIntervalMs: integer('reap-interval-ms', values['reap-interval-ms'], 10, 60_000),
     shutdownGraceMs: integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 600_000),
+    loginEnvTimeoutMs,
+    spawners: integer('spawners', values.spawners, 1, 64),
     metricsListen: values['metrics-listen'] === undefined ? null : parseHostPort(values['metrics-listen'], '--metrics-listen'),
   };
 }

@@ -30,7 +30,7 @@ async function run(config: AgentConfig): Promise<void> {
       'Use only for local development.');
   }
   ensureX11SocketDir(log);
-  startSpawners();
+  startSpawners(config.spawners);
   await ensureRuntimeBase(config.runtimeDir);
   const hostname = osHostname();
   const store = await SessionStore.open(config.stateDir);

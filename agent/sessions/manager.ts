@@ -323,7 +323,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       const launcherArgs = config.sessionScript !== undefined
         ? ['use', config.sessionScript] : ['choose', config.fallbackSessionScript];
       // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell.
-      const loginEnv = await loginEnvironment(user);
+      const loginEnv = await loginEnvironment(user, { readTimeoutMs: config.loginEnvTimeoutMs });
       scriptChild = await spawnAsUser(user, loginShellArgv(user.shell, ['/bin/sh', config.sessionLauncher, ...launcherArgs]), {
         env: { ...loginEnv, DISPLAY: `:${xvnc.display}`, XAUTHORITY: files.xauth },
         stdio: ['ignore', log.fd, log.fd],

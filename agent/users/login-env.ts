@@ -9,6 +9,7 @@
  */
 import { lstat, readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { defaults } from '../config.js';
 
 export interface LoginUser {
   name: string;
@@ -32,7 +33,7 @@ export const LOGIN_ENV_DEFAULTS: Required<LoginEnvOptions> = {
   pamEnvConf: '/etc/security/pam_env.conf',
   envFiles: ['/etc/environment', '/etc/default/locale'],
   runtimeDirBase: '/run/user',
-  readTimeoutMs: 2_000,
+  readTimeoutMs: defaults.loginEnvTimeoutMs,
 };
 
 /** The locale when the system sets none: always present in glibc ≥ 2.35 (bookworm), and UTF-8. */

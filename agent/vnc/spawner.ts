@@ -19,6 +19,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { defaults } from '../config.js';
 
 /** Where a child's stdin/stdout/stderr/fd 3 go: nowhere, a pipe to the agent, or an fd the agent holds open. */
 export type StdioSlot = 'ignore' | 'pipe' | number;
@@ -148,8 +149,8 @@ type ToSpawner =
 /** What `ps` shows for a spawner process. */
 export const SPAWNER_ARGV0 = 'vncdispatch-spawner';
 
-/** At most this many spawner processes. */
-const SPAWNER_PROCESSES = 3;
+/** At most this many spawner processes (--spawners; set by startSpawners). */
+let maxSpawners: number = defaults.spawners;
 
 class Spawner {
   private readonly child: ChildProcess;
@@ -271,10 +272,14 @@ class Spawner {
 
 let spawners: Spawner[] = [];
 
-/** Starts every spawner now (the agent does at start-up), so the first desktops do not wait for them. */
-export function startSpawners(): void {
+/**
+ * Starts `count` spawners now (the agent does at start-up, with --spawners), so the first desktops do not wait for
+ * them; later spawns use at most that many.
+ */
+export function startSpawners(count: number): void {
+  maxSpawners = count;
   spawners = spawners.filter((s) => !s.dead);
-  while (spawners.length < SPAWNER_PROCESSES) spawners.push(new Spawner());
+  while (spawners.length < maxSpawners) spawners.push(new Spawner());
 }
 
 /**
@@ -284,7 +289,7 @@ export function startSpawners(): void {
 export function spawnOffLoop(req: SpawnRequest): Promise<SpawnedProcess> {
   spawners = spawners.filter((s) => !s.dead);
   let spawner = spawners.find((s) => s.starting === 0);
-  if (!spawner && spawners.length < SPAWNER_PROCESSES) spawners.push(spawner = new Spawner());
+  if (!spawner && spawners.length < maxSpawners) spawners.push(spawner = new Spawner());
   spawner ??= spawners.reduce((a, b) => (b.starting < a.starting ? b : a));
   return spawner.spawn(req);
 }

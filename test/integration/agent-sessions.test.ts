@@ -2,12 +2,13 @@
  * The agent starts real TigerVNC desktops as real users: the desktop, reached through the agent's relay, speaks RFB
  * and takes the password, processes run with exactly the user's identity, the password stays out of
  * argv/environment/logs, sessions are per user, and StopSession and a dying Xvnc end them. Users
- * vdtest01..vdtest04, vdtest15, vdtest33..vdtest35 and vdtest48.
+ * vdtest01..vdtest04, vdtest15, vdtest33..vdtest35, vdtest48 and vdtest118.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runtimeFiles, sessionRuntimeDir } from '../../agent/vnc/runtime-dir.js';
+import { SPAWNER_ARGV0 } from '../../agent/vnc/spawner.js';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import {
@@ -29,6 +30,7 @@ const U_AGAIN = testUser(33);
 const U_STOP = testUser(34);
 const U_KILLED = testUser(35);
 const U_SCRIPT_EXIT = testUser(48);
+const U_ONE_SPAWNER = testUser(118);
 const PW1 = 'Kq3!x9Zp';
 const PW2 = 'z7Yw2#rT';
 
@@ -280,5 +282,41 @@ describe('ending sessions', () => {
     await waitFor(() => !alive(s.pid), 'Xvnc to be stopped');
     await waitFor(async () => !(await call(client, client.listSessions, {})).sessions.some((x) => x.id === s.id),
       'the session to leave ListSessions');
+  });
+});
+
+/** The agent's spawner processes (what `ps` shows as vncdispatch-spawner, children of the agent). */
+function spawnersOf(agentPid: number): number[] {
+  // ps exits 1 when there are none.
+  const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(agentPid)], { encoding: 'utf8' }).stdout
+    .split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
+  return children.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === SPAWNER_ARGV0;
+    } catch {
+      return false; // exited while we looked
+    }
+  });
+}
+
+describe('spawner processes', () => {
+  it('an agent runs three by default, and with --spawners 1 one, through which its desktops still start', async () => {
+    await expect.poll(() => spawnersOf(agent.pid).length).toBe(3);
+    const one = await startAgent({ pki, args: ['--spawners', '1'] });
+    const oneClient = agentClient(one.address, pki);
+    let session: Session | undefined;
+    try {
+      await expect.poll(() => spawnersOf(one.pid).length).toBe(1);
+      const spawner = spawnersOf(one.pid)[0];
+      session = (await call(oneClient, oneClient.startSession, { username: U_ONE_SPAWNER, password: 'eeee5555' })).session!;
+      expect(alive(session.pid)).toBe(true);
+      expect(spawnersOf(one.pid)).toEqual([spawner]);
+    } finally {
+      if (session) await endDesktop(oneClient, session);
+      oneClient.close();
+      await one.stop();
+      rmSync(one.stateDir, { recursive: true, force: true });
+      rmSync(one.runtimeDir, { recursive: true, force: true });
+    }
   });
 });

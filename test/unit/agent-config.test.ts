@@ -17,7 +17,7 @@ describe('parseConfig', () => {
       geometry: '1280x800', depth: 24,
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
-      lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000,
+      lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000, loginEnvTimeoutMs: 2000, spawners: 3,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
   });
@@ -35,12 +35,13 @@ describe('parseConfig', () => {
       '--depth', '16', '--session-script', '/bin/true', '--xvnc', '/usr/bin/Xvnc', '--log-level', 'debug',
       '--stop-grace-ms', '100', '--runtime-dir', '/tmp/r', '--allow-root-group',
       '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
-      '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250']);
+      '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250',
+      '--login-env-timeout-ms', '300', '--spawners', '1']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
       xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
-      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250 });
+      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, loginEnvTimeoutMs: 300, spawners: 1 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -70,6 +71,12 @@ describe('parseConfig', () => {
     [['--relay-handshake-timeout-ms', '10'], /between 100/],
     [['--session-script', 'xstartup'], /--session-script must be an absolute path/],
     [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '1000'], /--lookup-timeout-ms must be below/],
+    [['--login-env-timeout-ms', '5'], /--login-env-timeout-ms must be between 10/],
+    [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '500', '--login-env-timeout-ms', '1000'],
+      /--login-env-timeout-ms must be below --start-timeout-ms/],
+    [['--spawners', '0'], /--spawners must be between 1 and 64/],
+    [['--spawners', '65'], /--spawners must be between 1 and 64/],
+    [['--spawners', 'two'], /--spawners must be an integer/],
     [['--bogus'], /Unknown option/],
     [['stray'], /positional/],
   ])('refuses %j', (args, message) => {
