@@ -17,20 +17,21 @@ import type { UpOutput } from './up-output.js';
 
 const dist = new URL('../../', import.meta.url).pathname; // dist/ (or the source root under a TS runner)
 
-/** How long a child gets to exit after SIGTERM before it is killed. */
-const STOP_GRACE_MS = 10_000;
-
 export class UpChild {
   readonly name: string;
   readonly #child: ChildProcess;
   /** Resolves with the exit code (or the signal's name) once the process has exited. */
   readonly exited: Promise<number | string>;
   #exited = false;
+  /** How long the child gets to exit after SIGTERM before it is killed. */
+  readonly #stopGraceMs: number;
   /** Resolves with the address from the child's `listening` line; rejects if it exits before. */
   readonly listening: Promise<string>;
 
-  constructor(name: string, script: string, args: readonly string[], nodeFlags: readonly string[], output: UpOutput) {
+  constructor(name: string, script: string, args: readonly string[], nodeFlags: readonly string[], output: UpOutput,
+    stopGraceMs: number) {
     this.name = name;
+    this.#stopGraceMs = stopGraceMs;
     this.#child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, ...nodeFlags, join(dist, script), ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
@@ -75,7 +76,7 @@ export class UpChild {
   async stop(): Promise<void> {
     if (this.#exited) return;
     this.#child.kill('SIGTERM');
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), STOP_GRACE_MS);
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), this.#stopGraceMs);
     await this.exited;
     clearTimeout(timer);
   }

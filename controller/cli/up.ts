@@ -19,9 +19,24 @@ import { ensureCa, issueCert } from './pki.js';
 import { UpChild } from './up-child.js';
 import { createUpOutput, type UpOutput } from './up-output.js';
 
-export const UP_USAGE = `  vncdispatch up [--user NAME [--create-user]] [--port 8080] [--agent-port 7443] [--dir /var/lib/vncdispatch-local]
-                 [--runtime-dir /run/vncdispatch]
-      run an agent and a controller on this machine (as root), with mutual TLS and an API key; port 0 picks one
+/** `up`'s flags and their defaults. */
+const UP_OPTIONS = {
+  dir: { type: 'string', default: '/var/lib/vncdispatch-local' },
+  port: { type: 'string', default: '8080' },
+  'agent-port': { type: 'string', default: '7443' },
+  'runtime-dir': { type: 'string', default: '/run/vncdispatch' },
+  user: { type: 'string' },
+  'create-user': { type: 'boolean', default: false },
+  'end-desktops-ms': { type: 'string', default: '20000' },
+  'stop-grace-ms': { type: 'string', default: '10000' },
+} as const;
+
+export const UP_USAGE = `  vncdispatch up [--user NAME [--create-user]] [--port ${UP_OPTIONS.port.default}] [--agent-port ${UP_OPTIONS['agent-port'].default}]
+                 [--dir ${UP_OPTIONS.dir.default}] [--runtime-dir ${UP_OPTIONS['runtime-dir'].default}]
+                 [--end-desktops-ms ${UP_OPTIONS['end-desktops-ms'].default}] [--stop-grace-ms ${UP_OPTIONS['stop-grace-ms'].default}]
+      run an agent and a controller on this machine (as root), with mutual TLS and an API key; port 0 picks one.
+      On stopping, ending the desktops may take --end-desktops-ms in all; then each service gets --stop-grace-ms
+      after SIGTERM before it is killed
 `;
 
 interface UpOptions {
@@ -31,24 +46,18 @@ interface UpOptions {
   runtimeDir: string;
   user: string | undefined;
   createUser: boolean;
+  /** How long ending the desktops may take in all before the services are stopped anyway. */
+  endDesktopsMs: number;
+  /** How long a service gets to exit after SIGTERM before it is killed. */
+  stopGraceMs: number;
 }
-
-/** How long ending the desktops may take in all before the services are stopped anyway. */
-const END_DESKTOPS_MS = 20_000;
 
 function parse(argv: string[]): UpOptions {
   let values;
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: {
-        dir: { type: 'string', default: '/var/lib/vncdispatch-local' },
-        port: { type: 'string', default: '8080' },
-        'agent-port': { type: 'string', default: '7443' },
-        'runtime-dir': { type: 'string', default: '/run/vncdispatch' },
-        user: { type: 'string' },
-        'create-user': { type: 'boolean', default: false },
-      },
+      options: UP_OPTIONS,
       strict: true,
     }));
   } catch (err) {
@@ -59,7 +68,16 @@ function parse(argv: string[]): UpOptions {
   for (const [flag, v] of [['--port', port], ['--agent-port', agentPort]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 65535) throw new CliError(`${flag} must be a TCP port (0 picks one)`, EXIT.usage);
   }
-  return { dir: values.dir, port, agentPort, runtimeDir: values['runtime-dir'], user: values.user, createUser: values['create-user'] };
+  const ms = (flag: 'end-desktops-ms' | 'stop-grace-ms'): number => {
+    const v = values[flag];
+    const n = /^\d+$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < 100 || n > 600_000) {
+      throw new CliError(`--${flag} must be an integer from 100 to 600000, got ${JSON.stringify(v)}`, EXIT.usage);
+    }
+    return n;
+  };
+  return { dir: values.dir, port, agentPort, runtimeDir: values['runtime-dir'], user: values.user, createUser: values['create-user'],
+    endDesktopsMs: ms('end-desktops-ms'), stopGraceMs: ms('stop-grace-ms') };
 }
 
 function ensureUser(name: string, create: boolean): void {
@@ -106,7 +124,7 @@ export async function up(argv: string[]): Promise<number> {
 
   const children: UpChild[] = [];
   const startChild = (name: string, script: string, args: string[], nodeFlags: readonly string[] = []): UpChild => {
-    const child = new UpChild(name, script, args, nodeFlags, output);
+    const child = new UpChild(name, script, args, nodeFlags, output, o.stopGraceMs);
     children.push(child);
     void child.exited.then((how) => stop({ err: new Error(`the ${name} exited (${how})`) }));
     return child;
@@ -152,7 +170,7 @@ export async function up(argv: string[]): Promise<number> {
   const why = reason as StopReason | null;
   if (why && 'err' in why) log.error({ err: why.err }, 'vncdispatch up failed; stopping everything it started');
   if (controllerBase || agent) {
-    await endDesktops(controllerBase, keyFile, agent, output).catch((err: unknown) =>
+    await endDesktops(controllerBase, keyFile, agent, output, o.endDesktopsMs).catch((err: unknown) =>
       log.error({ err }, 'could not end every desktop'));
   }
   agent?.close();
@@ -185,8 +203,9 @@ async function openDesktop(base: string, apiKey: string, user: string, output: U
  * directly on the agent for whatever is left (the controller may be the child that died). A desktop outlives its
  * agent by design, so this is what keeps Ctrl-C from leaving Xvnc processes behind.
  */
-async function endDesktops(base: string | null, keyFile: string, agent: AgentConnection | null, output: UpOutput): Promise<void> {
-  const signal = AbortSignal.timeout(END_DESKTOPS_MS);
+async function endDesktops(base: string | null, keyFile: string, agent: AgentConnection | null, output: UpOutput,
+  withinMs: number): Promise<void> {
+  const signal = AbortSignal.timeout(withinMs);
   if (base) {
     const authorization = `Bearer ${readFileSync(keyFile, 'utf8').trim()}`;
     const listed = await fetch(`${base}/api/v1/sessions?state=live&limit=1000`, { headers: { authorization }, signal })
@@ -200,7 +219,7 @@ async function endDesktops(base: string | null, keyFile: string, agent: AgentCon
   if (agent) {
     const left = await agent.listSessions({ signal }).catch(() => []);
     await Promise.all(left.map(async (s) => {
-      await agent.stopSession(s.id, { signal, timeoutMs: END_DESKTOPS_MS }).then(
+      await agent.stopSession(s.id, { signal, timeoutMs: withinMs }).then(
         () => output.log.info({ agentSessionId: s.id, user: s.username }, 'desktop stopped on the agent'),
         (err: unknown) => output.log.warn({ err, agentSessionId: s.id }, 'could not stop a desktop on the agent'));
     }));

@@ -6,7 +6,7 @@
  * leaves no desktop, agent or controller of it running.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
@@ -178,5 +178,14 @@ describe('vncdispatch up', { timeout: 90_000 }, () => {
     expect(alive(childPid(up, 'agent'))).toBe(false);
     blocker.proc.kill('SIGINT');
     expect(await blocker.exit).toBe(0);
+  });
+
+  it('refuses a bad --end-desktops-ms or --stop-grace-ms with the usage exit code, and starts nothing', async () => {
+    for (const bad of [['--end-desktops-ms', '0'], ['--stop-grace-ms', 'soon']]) {
+      const up = startUp(bad);
+      expect(await up.exit).toBe(2);
+      expect(up.out()).toBe('');
+      expect(existsSync(join(up.dir, 'pki'))).toBe(false);
+    }
   });
 });
