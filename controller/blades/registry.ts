@@ -194,7 +194,8 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
     health = new HealthMonitor<GetStatusResponse>({
       // Busy with our starts and still connected: late, not dead (each start has its deadline).
       busy: () => (blade?.pending ?? 0) > 0 && connection.isConnected(),
-      probe: () => connection.getStatus({ timeoutMs: Math.min(3000, downAfterMs) }),
+      // An agent call like the others (--agent-call-timeout-ms), cut to --down-after-ms: a later answer is moot.
+      probe: () => connection.getStatus({ timeoutMs: Math.min(this.#o.config.agentCallTimeoutMs, downAfterMs) }),
       intervalMs: healthIntervalMs,
       downAfterMs,
     });
