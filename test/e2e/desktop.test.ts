@@ -91,8 +91,27 @@ async function pagePoint(page: Page, x: number, y: number): Promise<{ x: number;
   return { x: box.x + (x * box.width) / fb.width, y: box.y + (y * box.height) / fb.height };
 }
 
-/** Waits until the session's xterm is mapped and managed (IceWM has put a frame around it). */
-async function terminal(d: Desktop): Promise<{ x: number; y: number; width: number; height: number }> {
+/** The width IceWM gives its work area (_NET_WORKAREA): it sets it again each time it has handled a screen size change. */
+async function workAreaWidth(d: Desktop): Promise<number | undefined> {
+  const { stdout } = await runInDesktop(d, ['xprop', '-root', '_NET_WORKAREA']).catch(() => ({ stdout: '' }));
+  const m = /=\s*-?\d+,\s*-?\d+,\s*(\d+),/.exec(stdout);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Waits until the viewer's desktop is settled and the session's xterm is mapped and managed (IceWM has put a frame
+ * around it), and returns where the xterm is.
+ *
+ * Settled means the desktop has taken the page's size (the viewer asks for it on connecting) and IceWM has handled
+ * that change. IceWM moves windows when the screen changes size (a terminal at 45,64 on the 1280x800 desktop Xvnc
+ * starts with is at 5,24 once the desktop is 1024x736), so a position read before that is one the window is about
+ * to leave. The resize itself is a counter (#status[data-resizes]); IceWM's handling of it shows as its work area
+ * taking the new width.
+ */
+async function terminal(d: Desktop, page: Page): Promise<{ x: number; y: number; width: number; height: number }> {
+  const area = await screenArea(page);
+  await expect.poll(() => screenSize(d), { timeout: 15_000 }).toEqual(area);
+  await expect.poll(() => workAreaWidth(d), { timeout: 15_000 }).toBe(area.width);
   let g: Awaited<ReturnType<typeof windowGeometry>>;
   await waitFor(async () => {
     g = await windowGeometry(d, 'XTerm').catch(() => undefined);
@@ -150,7 +169,7 @@ describe('the default desktop session', { timeout: 60_000 }, () => {
     const { viewerUrl, desktop } = await openDesktop(testUser(71));
     const { page } = await newPage();
     await connected(page, viewerUrl);
-    const before = await terminal(desktop);
+    const before = await terminal(desktop, page);
     // IceWM's title bar is just above the client area; grab it a little right of the window's left edge.
     const from = await pagePoint(page, before.x + 120, before.y - 8);
     await page.mouse.move(from.x, from.y);
@@ -177,7 +196,7 @@ describe('the default desktop session', { timeout: 60_000 }, () => {
     chmodSync(dir, 0o700);
     const { page } = await newPage();
     await connected(page, viewerUrl);
-    const t = await terminal(desktop);
+    const t = await terminal(desktop, page);
     const inside = await pagePoint(page, t.x + t.width / 2, t.y + t.height / 2);
     await page.mouse.click(inside.x, inside.y);
     await page.keyboard.type(`printf '%s\\n' '`);
@@ -202,7 +221,7 @@ describe('the clipboard, both ways, UTF-8', { timeout: 60_000 }, () => {
     const { viewerUrl, desktop } = await openDesktop(testUser(73));
     const { page, errors } = await newPage();
     await connected(page, viewerUrl);
-    await terminal(desktop);
+    await terminal(desktop, page);
 
     // Desktop → browser: a program in the desktop copies text (xclip, as the user).
     const fromDesktop = 'Grüße aus dem Desktop: äöü € ✓ 漢字';
