@@ -7,8 +7,11 @@
  *
  * - A server that asks for VNC authentication gets an error message, never a password prompt, and no retries.
  * - A desktop name full of markup (threat 7, noVNC CVE-2017-18635) is shown as text and runs nothing.
+ * - A connection that closes while the page is still decoding a picture: the bytes queued behind it are dropped
+ *   without an error (stock noVNC 1.7 hands them to its disconnected RFB, which logs "Got data while disconnected").
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchChromium } from '../helpers/browser.js';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -20,8 +23,8 @@ let web: WebApp;
 let base: string;
 let browser: Browser;
 let context: BrowserContext | undefined;
-/** What the scripted server does with the next /websockify connection. */
-let script: (ws: WebSocket) => void = (ws) => ws.close();
+/** What the scripted server does with the next /websockify connection (`socket` is the TCP connection under it). */
+let script: (ws: WebSocket, socket: Duplex) => void = (ws) => ws.close();
 let sockets = 0;
 
 beforeAll(async () => {
@@ -31,7 +34,7 @@ beforeAll(async () => {
   web.app.server.on('upgrade', (req, socket, head) => {
     sockets += 1;
     if (!req.url?.startsWith('/websockify?token=')) return socket.destroy();
-    wss.handleUpgrade(req, socket, head, (ws) => script(ws));
+    wss.handleUpgrade(req, socket, head, (ws) => script(ws, socket));
   });
   browser = await launchChromium();
 });
@@ -96,6 +99,28 @@ function viewerUrl(): string {
   return `${base}/viewer/#session=${randomUUID()}&token=${newToken()}&key=${newReconnectKey()}`;
 }
 
+const u16 = (n: number) => Buffer.from([n >> 8, n & 255]);
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
+/** Tight's compact length: 7 bits a byte, low bits first, the high bit set while more follow. */
+function compactLength(n: number): Buffer {
+  if (n < 0x80) return Buffer.of(n);
+  if (n < 0x4000) return Buffer.of((n & 0x7f) | 0x80, n >> 7);
+  return Buffer.of((n & 0x7f) | 0x80, ((n >> 7) & 0x7f) | 0x80, n >> 14);
+}
+
+/** A FramebufferUpdate of one Tight rectangle with JPEG compression (control byte 0x90), `w`×`h` at 0,0. */
+function jpegUpdate(jpeg: Buffer, w: number, h: number): Buffer {
+  return Buffer.concat([Buffer.of(0, 0), u16(1), u16(0), u16(0), u16(w), u16(h), u32(7), Buffer.of(0x90), compactLength(jpeg.length), jpeg]);
+}
+
+/** A FramebufferUpdate of one raw pixel. */
+const ONE_PIXEL_UPDATE = Buffer.concat([Buffer.of(0, 0), u16(1), u16(0), u16(0), u16(1), u16(1), u32(0), Buffer.of(0, 0, 255, 0)]);
+
 describe('the viewer against a misbehaving desktop', () => {
   it('never prompts for a password when a server asks for VNC authentication', async () => {
     const v = await openViewer();
@@ -119,6 +144,65 @@ describe('the viewer against a misbehaving desktop', () => {
     expect(await v.page.locator('img, script:not([src])').count()).toBe(0);
     expect(await v.page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
     expect(v.dialogs).toEqual([]);
+  });
+
+  it('drops the bytes queued behind a picture still being decoded when the connection closes, without an error', async () => {
+    const v = await openViewer();
+    const errors: string[] = [];
+    v.page.on('pageerror', (e) => errors.push(e.message));
+    v.page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    // A JPEG of noise, made by the browser itself: a screenshot of a canvas of random pixels.
+    const [W, H] = [1280, 960];
+    await v.page.setViewportSize({ width: W, height: H });
+    await v.page.setContent(`<body style="margin:0"><canvas width="${W}" height="${H}"></canvas></body>`);
+    await v.page.evaluate(() => {
+      const canvas = document.querySelector('canvas')!;
+      const ctx = canvas.getContext('2d')!;
+      const image = ctx.createImageData(canvas.width, canvas.height);
+      for (let i = 0; i < image.data.length; i += 65536) crypto.getRandomValues(image.data.subarray(i, i + 65536));
+      for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255;
+      ctx.putImageData(image, 0, 0);
+    });
+    const jpeg = await v.page.locator('canvas').screenshot({ type: 'jpeg', quality: 80 });
+    // Every image the page creates, so the test can wait for noVNC's picture to finish decoding (an event).
+    await v.page.addInitScript(() => {
+      const images: HTMLImageElement[] = [];
+      (window as unknown as { __images: HTMLImageElement[] }).__images = images;
+      const Native = window.Image;
+      window.Image = function Image(width?: number, height?: number) {
+        const img = new Native(width, height);
+        images.push(img);
+        return img;
+      } as unknown as typeof window.Image;
+    });
+    // The desktop's first update is the picture, then a second update queued behind it, then it hangs up: all in
+    // one go, so the close reaches the page while the picture is still being decoded.
+    script = (ws, socket) => {
+      scriptedServer([1], SECURITY_RESULT_OK, serverInitWithName('late bytes'))(ws);
+      let step = 0;
+      ws.on('message', () => {
+        step += 1;
+        if (step !== 3) return;
+        // Hung up as a dropped link does (no closing handshake), right behind the bytes.
+        ws.send(Buffer.concat([jpegUpdate(jpeg, W, H), ONE_PIXEL_UPDATE]), () => socket.end());
+      });
+    };
+    await v.page.goto(viewerUrl());
+    // The connection completed, then dropped (the page asks the reconnect endpoint, which refuses a made-up session).
+    await expect.poll(() => v.reconnects, { timeout: 10_000 }).toBeGreaterThan(0);
+    const decoded = await v.page.evaluate(async () => {
+      const images = (window as unknown as { __images: HTMLImageElement[] }).__images;
+      await Promise.all(images.map((img) => (img.complete ? undefined
+        : new Promise((resolve) => { img.addEventListener('load', resolve); img.addEventListener('error', resolve); }))));
+      // noVNC resumes reading in a promise callback after the image's load event: let it run.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return images.length;
+    });
+    expect(decoded).toBeGreaterThan(0);
+    // The browser's own line for the refused reconnect is expected; noVNC's "Got data while disconnected" is not.
+    expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
   });
 
   it('explains an incomplete link instead of connecting anywhere', async () => {
