@@ -195,7 +195,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
 
-  await app.register(healthRoutes, { store, blades, registry: metrics.registry });
+  await app.register(healthRoutes, { store, blades, registry: metrics.registry, readyCheckTtlMs: config.readyCheckTtlMs });
   await app.register(async (api) => {
     // Set before authentication, so refusals carry it too: API answers hold tokens or describe sessions.
     api.addHook('onRequest', async (_request, reply) => {

@@ -85,6 +85,8 @@ export interface Config {
   keepAliveTimeoutMs: number;
   /** How often expired tokens and ended sessions past their retention are deleted. */
   pruneIntervalMs: number;
+  /** GET /readyz's store-write check is made at most once per this; callers in between get its answer. */
+  readyCheckTtlMs: number;
   /** Open GET /api/v1/events streams at most; more get 429. */
   maxEventStreams: number;
   /** On SIGTERM/SIGINT, how long closing may take before the process exits anyway. */
@@ -197,6 +199,7 @@ export const OPTIONS = {
   'keep-alive-timeout-ms': { type: 'string', default: '5000' },
   'max-body-bytes': { type: 'string', default: '16384' },
   'prune-interval-ms': { type: 'string', default: '600000' },
+  'ready-check-ttl-ms': { type: 'string', default: '1000' },
   'max-event-streams': { type: 'string', default: '100' },
   'events-interval-ms': { type: 'string', default: '1000' },
   'events-heartbeat-ms': { type: 'string', default: '15000' },
@@ -258,6 +261,7 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --keep-alive-timeout-ms N     how long a kept-alive connection waits for its next request (default 5000)
   --max-body-bytes N            largest REST request body; larger gets 413 (default 16384)
   --prune-interval-ms N         how often expired tokens and old ended sessions are deleted (default 600000)
+  --ready-check-ttl-ms N        /readyz writes to the store at most once per this; others reuse the answer (default 1000)
   --max-event-streams N         open GET /api/v1/events streams at most (default 100)
   --events-interval-ms N        how often the event streams' picture is recomputed (default 1000)
   --events-heartbeat-ms N       a keep-alive comment on quiet event streams this often (default 15000)
@@ -472,6 +476,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     httpIdleTimeoutMs: int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000),
     keepAliveTimeoutMs: int(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms', 100, 600_000),
     pruneIntervalMs: int(values['prune-interval-ms'], 'prune-interval-ms', 1000, 86_400_000),
+    readyCheckTtlMs: int(values['ready-check-ttl-ms'], 'ready-check-ttl-ms', 0, 60_000),
     maxEventStreams: int(values['max-event-streams'], 'max-event-streams', 1, 100_000),
     shutdownGraceMs: int(values['shutdown-grace-ms'], 'shutdown-grace-ms', 0, 600_000),
     startWaitMs: int(values['start-wait-ms'], 'start-wait-ms', 0, 600_000),

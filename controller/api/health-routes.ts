@@ -3,11 +3,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { BladeRegistry } from '../blades/registry.js';
 import type { Store } from '../store/store.js';
+import { WriteProbe } from './write-probe.js';
 
 export interface HealthRouteDeps {
   store: Store;
   blades: BladeRegistry;
   registry: Registry;
+  /** How long a /readyz store-write check stays good for later callers. */
+  readyCheckTtlMs: number;
 }
 
 const readySchema = {
@@ -22,6 +25,7 @@ const readySchema = {
 } as const;
 
 export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps): Promise<void> {
+  const writeProbe = new WriteProbe(() => deps.store.checkWritable(), deps.readyCheckTtlMs);
   app.get('/healthz', {
     schema: {
       operationId: 'liveness',
@@ -44,7 +48,7 @@ export async function healthRoutes(app: FastifyInstance, deps: HealthRouteDeps):
     // A write, not a read: a full or read-only disk, or a deleted database file, still reads fine.
     let storeError: string | null = null;
     try {
-      await deps.store.checkWritable();
+      await writeProbe.run();
     } catch (err) {
       storeError = err instanceof Error ? err.message : String(err);
     }
