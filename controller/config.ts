@@ -69,6 +69,11 @@ export interface Config {
   bladeNetworks: readonly string[];
   tokenTtlSeconds: number;
   tokenReuse: boolean;
+  /**
+   * Reconnect keys kept per session (one per grant): a grant beyond it retires the session's oldest key, so a grant
+   * loop cannot grow a session's keys without bound and the newest viewer link always works.
+   */
+  maxReconnectKeys: number;
   maxConnectionsPerIp: number;
   idleTimeoutSeconds: number;
   /** Both RFB handshakes (to the desktop and to the browser) must finish within this. */
@@ -183,6 +188,7 @@ export const OPTIONS = {
   'blade-networks': { type: 'string', multiple: true, default: [DEFAULT_BLADE_NETWORKS.join(',')] as string[] },
   'token-ttl': { type: 'string', default: '60' },
   'token-reuse': { type: 'boolean', default: false },
+  'max-reconnect-keys': { type: 'string', default: '32' },
   'max-connections-per-ip': { type: 'string', default: String(PROXY_DEFAULTS.maxConnectionsPerIp) },
   'idle-timeout': { type: 'string', default: String(PROXY_DEFAULTS.idleTimeoutSeconds) },
   'handshake-timeout-ms': { type: 'string', default: String(PROXY_DEFAULTS.handshakeTimeoutMs) },
@@ -245,6 +251,7 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
   --token-ttl SECONDS           connection token lifetime (default 60)
   --token-reuse                 allow reconnecting with a token until it expires
+  --max-reconnect-keys N        viewer reconnect keys kept per session; a new grant retires the oldest (default 32)
   --max-connections-per-ip N    concurrent desktop connections per client IP (default 20)
   --idle-timeout SECONDS        close desktop connections idle this long (default 1800)
   --handshake-timeout-ms N      both RFB handshakes of a desktop connection must finish within this (default 10000)
@@ -467,6 +474,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     bladeNetworks: parseBladeNetworks(values['blade-networks']),
     tokenTtlSeconds: int(values['token-ttl'], 'token-ttl', 1, 86_400),
     tokenReuse: values['token-reuse'],
+    maxReconnectKeys: int(values['max-reconnect-keys'], 'max-reconnect-keys', 1, 10_000),
     maxConnectionsPerIp: int(values['max-connections-per-ip'], 'max-connections-per-ip', 1),
     idleTimeoutSeconds: int(values['idle-timeout'], 'idle-timeout', 1),
     handshakeTimeoutMs: int(values['handshake-timeout-ms'], 'handshake-timeout-ms', 100, 600_000),

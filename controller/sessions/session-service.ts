@@ -50,7 +50,7 @@ export interface SessionServiceOptions {
   blades: BladeRegistry;
   tokens: Pick<TokenService, 'issue'>;
   /** startWaitMs: how long a request waits for a session another request (or controller) is starting. */
-  config: Pick<Config, 'startAttempts' | 'startWaitMs' | 'startPollMs'>;
+  config: Pick<Config, 'startAttempts' | 'startWaitMs' | 'startPollMs' | 'maxReconnectKeys'>;
   log: Logger;
   metrics: Metrics;
 }
@@ -122,10 +122,12 @@ export class SessionService extends EventEmitter<SessionEvents> {
       const created = value.created && leader;
       const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
       // Each grant gets its own key, bound like its token: a later grant (another tab, another device) adds a key
-      // and leaves this one working.
+      // and leaves this one working, up to --max-reconnect-keys per session. Beyond that the oldest key is retired
+      // rather than this grant refused: the link just handed out must work (a portal cannot tell which old tabs are
+      // closed), and a grant loop must not grow the session's keys without bound.
       const reconnectKey = newReconnectKey();
       const patched = await this.#o.store.addReconnectKey({ hash: hashSecret(reconnectKey), sessionId: value.session.id,
-        clientIp: clientIp === null ? null : normalizeIp(clientIp), createdAt: new Date() });
+        clientIp: clientIp === null ? null : normalizeIp(clientIp), createdAt: new Date() }, { keep: this.#o.config.maxReconnectKeys });
       if (!patched) throw new SessionConflictError(`session ${value.session.id} ended while it was being opened`);
       result = created ? 'created' : 'existing';
       return { created, session: patched, token, tokenExpiresAt: expiresAt, reconnectKey };

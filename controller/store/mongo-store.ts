@@ -19,7 +19,7 @@ import type {
   Store,
   TokenRecord,
 } from './store.js';
-import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable } from './validate.js';
+import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable, checkKeep } from './validate.js';
 
 /** Token hashes per activeTokenHashes query. */
 const ACTIVE_TOKEN_CHUNK = 5000;
@@ -305,14 +305,30 @@ export class MongoStore implements Store {
     return true;
   }
 
-  async addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null> {
+  async addReconnectKey(key: ReconnectKeyRecord, options: { keep: number }): Promise<SessionRecord | null> {
+    const keep = checkKeep(options.keep);
     const session = await this.sessions.findOne({ id: key.sessionId, live: true }, { projection: SESSION_PROJECTION });
     if (!session) return null;
     // Not one transaction with the read above (that would need a replica set for a single controller too): a key
     // added while its session ends is never honoured, because getReconnectKey requires a live session, and is
     // deleted with the session.
     await this.reconnectKeys.insertOne({ hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp, createdAt: key.createdAt });
+    await this.retireReconnectKeys(key, keep);
     return toSession(session);
+  }
+
+  /**
+   * Deletes the session's keys beyond its `keep` newest (by createdAt, then insertion order), never `key` itself.
+   * Controllers granting at once each trim what they see, so for a moment a session may hold a few more than `keep`
+   * (never more than `keep` plus the grants in flight); the next grant trims them. A grant deletes only keys older
+   * than the `keep` newest it sees, so concurrent grants never retire each other's fresh keys below the cap.
+   */
+  private async retireReconnectKeys(key: ReconnectKeyRecord, keep: number): Promise<void> {
+    const beyond = await this.reconnectKeys
+      .find({ sessionId: key.sessionId }, { projection: { _id: 1, hash: 1 }, sort: { createdAt: -1, _id: -1 }, skip: keep })
+      .toArray();
+    const ids = beyond.filter((d) => d.hash !== key.hash).map((d) => d._id);
+    if (ids.length > 0) await this.reconnectKeys.deleteMany({ _id: { $in: ids } });
   }
 
   async getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null> {

@@ -14,7 +14,7 @@ import type {
   Store,
   TokenRecord,
 } from './store.js';
-import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable } from './validate.js';
+import { PATCHABLE_SESSION_FIELDS, assertBladeAdminState, assertPatchable, checkKeep } from './validate.js';
 
 /** The database file inside the data directory. */
 export const SQLITE_FILE_NAME = 'vncdispatch.db';
@@ -331,6 +331,11 @@ export class SqliteStore implements Store {
         `INSERT INTO reconnect_keys (hash, session_id, client_ip, created_at) VALUES (@hash, @sessionId, @clientIp, @createdAt)`,
       ),
       getReconnectKey: db.prepare<[string], ReconnectKeyRow>(`SELECT * FROM reconnect_keys WHERE hash = ?`),
+      // rowid breaks ties between keys made in the same millisecond: the later insert is the newer key.
+      retireReconnectKeys: db.prepare(
+        `DELETE FROM reconnect_keys WHERE session_id = @sessionId AND hash != @hash AND rowid NOT IN (
+           SELECT rowid FROM reconnect_keys WHERE session_id = @sessionId ORDER BY created_at DESC, rowid DESC LIMIT @keep)`,
+      ),
       deleteSessionReconnectKeys: db.prepare<[string]>(`DELETE FROM reconnect_keys WHERE session_id = ?`),
       pruneEndedReconnectKeys: db.prepare<[number]>(
         `DELETE FROM reconnect_keys WHERE session_id IN (SELECT id FROM sessions WHERE state = 'ended' AND ended_at < ?)`,
@@ -499,11 +504,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  async addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null> {
+  async addReconnectKey(key: ReconnectKeyRecord, options: { keep: number }): Promise<SessionRecord | null> {
+    const keep = checkKeep(options.keep);
     return this.write(() => {
       const session = this.s.getSession.get(key.sessionId);
       if (!session || session.state === 'ended') return null;
       this.s.insertReconnectKey.run({ hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp, createdAt: key.createdAt.getTime() });
+      this.s.retireReconnectKeys.run({ sessionId: key.sessionId, hash: key.hash, keep });
       return toSession(session);
     });
   }

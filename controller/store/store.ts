@@ -135,10 +135,12 @@ export interface Store {
   /** Marks a live session ended and revokes its tokens, atomically; returns null if it was unknown or already ended. */
   endSession(id: string, reason: string, now: Date): Promise<SessionRecord | null>;
   /**
-   * Records a reconnect key for a live session. Returns the session, or null (and records nothing) if it is unknown or
-   * has ended. Keys are deleted with their session (discardSession, pruneEndedSessions).
+   * Records a reconnect key for a live session and retires the session's older keys beyond `keep`: the session keeps
+   * its `keep` newest keys by `createdAt` (ties: the later write), and always the key just added. Returns the session,
+   * or null (and records nothing) if it is unknown or has ended. Keys are deleted with their session
+   * (discardSession, pruneEndedSessions).
    */
-  addReconnectKey(key: ReconnectKeyRecord): Promise<SessionRecord | null>;
+  addReconnectKey(key: ReconnectKeyRecord, options: { keep: number }): Promise<SessionRecord | null>;
   /** The reconnect key with this hash and its session, while that session is live; else null. */
   getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null>;
   /**

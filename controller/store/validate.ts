@@ -31,3 +31,9 @@ const ADMIN_STATES = new Set<string>(['ACTIVE', 'CORDONED', 'DRAINING'] satisfie
 export function assertBladeAdminState(state: string): asserts state is BladeAdminState {
   if (!ADMIN_STATES.has(state)) throw new TypeError(`unknown blade admin state ${JSON.stringify(state)}`);
 }
+
+/** The reconnect-key cap passed to addReconnectKey: a positive integer (0 would retire the key just made). */
+export function checkKeep(keep: number): number {
+  if (!Number.isSafeInteger(keep) || keep < 1) throw new TypeError(`addReconnectKey: keep must be a positive integer, got ${keep}`);
+  return keep;
+}

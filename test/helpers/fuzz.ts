@@ -80,6 +80,10 @@ export class StoreProbe {
     return this.db.prepare('SELECT name, admin_state AS adminState FROM blades').all() as Array<{ name: string; adminState: string }>;
   }
 
+  reconnectKeyRows(sessionId: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM reconnect_keys WHERE session_id = ?').get(sessionId) as { n: number }).n;
+  }
+
   liveSessionIds(): string[] {
     return (this.db.prepare("SELECT id FROM sessions WHERE state != 'ended'").all() as Array<{ id: string }>).map((r) => r.id);
   }

@@ -2,8 +2,9 @@
  * Viewer links as a portal hands them out, against a real controller process (dist/controller/main.js) with a real
  * agent and Xvnc behind it, over real HTTP and WebSockets on loopback. Each grant (POST /api/v1/sessions) carries its
  * own reconnect key: a second grant for the same user leaves the first viewer's link working, also after the
- * controller restarts on the same store, and a key obeys the client IP its grant named. Loopback has a whole /8, so
- * "another address" is a real source address (127.0.0.2), not a forged header.
+ * controller restarts on the same store, and a key obeys the client IP its grant named. A session keeps at most
+ * --max-reconnect-keys keys: a portal granting in a loop retires the oldest, never the newest. Loopback has a whole
+ * /8, so "another address" is a real source address (127.0.0.2), not a forged header.
  */
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,12 +13,18 @@ import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { tearDownRig } from '../helpers/edge-rig.js';
+import { StoreProbe } from '../helpers/fuzz.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
 
 const SECOND_GRANT_USER = testUser(101);
 const BOUND_USER = testUser(102);
 const OTHER_ADDRESS = '127.0.0.2';
+const LOOPING_USER = testUser(110);
+/** The controller's --max-reconnect-keys here: small, so a loop passes it quickly (the default is 32). */
+const MAX_KEYS = 3;
+/** The looping portal's viewers reconnect from their own address, so they do not share the others' rate limit. */
+const LOOP_ADDRESS = '127.0.0.3';
 
 let pki: Pki;
 let agent: AgentProcess;
@@ -25,7 +32,8 @@ let controller: ControllerProcess;
 let dataDir: string;
 
 async function start(): Promise<void> {
-  controller = await startController({ pki, dataDir, blades: [{ name: 'grants', address: `127.0.0.1:${agent.port}` }] });
+  controller = await startController({ pki, dataDir, blades: [{ name: 'grants', address: `127.0.0.1:${agent.port}` }],
+    args: ['--max-reconnect-keys', String(MAX_KEYS)] });
   dataDir = controller.dataDir;
   await waitForBladeStates(controller, { grants: 'UP' });
 }
@@ -66,6 +74,22 @@ async function view(token: string, from = '127.0.0.1'): Promise<RfbWsClient> {
   if (isRefused(ws)) throw new Error(`refused ${ws.status} ${ws.body.error?.code}`);
   await ws.handshakeNone();
   return ws;
+}
+
+/** One FramebufferUpdateRequest/Update round trip: the viewer's desktop still answers through the proxy. */
+async function stillShowsTheDesktop(ws: RfbWsClient): Promise<void> {
+  const req = Buffer.alloc(10);
+  req.writeUInt8(3, 0);
+  req.writeUInt16BE(4, 6);
+  req.writeUInt16BE(4, 8);
+  ws.write(req);
+  const head = await ws.read(4);
+  expect(head[0]).toBe(0);
+  for (let i = 0, n = head.readUInt16BE(2); i < n; i++) {
+    const rect = await ws.read(12);
+    expect(rect.readInt32BE(8)).toBe(0);
+    await ws.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4);
+  }
 }
 
 beforeAll(async () => {
@@ -128,5 +152,37 @@ describe('a reconnect key bound by its grant to a client IP', () => {
     const unbound = await grant(BOUND_USER);
     expect((await reconnect(unbound, '127.0.0.1')).status).toBe(200);
     expect((await reconnect(bound, '127.0.0.1')).status).toBe(403);
+  }, 120_000);
+});
+
+describe('a portal that grants the same desktop over and over', () => {
+  it('does not grow the session\'s keys: the newest --max-reconnect-keys links reconnect, older ones are retired, and an open viewer keeps its desktop', async () => {
+    const first = await grant(LOOPING_USER);
+    const firstViewer = await view(first.token);
+    const links = [first];
+    for (let i = 0; i < 7; i++) links.push(await grant(LOOPING_USER));
+    expect(new Set(links.map((l) => l.sessionId)).size).toBe(1);
+
+    // However many grants, the store holds MAX_KEYS keys for the session.
+    const probe = new StoreProbe(controller.dataDir);
+    try {
+      expect(probe.reconnectKeyRows(first.sessionId)).toBe(MAX_KEYS);
+    } finally {
+      probe.close();
+    }
+
+    // The newest links reconnect; a retired one gets what any unknown key gets, and the page stops.
+    for (const link of links.slice(-MAX_KEYS)) {
+      const r = await reconnect(link, LOOP_ADDRESS);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+    }
+    for (const link of links.slice(0, -MAX_KEYS)) {
+      expect(await reconnect(link, LOOP_ADDRESS)).toMatchObject({ status: 410, body: { error: { code: 'VD_ERR_SESSION_ENDED' } } });
+    }
+
+    // Retiring a key ends no connection: the first viewer, whose key went first, still has its desktop.
+    await stillShowsTheDesktop(firstViewer);
+    expect(firstViewer.closed).toBeNull();
+    firstViewer.close();
   }, 120_000);
 });

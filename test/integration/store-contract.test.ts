@@ -30,6 +30,8 @@ export interface StoreHarness {
 const T0 = new Date('2030-01-01T00:00:00.000Z');
 const at = (ms: number): Date => new Date(T0.getTime() + ms);
 const hashOf = (n: number | string): string => `${String(n).padStart(8, '0')}${'ab'.repeat(28)}`;
+/** A reconnect-key cap no case below reaches, except the one about the cap. */
+const KEEP = { keep: 32 };
 
 function tokenRecord(sessionId: string, overrides: Partial<TokenRecord> = {}): TokenRecord {
   return {
@@ -307,14 +309,14 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         expect(await store.getReconnectKey(hashOf(7))).toBeNull();
         const running = await store.updateSession(s.id, { state: 'running' }, at(1));
         const key = { hash: hashOf(7), sessionId: s.id, clientIp: '192.0.2.7', createdAt: at(1) };
-        expect(await store.addReconnectKey(key)).toEqual(running);
+        expect(await store.addReconnectKey(key, KEEP)).toEqual(running);
         expect(await store.getReconnectKey(hashOf(7))).toEqual({ key, session: running });
         expect(await store.getReconnectKey(hashOf(8))).toBeNull();
         await store.endSession(s.id, 'deleted', at(2));
         expect(await store.getReconnectKey(hashOf(7))).toBeNull();
         // An ended or unknown session takes no new key.
-        expect(await store.addReconnectKey({ ...key, hash: hashOf(9) })).toBeNull();
-        expect(await store.addReconnectKey({ ...key, hash: hashOf(10), sessionId: randomUUID() })).toBeNull();
+        expect(await store.addReconnectKey({ ...key, hash: hashOf(9) }, KEEP)).toBeNull();
+        expect(await store.addReconnectKey({ ...key, hash: hashOf(10), sessionId: randomUUID() }, KEEP)).toBeNull();
         expect(await store.getReconnectKey(hashOf(9))).toBeNull();
       });
 
@@ -322,8 +324,8 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         const [a, b] = await instances(1);
         const s = await newSession('vdtest16');
         await store.updateSession(s.id, { state: 'running' }, at(1));
-        await a!.addReconnectKey({ hash: hashOf(21), sessionId: s.id, clientIp: '192.0.2.1', createdAt: at(1) });
-        await b!.addReconnectKey({ hash: hashOf(22), sessionId: s.id, clientIp: null, createdAt: at(2) });
+        await a!.addReconnectKey({ hash: hashOf(21), sessionId: s.id, clientIp: '192.0.2.1', createdAt: at(1) }, KEEP);
+        await b!.addReconnectKey({ hash: hashOf(22), sessionId: s.id, clientIp: null, createdAt: at(2) }, KEEP);
         for (const st of [a!, b!]) {
           expect((await st.getReconnectKey(hashOf(21)))?.key.clientIp).toBe('192.0.2.1');
           expect((await st.getReconnectKey(hashOf(22)))?.key.clientIp).toBeNull();
@@ -334,19 +336,50 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         expect((await reopened.getReconnectKey(hashOf(21)))?.session.id).toBe(s.id);
       });
 
+      it('keeps a session\'s newest reconnect keys up to the cap and retires the oldest, whichever store grants', async () => {
+        const [a, b] = await instances(1);
+        const s = await newSession('vdtest16');
+        await store.updateSession(s.id, { state: 'running' }, at(1));
+        const other = await newSession('vdtest17');
+        await store.updateSession(other.id, { state: 'running' }, at(1));
+        await store.addReconnectKey({ hash: hashOf('other'), sessionId: other.id, clientIp: null, createdAt: T0 }, { keep: 3 });
+        const live = async (n: number | string): Promise<boolean> => (await store.getReconnectKey(hashOf(n))) !== null;
+
+        // Ten grants through two controllers, two of them in the same millisecond (the later write is the newer).
+        const times = [1, 2, 3, 4, 5, 6, 7, 8, 8, 9];
+        for (const [i, t] of times.entries()) {
+          const st = i % 2 === 0 ? a! : b!;
+          expect(await st.addReconnectKey({ hash: hashOf(40 + i), sessionId: s.id, clientIp: null, createdAt: at(t) }, { keep: 3 }))
+            .not.toBeNull();
+        }
+        const kept = await Promise.all(times.map((_, i) => live(40 + i)));
+        expect(kept).toEqual([false, false, false, false, false, false, false, true, true, true]);
+        // Another session's keys are its own.
+        expect(await live('other')).toBe(true);
+
+        // A grant from a controller whose clock is behind still gets a working key; the next grant trims back to 3.
+        await a!.addReconnectKey({ hash: hashOf(60), sessionId: s.id, clientIp: null, createdAt: T0 }, { keep: 3 });
+        expect(await live(60)).toBe(true);
+        await b!.addReconnectKey({ hash: hashOf(61), sessionId: s.id, clientIp: null, createdAt: at(10) }, { keep: 3 });
+        expect(await Promise.all([47, 48, 49, 60, 61].map(live))).toEqual([false, true, true, false, true]);
+
+        await expect(store.addReconnectKey({ hash: hashOf(62), sessionId: s.id, clientIp: null, createdAt: at(11) }, { keep: 0 }))
+          .rejects.toThrow(TypeError);
+      });
+
       it('deletes a session\'s reconnect keys with the session (discard and retention)', async () => {
         const starting = await newSession('vdtest16');
-        await store.addReconnectKey({ hash: hashOf(31), sessionId: starting.id, clientIp: null, createdAt: T0 });
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: starting.id, clientIp: null, createdAt: T0 }, KEEP);
         expect(await store.discardSession(starting.id)).toBe(true);
         const again = await newSession('vdtest16', at(1));
         // The same hash cannot resurrect: the discarded session's key row is gone, so it can be reused.
-        await store.addReconnectKey({ hash: hashOf(31), sessionId: again.id, clientIp: null, createdAt: at(1) });
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: again.id, clientIp: null, createdAt: at(1) }, KEEP);
         expect((await store.getReconnectKey(hashOf(31)))?.session.id).toBe(again.id);
         await store.endSession(again.id, 'deleted', at(2));
         expect(await store.pruneEndedSessions(at(5))).toBe(1);
         // Gone with its session: the hash can be recorded afresh for a new session.
         const third = await newSession('vdtest16', at(6));
-        await store.addReconnectKey({ hash: hashOf(31), sessionId: third.id, clientIp: null, createdAt: at(6) });
+        await store.addReconnectKey({ hash: hashOf(31), sessionId: third.id, clientIp: null, createdAt: at(6) }, KEEP);
         expect((await store.getReconnectKey(hashOf(31)))?.session.id).toBe(third.id);
       });
     });

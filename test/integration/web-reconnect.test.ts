@@ -49,7 +49,7 @@ async function liveSession(username: string, clientIp: string | null = null): Pr
     { state: 'running', blade: 'blade-a', agentSessionId: 'a1', display: 7, port: 5907, pid: 4242, password: 'Pw123456' },
     now,
   );
-  await store.addReconnectKey({ hash: hashSecret(key), sessionId: id, clientIp, createdAt: now });
+  await store.addReconnectKey({ hash: hashSecret(key), sessionId: id, clientIp, createdAt: now }, { keep: 32 });
   return { id, key };
 }
 

@@ -44,6 +44,7 @@ describe('controller config', () => {
     expect(c.sessionRetentionHours).toBe(720);
     expect(c.tokenTtlSeconds).toBe(60);
     expect(c.tokenReuse).toBe(false);
+    expect(c.maxReconnectKeys).toBe(32);
     expect(c.mongodbUrl).toBeNull();
     expect(c.agentTls).toEqual({ cert: '/c.crt', key: '/c.key', ca: '/ca.crt' });
     expect(Object.isFrozen(c)).toBe(true);
@@ -92,6 +93,7 @@ describe('controller config', () => {
     [['--start-attempts', '0'], /--start-attempts/],
     [['--health-interval-ms', '3000', '--down-after-ms', '2500'], /longer than --health-interval-ms/],
     [['--token-ttl', '1.5'], /--token-ttl/],
+    [['--max-reconnect-keys', '0'], /--max-reconnect-keys must be an integer from 1/],
     [['--trust-proxy', 'example.com'], /--trust-proxy/],
     [['--allowed-origin', 'javascript:alert(1)'], /--allowed-origin/],
     [['--log-level', 'loud'], /--log-level/],
