@@ -116,6 +116,8 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     connectTimeoutMs: config.desktopConnectTimeoutMs,
+    desktopGoneGraceMs: config.desktopGoneGraceMs,
+    maxReadBytes: config.maxDesktopReadBytes,
     heartbeatMs: config.wsHeartbeatMs,
     maxPayload: config.maxWsMessageBytes,
     badTokenBackoff: { limit: config.badTokenLimit, windowMs: config.badTokenWindowMs },

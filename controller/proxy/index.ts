@@ -97,11 +97,9 @@ const DEFAULTS = {
   heartbeatMs: PROXY_DEFAULTS.heartbeatMs,
   handshakeTimeoutMs: PROXY_DEFAULTS.handshakeTimeoutMs,
   connectTimeoutMs: PROXY_DEFAULTS.connectTimeoutMs,
-  desktopGoneGraceMs: 1_000,
+  desktopGoneGraceMs: PROXY_DEFAULTS.desktopGoneGraceMs,
   maxConnectionsPerIp: PROXY_DEFAULTS.maxConnectionsPerIp,
-  // Measured (bench:proxy, 2 cores): 1 MiB reads cost the proxy 0.37-0.47 s of CPU per GB downstream against
-  // 0.6 s with 256 KiB, and stream faster. Only a connection whose reads keep filling the buffer grows to it.
-  maxReadBytes: 1024 * 1024,
+  maxReadBytes: PROXY_DEFAULTS.maxReadBytes,
   badTokenBackoff: { limit: PROXY_DEFAULTS.badTokenLimit, windowMs: PROXY_DEFAULTS.badTokenWindowMs },
   revalidateIntervalMs: PROXY_DEFAULTS.revalidateIntervalMs,
   maxReasonLength: 4096,

@@ -125,15 +125,17 @@ describe('controller config', () => {
       startWaitMs: 15_000, startPollMs: 50, eventsIntervalMs: 1000, eventsHeartbeatMs: 15_000, maxBodyBytes: 16_384,
       maxWsMessageBytes: 65_536, wsHeartbeatMs: 30_000, desktopConnectTimeoutMs: 5000, badTokenLimit: 20,
       badTokenWindowMs: 60_000, revalidateIntervalMs: 500, agentKeepaliveMs: 10_000, agentKeepaliveTimeoutMs: 5000,
+      desktopGoneGraceMs: 1000, maxDesktopReadBytes: 1_048_576,
     });
     expect(parse('--start-wait-ms', '0', '--start-poll-ms', '10', '--events-interval-ms', '250',
       '--events-heartbeat-ms', '100', '--max-body-bytes', '1024', '--max-ws-message-bytes', '1048576',
       '--ws-heartbeat-ms', '5000', '--desktop-connect-timeout-ms', '900', '--bad-token-limit', '3',
       '--bad-token-window-ms', '1000', '--revalidate-interval-ms', '50', '--agent-keepalive-ms', '1000',
-      '--agent-keepalive-timeout-ms', '100')).toMatchObject({
+      '--agent-keepalive-timeout-ms', '100', '--desktop-gone-grace-ms', '1', '--max-desktop-read-bytes', '4096')).toMatchObject({
       startWaitMs: 0, startPollMs: 10, eventsIntervalMs: 250, eventsHeartbeatMs: 100, maxBodyBytes: 1024,
       maxWsMessageBytes: 1_048_576, wsHeartbeatMs: 5000, desktopConnectTimeoutMs: 900, badTokenLimit: 3,
       badTokenWindowMs: 1000, revalidateIntervalMs: 50, agentKeepaliveMs: 1000, agentKeepaliveTimeoutMs: 100,
+      desktopGoneGraceMs: 1, maxDesktopReadBytes: 4096,
     });
   });
 
@@ -142,6 +144,7 @@ describe('controller config', () => {
     ['max-body-bytes', '1023'], ['max-body-bytes', '16k'], ['max-ws-message-bytes', '512'], ['ws-heartbeat-ms', 'soon'],
     ['desktop-connect-timeout-ms', '99'], ['bad-token-limit', '0'], ['bad-token-window-ms', '999'],
     ['revalidate-interval-ms', '49'], ['agent-keepalive-ms', '999'], ['agent-keepalive-timeout-ms', '1.5'],
+    ['desktop-gone-grace-ms', '0'], ['max-desktop-read-bytes', '4095'],
   ])('refuses --%s %s, naming the flag and its range', (flag, value) => {
     expect(() => parse(`--${flag}`, value)).toThrow(ConfigError);
     expect(() => parse(`--${flag}`, value)).toThrow(new RegExp(`^--${flag} must be an integer from \\d+ to \\d+, got "${value.replace('.', '\\.')}"$`));
