@@ -194,8 +194,11 @@ describe('the viewer against a misbehaving desktop', () => {
     await expect.poll(() => v.reconnects, { timeout: 10_000 }).toBeGreaterThan(0);
     const decoded = await v.page.evaluate(async () => {
       const images = (window as unknown as { __images: HTMLImageElement[] }).__images;
-      await Promise.all(images.map((img) => (img.complete ? undefined
-        : new Promise((resolve) => { img.addEventListener('load', resolve); img.addEventListener('error', resolve); }))));
+      await Promise.all(images.map((img) => new Promise((resolve) => {
+        if (img.complete) return resolve(undefined);
+        img.addEventListener('load', resolve);
+        img.addEventListener('error', resolve);
+      })));
       // noVNC resumes reading in a promise callback after the image's load event: let it run.
       await new Promise((resolve) => setTimeout(resolve, 0));
       return images.length;
