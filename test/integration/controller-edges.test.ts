@@ -161,7 +161,8 @@ describe('connection flood', () => {
     try {
       const answer = await rawRequest(flooded.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
       expect(answer.status).toBe(200);
-      await expect.poll(() => socks.filter((s) => !s.destroyed).length).toBeLessThanOrEqual(40);
+      // The closes reach the client as events; on a loaded machine 360 of them take longer than poll's default 1 s.
+      await expect.poll(() => socks.filter((s) => !s.destroyed).length, { timeout: 10_000 }).toBeLessThanOrEqual(40);
       expect(alive(flooded.controller.pid)).toBe(true);
     } finally {
       for (const s of socks) s.destroy();
