@@ -2,6 +2,7 @@
  * The controller's one root logger (pino JSON). Modules take `log.child({ module })`. Secrets are removed here,
  * centrally, so a careless `log.info({ session })` cannot leak a password, token or API key.
  */
+import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
 
@@ -34,7 +35,9 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
   return pino(
     {
       level: config.logLevel,
-      base: { service: 'vncdispatch-controller' },
+      // Service, host and process on every line: several controllers' logs meet in one place, and a restart is a
+      // new pid.
+      base: { service: 'vncdispatch-controller', hostname: hostname(), pid: process.pid },
       redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
       serializers: {
         err: pino.stdSerializers.err,

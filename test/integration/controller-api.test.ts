@@ -2,7 +2,7 @@
  * The controller's REST API against a real agent (real Xvnc, mTLS) on loopback: authentication on every route,
  * the OpenAPI document, the original route, and bad input that must change nothing. Users vdtest16..vdtest19.
  */
-import { cpus } from 'node:os';
+import { cpus, hostname } from 'node:os';
 import { readFileSync, rmSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -101,6 +101,16 @@ describe('authentication', () => {
 
   it('never logs the API key', () => {
     expect(c.logs.join('\n')).not.toContain(c.apiKey);
+  });
+
+  it('names the service, host and process on every log line, controller and agent alike', () => {
+    const lines = (logs: string[]) => logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const controllerLines = lines(c.logs);
+    const agentLines = lines(agent.logs);
+    expect(controllerLines.length).toBeGreaterThan(0);
+    expect(agentLines.length).toBeGreaterThan(0);
+    for (const l of controllerLines) expect(l).toMatchObject({ service: 'vncdispatch-controller', hostname: hostname(), pid: process.pid });
+    for (const l of agentLines) expect(l).toMatchObject({ service: 'vncdispatch-agent', hostname: hostname(), pid: agent.pid });
   });
 });
 
