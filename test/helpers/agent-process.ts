@@ -40,6 +40,8 @@ export interface StartAgentOptions {
   env?: NodeJS.ProcessEnv;
   /** How long to wait for the "listening" line. */
   timeoutMs?: number;
+  /** A command that execs the agent in place, e.g. `['ip', 'netns', 'exec', NS]` to run it in a network namespace. */
+  prefix?: readonly string[];
 }
 
 /** Starts the agent and resolves once it logs `"msg":"listening"`. */
@@ -49,7 +51,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess>
   const service = await startNodeService('agent', AGENT_MAIN, [
     '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
     '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...(opts.args ?? []),
-  ], { env: opts.env, timeoutMs: opts.timeoutMs });
+  ], { env: opts.env, timeoutMs: opts.timeoutMs, prefix: opts.prefix });
   return { ...service, stateDir, runtimeDir };
 }
 

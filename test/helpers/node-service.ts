@@ -25,11 +25,16 @@ export interface NodeService {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `node script ...args` and resolves once it logs `listening`; rejects if it exits or times out first. */
+/**
+ * Starts `node script ...args` and resolves once it logs `listening`; rejects if it exits or times out first.
+ * `prefix` runs it under a command that execs it in place (e.g. `ip netns exec NS`), so `pid` is still node's.
+ */
 export function startNodeService(name: string, script: string, args: string[],
-  opts: { env?: NodeJS.ProcessEnv | undefined; timeoutMs?: number | undefined } = {}): Promise<NodeService> {
+  opts: { env?: NodeJS.ProcessEnv | undefined; timeoutMs?: number | undefined; prefix?: readonly string[] | undefined } = {}):
+  Promise<NodeService> {
   if (!existsSync(script)) throw new Error(`${script} missing: run npm run build first`);
-  const child = spawn(process.execPath, [script, ...args], {
+  const [command, ...prefixArgs] = [...(opts.prefix ?? []), process.execPath];
+  const child = spawn(command, [...prefixArgs, script, ...args], {
     env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
