@@ -74,6 +74,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
 
   // Typed as fastify's base logger so the instance is the plain FastifyInstance the routes are written against.
   const httpLog: FastifyBaseLogger = log.child({ module: 'http' });
+  const frameworkError = errorHandler(log.child({ module: 'http' }));
   const app = Fastify({
     loggerInstance: httpLog,
     // REST bodies only; the proxy has its own limit (maxPayload).
@@ -83,8 +84,16 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     keepAliveTimeout: config.keepAliveTimeoutMs,
     // Node checks header and request deadlines on this interval (default 30 s): a quarter of the header timeout keeps
     // a slow client's 408 close to its deadline.
-    http: { headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.floor(config.headersTimeoutMs / 4)) },
+    // requireHostHeader: Node answers an HTTP/1.1 request without a Host header itself, with a bare 400 and no body,
+    // before fastify sees it; the onRequest hook below refuses it instead, with the documented 400 and a log line.
+    http: { headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.floor(config.headersTimeoutMs / 4)),
+      requireHostHeader: false },
     clientErrorHandler: clientErrorHandler(log.child({ module: 'http' })),
+    // A target the router cannot decode (`POST http://`) is answered by fastify before setErrorHandler applies, in
+    // fastify's own body format; this sends it through the same renderer as every other error.
+    frameworkErrors: (err, request, reply) => {
+      void frameworkError(err, request, reply);
+    },
     return503OnClosing: true,
     forceCloseConnections: true,
     trustProxy: config.trustProxy.length ? [...config.trustProxy] : false,
@@ -136,6 +145,9 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   });
   app.server.on('upgrade', (req, socket, head) => proxy.handleUpgrade(req, socket, head));
   app.server.on('connect', connectRefusal(log.child({ module: 'http' })));
+  // Node answers an Expect other than 100-continue itself, with a bare 417 and no body. RFC 9110 §10.1.1 lets a server
+  // ignore an expectation it does not know, so the request goes to its route like any other and gets its answer.
+  app.server.on('checkExpectation', (req, res) => app.server.emit('request', req, res));
 
   metrics.watchBlades(() => blades.list().map((b) => ({ name: b.name, adminState: b.record.adminState, capacity: b.status?.capacity ?? 0 })));
   const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log, intervalMs: config.eventsIntervalMs });
@@ -146,6 +158,12 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     fleet.poke();
   });
 
+  // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host (see requireHostHeader above).
+  app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw new BadRequestError('an HTTP/1.1 request needs a Host header');
+    }
+  });
   // A browser that once reached an https public URL keeps using https (no downgrade through a hostile network).
   if (config.publicUrl.startsWith('https://')) {
     app.addHook('onRequest', async (_request, reply) => {
