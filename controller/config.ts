@@ -124,6 +124,8 @@ export interface Config {
   /** gRPC keepalive ping interval to the agents, and how long its answer may take before the channel is dropped. */
   agentKeepaliveMs: number;
   agentKeepaliveTimeoutMs: number;
+  /** An agent channel not connected for this long is made afresh, abandoning its connection attempt. */
+  agentConnectTimeoutMs: number;
   logLevel: LogLevel;
   /** Things the operator should fix, logged once at start-up (e.g. an API key readable in `ps`). */
   warnings: readonly string[];
@@ -155,11 +157,13 @@ export const PROXY_DEFAULTS: Readonly<Record<'maxConnectionsPerIp' | 'idleTimeou
 });
 
 /** Agent-client defaults that are also flags: AgentConnection (agent-client/) falls back to these, as `up` builds one. */
-export const AGENT_CLIENT_DEFAULTS: Readonly<Record<'startSessionMs' | 'callMs' | 'keepaliveMs' | 'keepaliveTimeoutMs', number>> = Object.freeze({
+export const AGENT_CLIENT_DEFAULTS: Readonly<Record<'startSessionMs' | 'callMs' | 'keepaliveMs' | 'keepaliveTimeoutMs' | 'connectMs', number>> = Object.freeze({
   startSessionMs: 10_000,
   callMs: 3_000,
   keepaliveMs: 10_000,
   keepaliveTimeoutMs: 5_000,
+  // gRPC's connection-backoff spec's MIN_CONNECT_TIMEOUT; grpc-js has no connect deadline of its own.
+  connectMs: 20_000,
 });
 
 /** The flags and their defaults; the usage text and README's table are tested against this list. */
@@ -185,6 +189,7 @@ export const OPTIONS = {
   'agent-call-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.callMs) },
   'agent-keepalive-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.keepaliveMs) },
   'agent-keepalive-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.keepaliveTimeoutMs) },
+  'agent-connect-timeout-ms': { type: 'string', default: String(AGENT_CLIENT_DEFAULTS.connectMs) },
   'reconcile-interval-ms': { type: 'string', default: '5000' },
   'reconcile-report-only': { type: 'boolean', default: false },
   'orphan-grace-ms': { type: 'string', default: '5000' },
@@ -251,6 +256,7 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --agent-call-timeout-ms N     deadline of the other agent calls (default 3000)
   --agent-keepalive-ms N        gRPC keepalive ping to each agent this often, to notice a dead peer (default 10000)
   --agent-keepalive-timeout-ms N  drop an agent connection whose keepalive is unanswered this long (default 5000)
+  --agent-connect-timeout-ms N  remake an agent channel not connected this long, abandoning its attempt (default 20000)
   --reconcile-interval-ms N     store/agent reconciliation period (default 5000)
   --reconcile-report-only       reconciliation reports desktops to stop and records to end, changes nothing
   --orphan-grace-ms N           stop a desktop no live session owns after this long (default 5000)
@@ -517,6 +523,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     revalidateIntervalMs: int(values['revalidate-interval-ms'], 'revalidate-interval-ms', 50, 60_000),
     agentKeepaliveMs: int(values['agent-keepalive-ms'], 'agent-keepalive-ms', 1000, 3_600_000),
     agentKeepaliveTimeoutMs: int(values['agent-keepalive-timeout-ms'], 'agent-keepalive-timeout-ms', 100, 600_000),
+    agentConnectTimeoutMs: int(values['agent-connect-timeout-ms'], 'agent-connect-timeout-ms', 1000, 600_000),
     logLevel,
     warnings: Object.freeze(warnings),
   };

@@ -52,6 +52,12 @@ export interface AgentClientOptions {
   deadlines?: Partial<AgentDeadlines>;
   /** gRPC keepalive: ping this often, and drop the connection when a ping is unanswered for timeoutMs. */
   keepalive?: { timeMs: number; timeoutMs: number };
+  /**
+   * A channel not connected for this long is closed and made afresh, abandoning its connection attempt. grpc-js sets
+   * no deadline on its TCP connect: a SYN sent while the blade was cut off is retried by the kernel for about two
+   * minutes, and the blade stays unreachable that long after its network is back.
+   */
+  connectTimeoutMs?: number;
   /** Called after every call with the method and 'ok' or the gRPC status name (metrics). */
   onCall?: (method: string, result: string) => void;
 }
@@ -128,8 +134,12 @@ const HealthClientCtor = makeGenericClientConstructor(healthService, 'grpc.healt
 export class AgentConnection {
   readonly name: string;
   readonly address: string;
-  readonly #client: InstanceType<typeof GeneratedAgentClient>;
-  readonly #health: HealthClient;
+  #client!: InstanceType<typeof GeneratedAgentClient>;
+  #health!: HealthClient;
+  readonly #open: () => void;
+  readonly #connectTimeoutMs: number;
+  /** When a call first found the channel not connected, since it last was (null: connected). */
+  #unconnectedSince: number | null = null;
   readonly #deadlines: AgentDeadlines;
   readonly #onCall: (method: string, result: string) => void;
   readonly #host: string;
@@ -148,15 +158,45 @@ export class AgentConnection {
     this.#port = port;
     this.#relayTls = tls.relayTls;
     const keepalive = options.keepalive ?? { timeMs: AGENT_CLIENT_DEFAULTS.keepaliveMs, timeoutMs: AGENT_CLIENT_DEFAULTS.keepaliveTimeoutMs };
-    this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS,
-      'grpc.keepalive_time_ms': keepalive.timeMs, 'grpc.keepalive_timeout_ms': keepalive.timeoutMs, ...tls.options });
-    // The health client shares the agent client's channel, so both see the same connection state.
-    this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? AGENT_CLIENT_DEFAULTS.connectMs;
+    this.#open = () => {
+      this.#client = new GeneratedAgentClient(options.address, tls.credentials, { ...CHANNEL_OPTIONS,
+        'grpc.keepalive_time_ms': keepalive.timeMs, 'grpc.keepalive_timeout_ms': keepalive.timeoutMs, ...tls.options });
+      // The health client shares the agent client's channel, so both see the same connection state.
+      this.#health = new HealthClientCtor(options.address, tls.credentials, { channelOverride: this.#client.getChannel() });
+    };
+    this.#open();
   }
 
-  #call<Req, Res>(method: string, fn: Unary<Req, Res>, req: Req, timeoutMs: number, signal?: AbortSignal): Promise<Res> {
+  /**
+   * Makes the channel afresh when it has not been connected for the connect timeout: the old one is closed (its
+   * calls and watches fail, and their owners retry on the new one) and the new one dials at once. Its state alone
+   * cannot tell a stuck attempt from a failing one (pick_first reports TRANSIENT_FAILURE while it is still waiting on
+   * a SYN), so a blade that refuses connections gets a new channel this often too, which costs it nothing more than
+   * the reconnects it already gets. Checked on every call, so the health probe's interval bounds how late it is.
+   */
+  #checkConnectAttempt(): void {
+    if (this.#closed) return;
+    if (this.#client.getChannel().getConnectivityState(false) === connectivityState.READY) {
+      this.#unconnectedSince = null;
+      return;
+    }
+    const now = Date.now();
+    this.#unconnectedSince ??= now;
+    if (now - this.#unconnectedSince < this.#connectTimeoutMs) return;
+    this.#unconnectedSince = null;
+    const [client, health] = [this.#client, this.#health];
+    this.#open();
+    health.close();
+    client.close();
+  }
+
+  #call<Req, Res>(method: string, select: (client: InstanceType<typeof GeneratedAgentClient>) => Unary<Req, Res>, req: Req,
+    timeoutMs: number, signal?: AbortSignal): Promise<Res> {
     if (this.#closed) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: connection closed`));
     if (signal?.aborted) return Promise.reject(new AgentUnavailableError(`blade ${this.name}: ${method} aborted`, 1));
+    this.#checkConnectAttempt();
+    const fn = select(this.#client);
     return new Promise<Res>((resolve, reject) => {
       const call = fn(req, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
         signal?.removeEventListener('abort', onAbort);
@@ -176,25 +216,25 @@ export class AgentConnection {
    */
   startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
     const timeoutMs = opts.timeoutMs ?? this.#deadlines.startSessionMs;
-    return this.#call('StartSession', this.#client.startSession.bind(this.#client),
+    return this.#call('StartSession', (c) => c.startSession.bind(c),
       { deadline: new Date(Date.now() + timeoutMs), ...req }, timeoutMs, opts.signal);
   }
 
   /** Stops a session by the agent's id. Rejects with VD_ERR_AGENT_REJECTED (grpcCode NOT_FOUND) if it is gone. */
   async stopSession(id: string, opts: CallOpts = {}): Promise<Session | undefined> {
-    const res = await this.#call('StopSession', this.#client.stopSession.bind(this.#client) as Unary<{ id: string }, { session?: Session }>,
+    const res = await this.#call('StopSession', (c) => c.stopSession.bind(c) as Unary<{ id: string }, { session?: Session }>,
       { id }, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
     return res.session;
   }
 
   async listSessions(opts: CallOpts = {}): Promise<Session[]> {
-    const res = await this.#call('ListSessions', this.#client.listSessions.bind(this.#client),
+    const res = await this.#call('ListSessions', (c) => c.listSessions.bind(c),
       {}, opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
     return res.sessions;
   }
 
   getStatus(opts: CallOpts = {}): Promise<GetStatusResponse> {
-    return this.#call('GetStatus', this.#client.getStatus.bind(this.#client), {},
+    return this.#call('GetStatus', (c) => c.getStatus.bind(c), {},
       opts.timeoutMs ?? this.#deadlines.defaultMs, opts.signal);
   }
 

@@ -125,7 +125,7 @@ export class Blade {
 export interface RegistryOptions {
   store: Store;
   config: Pick<Config, 'blades' | 'healthIntervalMs' | 'downAfterMs' | 'placement' | 'agentStartTimeoutMs' |
-    'agentCallTimeoutMs' | 'agentKeepaliveMs' | 'agentKeepaliveTimeoutMs'>;
+    'agentCallTimeoutMs' | 'agentKeepaliveMs' | 'agentKeepaliveTimeoutMs' | 'agentConnectTimeoutMs'>;
   credentials: AgentCredentials;
   log: Logger;
   metrics: Metrics;
@@ -185,6 +185,7 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
       credentials: this.#o.credentials,
       deadlines: { startSessionMs: this.#o.config.agentStartTimeoutMs, defaultMs: this.#o.config.agentCallTimeoutMs },
       keepalive: { timeMs: this.#o.config.agentKeepaliveMs, timeoutMs: this.#o.config.agentKeepaliveTimeoutMs },
+      connectTimeoutMs: this.#o.config.agentConnectTimeoutMs,
       onCall: (method, result) => {
         this.#o.metrics.agentCalls.inc({ method, result });
         if (!NO_ANSWER.has(result)) health?.success(`${method} answered`);
