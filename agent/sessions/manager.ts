@@ -366,7 +366,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     xvncChild.once('exit', () => void this.poll());
     scriptChild.once('exit', () => void this.poll());
     this.log.info({ session: record.id, username: user.name, uid: user.uid, display: record.display,
-      pid: record.pid, scriptPid: record.scriptPid,
+      xvncPid: record.pid, scriptPid: record.scriptPid,
       ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
     'session started');
     return record;
@@ -484,13 +484,13 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         exe !== undefined && xvncNames.has(exe);
       if (ours) {
         this.sessions.set(r.id, { record: r, files });
-        this.log.info({ session: r.id, username: r.username, pid: r.pid, display: r.display }, 'adopted session');
+        this.log.info({ session: r.id, username: r.username, xvncPid: r.pid, display: r.display }, 'adopted session');
       } else {
         // Xvnc is gone (or its pid now belongs to another process): clean up what is left of the session.
         if (r.scriptPid > 1) await signalSession(r.scriptPid, r.uid, 'SIGTERM');
         await this.cleanupFiles(r, files);
         await store.remove(r.id);
-        this.log.info({ session: r.id, username: r.username, pid: r.pid }, 'dropped session whose Xvnc is gone');
+        this.log.info({ session: r.id, username: r.username, xvncPid: r.pid }, 'dropped session whose Xvnc is gone');
       }
     }
   }

@@ -200,7 +200,7 @@ export class Reconciler {
   async #stop(blade: Blade, a: AgentSession): Promise<boolean> {
     try {
       await blade.connection.stopSession(a.id);
-      this.#log.warn({ blade: blade.name, agentSessionId: a.id, username: a.username, pid: a.pid },
+      this.#log.warn({ blade: blade.name, agentSessionId: a.id, username: a.username, xvncPid: a.pid },
         'stopped a desktop that no live session owns');
       return true;
     } catch (err) {

@@ -278,7 +278,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
       throw new AgentUnavailableError(`blade ${blade.name}: the desktop ended as soon as it started`);
     }
     this.#log.info({ sessionId: session.id, username: session.username, blade: blade.name, display: s.display,
-      pid: s.pid, agentExisting: res.existing }, 'session running');
+      xvncPid: s.pid, agentExisting: res.existing }, 'session running');
     return patched;
   }
 

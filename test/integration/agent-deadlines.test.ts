@@ -116,8 +116,9 @@ describe('deadlines', () => {
 
   it("the agent's own --start-timeout-ms ends a start that takes too long, and says so", async () => {
     const slow = slowXvnc(5);
+    // Both read limits a start includes must be below its budget (the agent refuses to start otherwise).
     const { agent, client } = await agentWith(['--xvnc', slow.path, '--start-timeout-ms', '1500',
-      '--lookup-timeout-ms', '1000']);
+      '--lookup-timeout-ms', '1000', '--login-env-timeout-ms', '1000']);
     const err = await refused(call(client, client.startSession, { username: U_SLOW, password: 'budg1234' }, 20_000));
     expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
     expect(err.details).toContain('--start-timeout-ms');

@@ -103,6 +103,7 @@ describe('authentication', () => {
     expect(c.logs.join('\n')).not.toContain(c.apiKey);
   });
 
+  // A desktop's Xvnc is logged as xvncPid, so `pid` always means the process that wrote the line.
   it('names the service, host and process on every log line, controller and agent alike', () => {
     const lines = (logs: string[]) => logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
     const controllerLines = lines(c.logs);
