@@ -80,6 +80,9 @@ const CHANNEL_OPTIONS = {
   'grpc.max_receive_message_length': 4 * 1024 * 1024,
 };
 
+/** How long a StartSession that found its channel between connections waits for it: one backoff, then a connect. */
+const RECONNECT_WAIT_MS = CHANNEL_OPTIONS['grpc.max_reconnect_backoff_ms'] + 1_000;
+
 /** SNI name sent to agents addressed by IP (the certificate is checked against the IP, see forHost). */
 const SNI_FOR_IP_TARGETS = 'vncdispatch-agent';
 
@@ -214,10 +217,31 @@ export class AgentConnection {
    * also carries the call's deadline as an absolute time: gRPC's own deadline travels as a relative timeout counted
    * from arrival, so a request held up in a partitioned network would otherwise start a desktop nobody waits for.
    */
-  startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
-    const timeoutMs = opts.timeoutMs ?? this.#deadlines.startSessionMs;
-    return this.#call('StartSession', (c) => c.startSession.bind(c),
-      { deadline: new Date(Date.now() + timeoutMs), ...req }, timeoutMs, opts.signal);
+  async startSession(req: StartSessionRequest, opts: CallOpts = {}): Promise<StartSessionResponse> {
+    const deadline = Date.now() + (opts.timeoutMs ?? this.#deadlines.startSessionMs);
+    const attempt = () => this.#call('StartSession', (c) => c.startSession.bind(c),
+      { deadline: new Date(deadline), ...req }, Math.max(1, deadline - Date.now()), opts.signal);
+    try {
+      return await attempt();
+    } catch (err) {
+      // A channel between connections fails a call at once. That is the state of every channel to an agent that was
+      // restarted a moment ago: it is still in reconnect backoff while its blade is UP. Such a start waits for the
+      // channel (one backoff and a connect at most) and is tried once more; StartSession is keyed by the session id,
+      // so a second try can only ever return the desktop the first one made.
+      if (!(err instanceof AgentUnavailableError) || this.#isReady() || opts.signal?.aborted) throw err;
+      if (!(await this.#waitForReady(Math.min(deadline, Date.now() + RECONNECT_WAIT_MS)))) throw err;
+      return attempt();
+    }
+  }
+
+  #isReady(): boolean {
+    return this.#client.getChannel().getConnectivityState(false) === connectivityState.READY;
+  }
+
+  /** Resolves true once the channel is connected, or false at `by` (epoch ms). Starts connecting if it is idle. */
+  #waitForReady(by: number): Promise<boolean> {
+    if (by <= Date.now()) return Promise.resolve(false);
+    return new Promise((resolve) => this.#client.waitForReady(by, (err) => resolve(!err)));
   }
 
   /** Stops a session by the agent's id. Rejects with VD_ERR_AGENT_REJECTED (grpcCode NOT_FOUND) if it is gone. */

@@ -211,6 +211,30 @@ describe('placement', () => {
   });
 });
 
+describe('an agent restarted between health checks', () => {
+  it('takes the next start at once: no 503 while the controller\'s channel to it is still in reconnect backoff', async () => {
+    // An agent of its own, restarted on the same port and directories as systemd would; a long --down-after-ms keeps
+    // its blade UP through the restart, as a quick restart does in production.
+    const first = await startAgent({ pki, args: ['--max-sessions', '20'] });
+    const c = await buildController({ pki, blades: [{ name: 'quick', address: `127.0.0.1:${first.port}` }],
+      args: ['--down-after-ms', '30000'] });
+    controllers.push(c);
+    await waitForBladeStates(c, { quick: 'UP' });
+    await first.stop('SIGKILL');
+    const again = await startAgent({ pki, stateDir: first.stateDir, runtimeDir: first.runtimeDir,
+      args: ['--max-sessions', '20', '--listen', `127.0.0.1:${first.port}`] });
+    agents.quick = again;
+    try {
+      expect((await api(c, 'GET', '/api/v1/blades/quick')).body.state).toBe('UP');
+      const r = await api(c, 'POST', '/api/v1/sessions', { username: USERS[5] });
+      expect(r.status, r.text).toBe(201);
+      expect(r.body.blade).toBe('quick');
+    } finally {
+      await endAll(c);
+    }
+  });
+});
+
 describe('restart', () => {
   it('a restarted controller process (same data dir) still knows every session and its blade, and can end them', async () => {
     const first = await startController({ pki, blades: blades() });
