@@ -108,6 +108,29 @@ export class RfbWsClient {
     return { version, securityTypes, width: init.readUInt16BE(0), height: init.readUInt16BE(2), bpp: init[4]!, name };
   }
 
+  /**
+   * Asks for a 4x4 corner (non-incremental FramebufferUpdateRequest) and reads the answer through, with no
+   * SetEncodings sent, so Raw at 32 bpp. Returns the message type (0 for a FramebufferUpdate; nothing more is read
+   * otherwise) and each rectangle's encoding.
+   */
+  async smallUpdate(): Promise<{ type: number; encodings: number[] }> {
+    const req = Buffer.alloc(10);
+    req.writeUInt8(3, 0);
+    req.writeUInt16BE(4, 6);
+    req.writeUInt16BE(4, 8);
+    this.write(req);
+    const head = await this.read(4);
+    const encodings: number[] = [];
+    if (head[0] !== 0) return { type: head[0]!, encodings };
+    for (let i = 0, n = head.readUInt16BE(2); i < n; i++) {
+      const rect = await this.read(12);
+      encodings.push(rect.readInt32BE(8));
+      if (rect.readInt32BE(8) !== 0) break;
+      await this.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4);
+    }
+    return { type: 0, encodings };
+  }
+
   close(): void {
     this.ws.close();
   }
