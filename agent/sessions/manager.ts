@@ -314,16 +314,21 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         config.lookupTimeoutMs));
       t2 = performance.now();
       throwIfStopped(signal);
+      // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell. Read
+      // while Xvnc starts, as neither needs the other; the settled result is awaited below, so no rejection floats.
+      const loginEnvRead = loginEnvironment(user, { readTimeoutMs: config.loginEnvTimeoutMs })
+        .then((env) => ({ env }), (err: unknown) => ({ err }));
       const xvnc = await startXvnc(user, {
-        xvnc: config.xvnc, geometry, depth, socketPath: desktopSocketPath(config.runtimeDir, id),
+        xvnc: config.xvnc, glx: config.xvncGlx, geometry, depth, socketPath: desktopSocketPath(config.runtimeDir, id),
         passwdFile: files.passwd, xauthFile: files.xauth, logFd: log.fd, cwd: files.dir, signal,
       });
       xvncChild = xvnc.child;
       t3 = performance.now();
       const launcherArgs = config.sessionScript !== undefined
         ? ['use', config.sessionScript] : ['choose', config.fallbackSessionScript];
-      // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell.
-      const loginEnv = await loginEnvironment(user, { readTimeoutMs: config.loginEnvTimeoutMs });
+      const read = await loginEnvRead;
+      if ('err' in read) throw read.err;
+      const loginEnv = read.env;
       scriptChild = await spawnAsUser(user, loginShellArgv(user.shell, ['/bin/sh', config.sessionLauncher, ...launcherArgs]), {
         env: { ...loginEnv, DISPLAY: `:${xvnc.display}`, XAUTHORITY: files.xauth },
         stdio: ['ignore', log.fd, log.fd],

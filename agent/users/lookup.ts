@@ -42,10 +42,14 @@ function lookupFailed(what: string, err: unknown): AgentError {
 
 /** The passwd entry and groups of `username`, or VD_AGENT_USER_NOT_FOUND. */
 export async function lookupUser(username: string, opts: LookupOptions): Promise<UnixUser> {
+  // Both lookups need only the name, so they run at once: each is a process (NSS may be LDAP or SSSD), and a start
+  // waits for the slower, not the sum. The groups' outcome is looked at only once the passwd entry is known good.
+  const idRun = runBounded(['id', username], opts).then((out) => ({ out }), (err: unknown) => ({ err }));
   let line: string;
   try {
     line = (await runBounded(['getent', 'passwd', username], opts)).split('\n')[0] ?? '';
   } catch (err) {
+    await idRun;
     // getent exits 2 when the key is not found.
     if (err instanceof RunExitError && err.exitCode === 2) {
       throw new AgentError('VD_AGENT_USER_NOT_FOUND', `user ${username} does not exist on this blade`);
@@ -56,12 +60,9 @@ export async function lookupUser(username: string, opts: LookupOptions): Promise
   if (f.length < 7 || f[0] !== username || !/^\d+$/.test(f[2]!) || !/^\d+$/.test(f[3]!)) {
     throw new AgentError('VD_AGENT_USER_NOT_FOUND', `user ${username} has no usable passwd entry on this blade`);
   }
-  let id: string;
-  try {
-    id = await runBounded(['id', username], opts);
-  } catch (err) {
-    throw lookupFailed(`looking up the groups of ${username}`, err);
-  }
+  const idResult = await idRun;
+  if ('err' in idResult) throw lookupFailed(`looking up the groups of ${username}`, idResult.err);
+  const id = idResult.out;
   // uid=1051(vdtest51) gid=1053(vdtest51) groups=1053(vdtest51),1001(vdusers)
   const groupsField = /\bgroups=(\S*)/.exec(id)?.[1] ?? '';
   const groups: number[] = [];

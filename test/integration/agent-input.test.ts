@@ -156,4 +156,16 @@ describe('policy flags', () => {
     expect(sessionFiles(agent)).toEqual([]);
     expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
   });
+
+  it('a session that exits right after it starts is a failed start, not a desktop: no Xvnc is left running', async () => {
+    // /bin/false stands for a session script with a typo: the launcher execs it and it exits at once.
+    const { agent, client } = await agentWith(['--session-script', '/bin/false', '--start-settle-ms', '2000']);
+    const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
+    expect(err).toMatchObject({ code: status.UNAVAILABLE });
+    expect((err as { details: string }).details).toMatch(/the session exited \(code 1\) right after it started/);
+    expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
+    expect(readdirSync(agent.runtimeDir)).toEqual([]);
+    expect(sessionFiles(agent)).toEqual([]);
+    expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
+  });
 });

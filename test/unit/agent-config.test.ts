@@ -15,7 +15,7 @@ describe('parseConfig', () => {
       listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
       maxSessions: 50, minUid: 1000, allowGroup: undefined, startSettleMs: 50, relayHandshakeTimeoutMs: 5000,
       geometry: '1280x800', depth: 24,
-      sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', logLevel: 'info',
+      sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', xvncGlx: false, logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
       lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000, loginEnvTimeoutMs: 2000, spawners: 3,
     });
@@ -39,7 +39,7 @@ describe('parseConfig', () => {
       '--login-env-timeout-ms', '300', '--spawners', '1']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
-      xvnc: '/usr/bin/Xvnc', logLevel: 'debug', stopGraceMs: 100,
+      xvnc: '/usr/bin/Xvnc', xvncGlx: false, logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
       shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, loginEnvTimeoutMs: 300, spawners: 1 });
   });
