@@ -12,7 +12,6 @@ import { EventEmitter } from 'node:events';
 import { realpathSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
@@ -30,6 +29,7 @@ import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import type { SpawnedProcess } from '../vnc/spawner.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
+import { StartTimer } from './start-timer.js';
 import type { SessionStore } from './store.js';
 
 export interface StartRequest {
@@ -71,7 +71,6 @@ interface Live {
   stopping?: Promise<void>;
 }
 
-const ms = (x: number) => Math.round(x * 10) / 10;
 
 /**
  * Executable names an adopted Xvnc may have in /proc/PID/exe: Debian's Xvnc is an alternatives symlink to
@@ -218,7 +217,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     Promise<StartResult> {
     const { config } = this.opts;
     throwIfStopped(signal);
-    const t0 = performance.now();
+    const timer = new StartTimer();
     const byId = this.sessions.get(id);
     if (byId && !byId.stopping) {
       if (byId.record.username !== req.username) {
@@ -230,6 +229,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     let user: UnixUser;
     try {
       user = await lookupUser(req.username, lookup);
+      timer.mark('lookup');
       checkUserAllowed(user, { minUid: config.minUid, allowGroup: config.allowGroup,
         allowRootGroup: config.allowRootGroup });
     } catch (err) {
@@ -246,12 +246,13 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     try {
       try {
         await checkHomeUsable(user, lookup);
+        timer.mark('home');
       } catch (err) {
         throwIfStopped(signal);
         throw err;
       }
       throwIfStopped(signal);
-      return { session: await this.launch(id, user, req.password, geometry, depth, t0, signal), existing: false };
+      return { session: await this.launch(id, user, req.password, geometry, depth, timer, signal), existing: false };
     } finally {
       this.pending--;
     }
@@ -285,8 +286,8 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     return next;
   }
 
-  private async launch(id: string, user: UnixUser, password: string, geometry: string, depth: number, t0: number,
-    signal: AbortSignal): Promise<SessionRecord> {
+  private async launch(id: string, user: UnixUser, password: string, geometry: string, depth: number,
+    timer: StartTimer, signal: AbortSignal): Promise<SessionRecord> {
     const { config, store } = this.opts;
     const runtimeDir = sessionRuntimeDir(config.runtimeDir, id);
     const record: SessionRecord = {
@@ -294,25 +295,23 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       runtimeDir, display: 0, pid: 0, pidStartTime: 0, scriptPid: 0, scriptStartTime: 0,
       startedAt: new Date().toISOString(), geometry, depth,
     };
-    // The intent, durably, before anything is spawned.
+    // The intent, durably, before anything is spawned or written.
     try {
       await store.save(record);
     } catch (err) {
       throw new AgentError('VD_AGENT_STATE_UNWRITABLE', `cannot record the session in ${config.stateDir} ` +
         `(${(err as NodeJS.ErrnoException).code ?? String(err)}); nothing was started`, { cause: err });
     }
-    const t1 = performance.now();
+    timer.mark('intent');
     let files: RuntimeFiles | undefined;
     let log: FileHandle | undefined;
     let xvncChild: SpawnedProcess | undefined;
     let scriptChild: SpawnedProcess | undefined;
-    let t2 = t1;
-    let t3 = t1;
     try {
       throwIfStopped(signal);
       ({ files, log } = await createRuntimeDir(config.runtimeDir, id, user, obfuscateVncPassword(password),
         config.lookupTimeoutMs));
-      t2 = performance.now();
+      timer.mark('files');
       throwIfStopped(signal);
       // What a login would give the session: locale, pam_env files, XDG_RUNTIME_DIR, the user's login shell. Read
       // while Xvnc starts, as neither needs the other; the settled result is awaited below, so no rejection floats.
@@ -323,7 +322,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         passwdFile: files.passwd, xauthFile: files.xauth, logFd: log.fd, cwd: files.dir, signal,
       });
       xvncChild = xvnc.child;
-      t3 = performance.now();
+      timer.mark('xvnc');
       const launcherArgs = config.sessionScript !== undefined
         ? ['use', config.sessionScript] : ['choose', config.fallbackSessionScript];
       const read = await loginEnvRead;
@@ -337,8 +336,10 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       scriptChild.on('error', (err) => this.log.error({ err, username: user.name }, 'session script error'));
       await log.close();
       log = undefined;
+      timer.mark('session');
       // A session that cannot run (a typo, a missing program) exits at once: a failed start, not a desktop.
       const exit = await exitWithin(scriptChild, config.startSettleMs);
+      timer.mark('settle');
       if (exit !== null) {
         throw new AgentError('VD_AGENT_SESSION_SCRIPT_FAILED',
           `the session exited (${exit}) right after it started; see the desktop log ${files.log}`);
@@ -353,13 +354,15 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         scriptPid: scriptChild.pid ?? 0, scriptStartTime: scriptStat?.startTime ?? 0,
       });
       throwIfStopped(signal);
-      // The desktop, durably, before the call answers; if that fails the desktop is stopped.
+      // The desktop, durably, before the call answers; if that fails the desktop is stopped. Only now: a record that
+      // says running is a desktop a restarted agent adopts, so it must not exist before the start has succeeded.
       try {
         await store.save(record);
       } catch (err) {
         throw new AgentError('VD_AGENT_STATE_UNWRITABLE', `cannot record the desktop in ${config.stateDir} ` +
           `(${(err as NodeJS.ErrnoException).code ?? String(err)}); it was stopped`, { cause: err });
       }
+      timer.mark('record');
     } catch (err) {
       await log?.close().catch(() => undefined);
       await this.abandon(record, xvncChild, scriptChild, files, err);
@@ -372,7 +375,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     scriptChild.once('exit', () => void this.poll());
     this.log.info({ session: record.id, username: user.name, uid: user.uid, display: record.display,
       xvncPid: record.pid, scriptPid: record.scriptPid,
-      ms: { lookup: ms(t1 - t0), files: ms(t2 - t1), xvnc: ms(t3 - t2), total: ms(performance.now() - t0) } },
+      ms: timer.phases() },
     'session started');
     return record;
   }
