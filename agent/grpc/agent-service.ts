@@ -158,7 +158,7 @@ export class AgentServiceImpl {
         hostname,
         version: this.opts.version,
         uptimeSeconds: (Date.now() - this.opts.startedAt) / 1000,
-        liveSessions: sessions.list().length,
+        liveSessions: sessions.liveCount(),
         capacity: sessions.capacity,
         ...this.opts.hostStatus(),
       })),

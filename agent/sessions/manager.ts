@@ -167,10 +167,20 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     return this.opts.config.maxSessions;
   }
 
-  /** Live sessions, oldest first. Reads memory only: the reaper keeps it current. */
+  /**
+   * Live sessions, oldest first. Reads memory only: the reaper keeps it current. startedAt is ISO 8601 UTC, so plain
+   * string order is time order (localeCompare would go through ICU for nothing).
+   */
   list(): SessionRecord[] {
     return [...this.sessions.values()].filter((s) => !s.stopping).map((s) => s.record)
-      .sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+      .sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0));
+  }
+
+  /** How many sessions list() would give, without building and sorting it (GetStatus and metrics ask often). */
+  liveCount(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (!s.stopping) n++;
+    return n;
   }
 
   /** The runtime directory of a live session (where its files and sockets are), or undefined. */
