@@ -55,6 +55,8 @@ export interface AgentConfig {
   loginEnvTimeoutMs: number;
   /** How many spawner processes start desktops and helpers off the event loop (agent/vnc/spawner.ts). */
   spawners: number;
+  /** Nice value the agent raises itself to, above what it starts (agent/priority.ts); 0: unchanged. */
+  agentNice: number;
   /** Where to serve Prometheus metrics over plain HTTP (GET /metrics); null: not at all. */
   metricsListen: { host: string; port: number } | null;
 }
@@ -78,6 +80,7 @@ export const defaults = {
   shutdownGraceMs: 5000,
   loginEnvTimeoutMs: 2000,
   spawners: 3,
+  agentNice: -10,
 } as const;
 
 /** The flags and their defaults (from `defaults`); the usage text and README's table are tested against this list. */
@@ -107,6 +110,7 @@ export const OPTIONS = {
   'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
   'login-env-timeout-ms': { type: 'string', default: String(defaults.loginEnvTimeoutMs) },
   spawners: { type: 'string', default: String(defaults.spawners) },
+  'agent-nice': { type: 'string', default: String(defaults.agentNice) },
   'log-level': { type: 'string', default: defaults.logLevel },
   'metrics-listen': { type: 'string' },
   help: { type: 'boolean', default: false },
@@ -143,6 +147,9 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --login-env-timeout-ms N  most time for reading a start's login environment files, below
                          --start-timeout-ms (default ${defaults.loginEnvTimeoutMs})
   --spawners N           processes that start desktops and helpers off the event loop (default ${defaults.spawners})
+  --agent-nice=N         nice value -20 to 0 the agent raises itself (and its session's autogroup) to, above
+                         the desktops it starts, so it keeps answering on a saturated blade; 0: unchanged
+                         (default ${defaults.agentNice})
   --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
   --log-level LEVEL      pino level (default ${defaults.logLevel})
 `;
@@ -168,6 +175,14 @@ export function validGeometry(g: string): boolean {
 function integer(name: string, value: string, min: number, max: number): number {
   if (!/^\d+$/.test(value)) throw new ConfigError(`--${name} must be an integer, got ${JSON.stringify(value)}`);
   const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}`);
+  return n;
+}
+
+/** A nice value (may be negative: pass it as `--flag=-10`, since parseArgs takes `-10` for an option). */
+function niceValue(name: string, value: string, min: number, max: number): number {
+  if (!/^-?\d+$/.test(value)) throw new ConfigError(`--${name} must be an integer, got ${JSON.stringify(value)}`);
+  const n = Number(value) || 0;
   if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}`);
   return n;
 }
@@ -269,6 +284,7 @@ export function parseConfig(argv: string[]): AgentConfig {
     shutdownGraceMs: integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 600_000),
     loginEnvTimeoutMs,
     spawners: integer('spawners', values.spawners, 1, 64),
+    agentNice: niceValue('agent-nice', values['agent-nice'], -20, 0),
     metricsListen: values['metrics-listen'] === undefined ? null : parseHostPort(values['metrics-listen'], '--metrics-listen'),
   };
 }

@@ -13,6 +13,7 @@ import { agentVersion } from './paths.js';
 import { DesktopRelay } from './relay/desktop-relay.js';
 import { SessionManager } from './sessions/manager.js';
 import { SessionStore } from './sessions/store.js';
+import { raiseOwnPriority } from './priority.js';
 import { HostStatusSampler } from './status.js';
 import { ensureRuntimeBase } from './vnc/runtime-dir.js';
 import { startSpawners } from './vnc/spawner.js';
@@ -24,13 +25,24 @@ async function run(config: AgentConfig): Promise<void> {
     log.fatal('vncdispatch-agent must run as root: it starts desktops as other users');
     process.exit(1);
   }
+  // Before any other thread or child exists, so they inherit the right priority (see priority.ts).
+  const priority = raiseOwnPriority(config.agentNice);
+  if (priority.group === 'shared' || priority.group === 'failed' || priority.error) {
+    log.warn({ priority }, priority.group === 'shared'
+      ? 'the agent shares its session (and its autogroup) with whatever started it, so under autogroup each desktop ' +
+        'weighs as much as the agent and GetStatus may wait behind busy desktops; start it in its own session ' +
+        '(systemd does; by hand, setsid vncdispatch-agent)'
+      : 'could not raise the agent\'s CPU priority (--agent-nice); GetStatus may wait behind busy desktops');
+  } else {
+    log.info({ priority }, 'CPU priority');
+  }
   if (config.insecure) {
     log.warn({ insecure: true }, 'INSECURE MODE: no TLS and no client authentication; anyone who can reach this ' +
       'port can start desktops as any allowed user and read and type into every desktop through the relay, in clear. ' +
       'Use only for local development.');
   }
   ensureX11SocketDir(log);
-  startSpawners(config.spawners);
+  startSpawners(config.spawners, priority.startedNice);
   await ensureRuntimeBase(config.runtimeDir);
   const hostname = osHostname();
   const store = await SessionStore.open(config.stateDir);
@@ -38,7 +50,7 @@ async function run(config: AgentConfig): Promise<void> {
   const sessions: SessionManager = new SessionManager({ config, store, log, hostname,
     onEnded: (how) => metrics?.ended.inc({ how }) });
   if (config.metricsListen) {
-    metrics = createAgentMetrics(() => ({ sessions: sessions.list().length, capacity: sessions.capacity }));
+    metrics = createAgentMetrics(() => ({ sessions: sessions.liveCount(), capacity: sessions.capacity }));
     const m = await serveMetrics(metrics.registry, config.metricsListen.host, config.metricsListen.port);
     m.server.unref();
     log.info({ metricsAddress: m.address }, 'metrics listening');

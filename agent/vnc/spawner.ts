@@ -76,6 +76,11 @@ const SPAWNER_SOURCE = `
 'use strict';
 const { spawn } = require('node:child_process');
 const { closeSync, constants, openSync } = require('node:fs');
+// The nice value the agent was started with, if the agent raised its own (agent/priority.ts): what the spawner
+// starts, desktops and helpers alike, runs at it, so the spawner goes back to it before it forks anything. (In the
+// environment, not argv: node would take a negative number for one of its own options.)
+const childNice = process.env.VNCDISPATCH_CHILD_NICE;
+if (childNice !== undefined) { try { require('node:os').setPriority(Number(childNice)); } catch {} }
 const children = new Map();
 const post = (m) => { if (process.connected) process.send(m); };
 // The agent is gone (exited, killed or restarting): so is its spawner; what it started keeps running.
@@ -151,6 +156,8 @@ export const SPAWNER_ARGV0 = 'vncdispatch-spawner';
 
 /** At most this many spawner processes (--spawners; set by startSpawners). */
 let maxSpawners: number = defaults.spawners;
+/** The nice value of the spawners and what they start, when the agent raised its own (set by startSpawners). */
+let childNice: number | undefined;
 
 class Spawner {
   private readonly child: ChildProcess;
@@ -164,7 +171,8 @@ class Spawner {
   constructor() {
     // A small heap: the spawner holds a few messages at a time, and fork() copies its address space.
     this.child = spawn(process.execPath, ['--max-old-space-size=32', '-e', SPAWNER_SOURCE], {
-      argv0: SPAWNER_ARGV0, cwd: '/', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      argv0: SPAWNER_ARGV0, cwd: '/', stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...(childNice !== undefined && { VNCDISPATCH_CHILD_NICE: String(childNice) }) },
       serialization: 'advanced' });
     this.idle();
     // Node emits every message of one read in a row, so a quick helper's 'spawned', 'exit' and 'close' can come
@@ -274,10 +282,12 @@ let spawners: Spawner[] = [];
 
 /**
  * Starts `count` spawners now (the agent does at start-up, with --spawners), so the first desktops do not wait for
- * them; later spawns use at most that many.
+ * them; later spawns use at most that many. With `nice`, the spawners and everything they start run at that nice
+ * value (the one the agent was started with, before it raised its own: agent/priority.ts).
  */
-export function startSpawners(count: number): void {
+export function startSpawners(count: number, nice?: number): void {
   maxSpawners = count;
+  childNice = nice;
   spawners = spawners.filter((s) => !s.dead);
   while (spawners.length < maxSpawners) spawners.push(new Spawner());
 }

@@ -44,6 +44,12 @@ export interface StartAgentOptions {
   prefix?: readonly string[];
 }
 
+/**
+ * The agent runs in a session of its own, as systemd starts it: its CPU priority then covers its autogroup, and it
+ * does not raise the test runner's (agent/priority.ts). setsid(1) execs in place (the child is no group leader).
+ */
+const OWN_SESSION = ['setsid'];
+
 /** Starts the agent and resolves once it logs `"msg":"listening"`. */
 export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-agent-state-'));
@@ -51,7 +57,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<AgentProcess>
   const service = await startNodeService('agent', AGENT_MAIN, [
     '--listen', '127.0.0.1:0', '--tls-cert', opts.pki.serverCert, '--tls-key', opts.pki.serverKey,
     '--tls-ca', opts.pki.caCert, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...(opts.args ?? []),
-  ], { env: opts.env, timeoutMs: opts.timeoutMs, prefix: opts.prefix });
+  ], { env: opts.env, timeoutMs: opts.timeoutMs, prefix: [...(opts.prefix ?? []), ...OWN_SESSION] });
   return { ...service, stateDir, runtimeDir };
 }
 

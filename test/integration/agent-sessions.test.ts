@@ -1,13 +1,14 @@
 /**
  * The agent starts real TigerVNC desktops as real users: the desktop, reached through the agent's relay, speaks RFB
  * and takes the password, processes run with exactly the user's identity, the password stays out of
- * argv/environment/logs, sessions are per user, and StopSession and a dying Xvnc end them. Users
- * vdtest01..vdtest04, vdtest15, vdtest33..vdtest35, vdtest48 and vdtest118.
+ * argv/environment/logs, sessions are per user, and StopSession and a dying Xvnc end them; the agent runs above its
+ * desktops' CPU priority. Users vdtest01..vdtest04, vdtest15, vdtest33..vdtest35, vdtest46, vdtest48 and vdtest118.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runtimeFiles, sessionRuntimeDir } from '../../agent/vnc/runtime-dir.js';
+import { defaults } from '../../agent/config.js';
 import { SPAWNER_ARGV0 } from '../../agent/vnc/spawner.js';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
@@ -31,6 +32,7 @@ const U_STOP = testUser(34);
 const U_KILLED = testUser(35);
 const U_SCRIPT_EXIT = testUser(48);
 const U_ONE_SPAWNER = testUser(118);
+const U_NICE = testUser(46);
 const PW1 = 'Kq3!x9Zp';
 const PW2 = 'z7Yw2#rT';
 
@@ -318,5 +320,44 @@ describe('spawner processes', () => {
       rmSync(one.stateDir, { recursive: true, force: true });
       rmSync(one.runtimeDir, { recursive: true, force: true });
     }
+  });
+});
+
+/** A process's nice value (field 19 of /proc/PID/stat: its main thread's). */
+function niceOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+/** The nice value of the process's autogroup (its session's scheduling group), or undefined without autogroup. */
+function autogroupNiceOf(pid: number): number | undefined {
+  try {
+    const m = / nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'latin1'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined; // a kernel without CONFIG_SCHED_AUTOGROUP
+  }
+}
+
+describe('CPU priority', () => {
+  it('the agent runs above the desktops it starts, so a blade busy with desktops still answers', async () => {
+    // The agent was started at the test runner's priority; it raised its own to --agent-nice (default -10), in its
+    // own session's group too. What it starts runs at the priority it was started with.
+    const started = niceOf(process.pid);
+    const raised = Math.min(defaults.agentNice, started);
+    expect(niceOf(agent.pid)).toBe(raised);
+    const agentGroup = autogroupNiceOf(agent.pid);
+    if (agentGroup !== undefined) expect(agentGroup, "the agent's autogroup").toBe(raised);
+    for (const pid of spawnersOf(agent.pid)) expect(niceOf(pid), `spawner ${pid}`).toBe(started);
+    const s = (await start(U_NICE, 'nN4!ce46')).session!;
+    const [script] = scriptLeaders(s.uid, s.pid);
+    expect(script, 'the session script').toBeDefined();
+    for (const pid of [s.pid, script!]) {
+      expect(niceOf(pid), `process ${pid}`).toBe(started);
+      // Each desktop's session is a group of its own, at the default weight: below the agent's.
+      const group = autogroupNiceOf(pid);
+      if (group !== undefined) expect(group, `autogroup of ${pid}`).toBe(0);
+    }
+    await endDesktop(client, s);
   });
 });

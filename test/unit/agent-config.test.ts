@@ -18,6 +18,7 @@ describe('parseConfig', () => {
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', xvncGlx: false, logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
       lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000, loginEnvTimeoutMs: 2000, spawners: 3,
+      agentNice: -10,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
   });
@@ -36,12 +37,13 @@ describe('parseConfig', () => {
       '--stop-grace-ms', '100', '--runtime-dir', '/tmp/r', '--allow-root-group',
       '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
       '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250',
-      '--login-env-timeout-ms', '300', '--spawners', '1']);
+      '--login-env-timeout-ms', '300', '--spawners', '1', '--agent-nice=-3']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
       xvnc: '/usr/bin/Xvnc', xvncGlx: false, logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
-      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, loginEnvTimeoutMs: 300, spawners: 1 });
+      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, loginEnvTimeoutMs: 300, spawners: 1,
+      agentNice: -3 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -77,6 +79,11 @@ describe('parseConfig', () => {
     [['--spawners', '0'], /--spawners must be between 1 and 64/],
     [['--spawners', '65'], /--spawners must be between 1 and 64/],
     [['--spawners', 'two'], /--spawners must be an integer/],
+    [['--agent-nice=-21'], /--agent-nice must be between -20 and 0/],
+    [['--agent-nice', '5'], /--agent-nice must be between -20 and 0/],
+    [['--agent-nice', 'high'], /--agent-nice must be an integer/],
+    // parseArgs takes a bare negative number for an option: the usage text says to write it with '='.
+    [['--agent-nice', '-5'], /--agent-nice=-XYZ/],
     [['--bogus'], /Unknown option/],
     [['stray'], /positional/],
   ])('refuses %j', (args, message) => {
