@@ -132,7 +132,7 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
     badTokenBackoff: { limit: config.badTokenLimit, windowMs: config.badTokenWindowMs },
     revalidateIntervalMs: config.revalidateIntervalMs,
     wellFormedToken: isWellFormedSecret,
-    authorize: tokenAuthorizer(tokens, blades),
+    authorize: tokenAuthorizer(tokens, blades, sessions),
     // Live connections stay open while their session runs and their token is not revoked: one batched query.
     revalidate: (targets: ProxyTarget[]): Promise<Set<string>> => store.activeTokenHashes(targets.map((t) => t.tokenHash)),
   });

@@ -1,5 +1,6 @@
 /** /api/v1/sessions: open (or get back) a user's desktop, list, show and end sessions. */
 import { isIP } from 'node:net';
+import { prefersRespondAsync } from './prefer.js';
 import type { FastifyInstance } from 'fastify';
 import { BadRequestError } from '../errors.js';
 import type { SessionConnectionStats } from '../proxy/index.js';
@@ -63,6 +64,17 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
       operationId: 'openSession',
       summary: 'Open a desktop for a user, or get back the live one with a fresh token',
       tags: ['sessions'],
+      headers: {
+        type: 'object',
+        properties: {
+          prefer: {
+            type: 'string',
+            description: 'RFC 7240. `respond-async`: answer 202 as soon as the session is reserved, with its token, ' +
+              'while the desktop starts; the viewer loads meanwhile and its connection is held until the desktop ' +
+              'runs. A start that then fails ends the session (GET shows `start-failed`; the viewer says so).',
+          },
+        },
+      },
       body: {
         type: 'object',
         required: ['username'],
@@ -86,6 +98,8 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
       response: {
         200: { description: 'The user already had a live session: it, with a fresh token.', $ref: 'SessionGrant#' },
         201: { description: 'A new session.', $ref: 'SessionGrant#' },
+        202: { description: 'With `Prefer: respond-async`: a session whose desktop is still starting, with its token.',
+          $ref: 'SessionGrant#' },
         ...changeErrors,
         409: { $ref: 'Error#' },
         413: { $ref: 'Error#' },
@@ -97,8 +111,12 @@ export async function sessionsRoutes(app: FastifyInstance, deps: SessionsRouteDe
   }, async (request, reply) => {
     const clientIp = checkClientIp(request.body.clientIp, 'body/clientIp');
     const geometry = checkGeometry(request.body.geometry, 'body/geometry');
-    const grant = await deps.sessions.open(request.body.username, clientIp, geometry === undefined ? {} : { geometry });
-    return reply.code(grant.created ? 201 : 200).send(grantView(grant, deps.publicUrl()));
+    const respondAsync = prefersRespondAsync(request.headers.prefer);
+    const grant = await deps.sessions.open(request.body.username, clientIp, geometry === undefined ? {} : { geometry },
+      !respondAsync);
+    if (respondAsync) reply.header('Preference-Applied', 'respond-async');
+    const code = grant.session.state === 'starting' ? 202 : grant.created ? 201 : 200;
+    return reply.code(code).send(grantView(grant, deps.publicUrl()));
   });
 
   app.get<{ Querystring: ListQuery }>('/api/v1/sessions', {

@@ -101,6 +101,8 @@ export class SessionService extends EventEmitter<SessionEvents> {
   readonly #flights = new SingleFlight<{ created: boolean; session: SessionRecord }>();
   /** Desktops their agents reported ended, by `blade/agentSessionId`, with when (pruned after RECENT_END_MS). */
   readonly #recentEnds = new Map<string, number>();
+  /** Starts answered before they finished (POST with `Prefer: respond-async`), by session id. */
+  readonly #background = new Map<string, Promise<SessionRecord>>();
   /** Sessions whose StartSession this controller has in flight (reconciliation leaves them alone). */
   readonly #starting = new Set<string>();
 
@@ -114,22 +116,25 @@ export class SessionService extends EventEmitter<SessionEvents> {
    * Gives the user a desktop: the live one if there is one (`created: false`), else a new one. Either way with a
    * fresh connection token and a reconnect key of its own, both bound to `clientIp` when given.
    */
-  async open(username: string, clientIp: string | null, desktop: DesktopOptions = {}): Promise<SessionGrant> {
+  async open(username: string, clientIp: string | null, desktop: DesktopOptions = {}, wait = true): Promise<SessionGrant> {
     const t0 = performance.now();
     let result = 'error';
     try {
-      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop));
+      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop, wait));
       const created = value.created && leader;
-      const { token, expiresAt } = await this.#o.tokens.issue(value.session.id, clientIp);
+      // A caller who waits never gets a desktop that is still starting, whoever led the flight.
+      const session = wait && value.session.state !== 'running' ? await this.whenRunning(value.session) : value.session;
+      if (!value.created && session.state === 'running') this.#assertReachable(session);
+      const { token, expiresAt } = await this.#o.tokens.issue(session.id, clientIp);
       // Each grant gets its own key, bound like its token: a later grant (another tab, another device) adds a key
       // and leaves this one working, up to --max-reconnect-keys per session. Beyond that the oldest key is retired
       // rather than this grant refused: the link just handed out must work (a portal cannot tell which old tabs are
       // closed), and a grant loop must not grow the session's keys without bound.
       const reconnectKey = newReconnectKey();
-      const patched = await this.#o.store.addReconnectKey({ hash: hashSecret(reconnectKey), sessionId: value.session.id,
+      const patched = await this.#o.store.addReconnectKey({ hash: hashSecret(reconnectKey), sessionId: session.id,
         clientIp: clientIp === null ? null : normalizeIp(clientIp), createdAt: new Date() }, { keep: this.#o.config.maxReconnectKeys });
-      if (!patched) throw new SessionConflictError(`session ${value.session.id} ended while it was being opened`);
-      result = created ? 'created' : 'existing';
+      if (!patched) throw new SessionConflictError(`session ${session.id} ended while it was being opened`);
+      result = created ? (wait ? 'created' : 'accepted') : 'existing';
       return { created, session: patched, token, tokenExpiresAt: expiresAt, reconnectKey };
     } catch (err) {
       if (err instanceof VncDispatchError) result = err.code;
@@ -139,29 +144,60 @@ export class SessionService extends EventEmitter<SessionEvents> {
     }
   }
 
-  /** The user's live session, reserving and starting one if needed. */
-  async #ensure(username: string, clientIp: string | null, desktop: DesktopOptions):
+  /**
+   * The user's live session, reserving and starting one if needed. With `wait` false a new desktop starts in the
+   * background and the session is returned `starting`: the caller's viewer loads while the desktop starts, and the
+   * proxy holds its connection until the desktop runs (whenRunning).
+   */
+  async #ensure(username: string, clientIp: string | null, desktop: DesktopOptions, wait: boolean):
     Promise<{ created: boolean; session: SessionRecord }> {
     const { store } = this.#o;
     const { created, session } = await store.createSession({ id: randomUUID(), username, clientIp, now: new Date() });
     if (!created) {
-      const running = session.state === 'running' ? session : await this.#waitRunning(session);
-      this.#assertReachable(running);
+      if (!wait && session.state === 'starting') return { created: false, session };
+      const running = session.state === 'running' ? session : await this.whenRunning(session);
       return { created: false, session: running };
     }
-    try {
-      return { created: true, session: await this.#start(session, desktop) };
-    } catch (err) {
-      // A 4xx (the blades refused the user) is bad input and leaves no row; a start that failed on every blade
-      // (5xx) stays on record.
-      const rejected = err instanceof VncDispatchError && err.statusCode < 500;
-      const reason = rejected ? 'user-rejected' : 'start-failed';
-      const cleanup = rejected ? store.discardSession(session.id) : store.endSession(session.id, 'start-failed', new Date());
-      await cleanup.catch((e: unknown) =>
-        this.#log.error({ err: e, sessionId: session.id }, 'could not clean up a session that failed to start'));
-      this.#o.metrics.sessionsEnded.inc({ reason });
-      throw err;
+    const started = this.#start(session, desktop).catch((err: unknown) => this.#startFailed(session, err, wait));
+    if (wait) return { created: true, session: await started };
+    // Nobody awaits a background start's failure but whenRunning(); it is logged and recorded by #startFailed.
+    started.catch(() => undefined);
+    this.#background.set(session.id, started);
+    void started.finally(() => this.#background.delete(session.id)).catch(() => undefined);
+    return { created: true, session };
+  }
+
+  /**
+   * Cleans up after a start that failed on every blade, then rethrows. A 4xx (the blades refused the user) is bad
+   * input and leaves no row while its caller waits for the answer; a background start's caller has had its answer,
+   * so the row ends `start-failed` instead and the viewer and GET /api/v1/sessions/{id} can tell. A 5xx start stays
+   * on record either way.
+   */
+  async #startFailed(session: SessionRecord, err: unknown, callerWaits: boolean): Promise<never> {
+    const { store } = this.#o;
+    const rejected = err instanceof VncDispatchError && err.statusCode < 500;
+    const reason = rejected ? 'user-rejected' : 'start-failed';
+    const cleanup = rejected && callerWaits ? store.discardSession(session.id) : store.endSession(session.id, 'start-failed', new Date());
+    await cleanup.catch((e: unknown) =>
+      this.#log.error({ err: e, sessionId: session.id }, 'could not clean up a session that failed to start'));
+    this.#o.metrics.sessionsEnded.inc({ reason });
+    if (!callerWaits) this.#log.warn({ err, sessionId: session.id, username: session.username }, 'a background start failed');
+    throw err;
+  }
+
+  /**
+   * The session once its desktop runs: a start of this controller's is awaited, another controller's is watched in
+   * the store for up to --start-wait-ms. Rejects with the start's own error, VD_ERR_SESSION_CONFLICT when it ended
+   * meanwhile, or VD_ERR_SESSION_STARTING when it is still starting.
+   */
+  async whenRunning(session: SessionRecord): Promise<SessionRecord> {
+    if (session.state === 'running') return session;
+    const local = this.#background.get(session.id);
+    if (local) return local;
+    if (session.state === 'ended') {
+      throw new SessionConflictError(`the session being started for ${session.username} failed to start; retry`);
     }
+    return this.#waitRunning(session);
   }
 
   /**

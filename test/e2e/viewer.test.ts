@@ -29,6 +29,7 @@ const API_KEY = 'e2e-viewer-api-key-0123456789abcdef';
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url);
 const USER = testUser(36);
 const RECONNECT_USER = testUser(37);
+const ASYNC_USER = testUser(121);
 
 let agent: AgentProcess;
 let store: SqliteStore;
@@ -178,6 +179,27 @@ describe('the viewer in a real browser', () => {
     await page.locator('#status[data-state="ended"]').waitFor({ timeout: 10_000 });
     await expect(page.locator('#screen .notice').textContent()).resolves.toBe('This desktop session has ended.');
     saveArtifact('viewer-ended.png', await page.screenshot());
+  });
+
+  it('opened from a 202 (Prefer: respond-async) while the desktop starts, shows the desktop once it runs', async () => {
+    const res = await fetch(`${base}/api/v1/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json', prefer: 'respond-async' },
+      body: JSON.stringify({ username: ASYNC_USER }),
+    });
+    expect(res.status).toBe(202);
+    const session = await res.json() as { id: string; viewerUrl: string; state: string };
+    expect(session.state).toBe('starting');
+    const { page, errors } = await newPage();
+    await page.goto(session.viewerUrl);
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+    const { blue } = await drawnDesktop(page);
+    expect(blue, `share of ${DESKTOP_BLUE}`).toBeGreaterThan(0.3);
+    expect(errors).toEqual([]);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    expect(record?.state).toBe('running');
+    await api('DELETE', `/api/v1/sessions/${session.id}`);
   });
 
   it('reconnects with a fresh token when the connection drops, and after a reload', async () => {

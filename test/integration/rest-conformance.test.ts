@@ -55,8 +55,9 @@ function opFor(method: string, url: string): string | null {
   return null;
 }
 
-async function req(method: string, path: string, opts: { key?: string | null; body?: unknown; raw?: string; type?: string } = {}): Promise<Answer> {
+async function req(method: string, path: string, opts: { key?: string | null; body?: unknown; raw?: string; type?: string; prefer?: string } = {}): Promise<Answer> {
   const headers: Record<string, string> = {};
+  if (opts.prefer) headers.prefer = opts.prefer;
   const key = opts.key === undefined ? c.apiKey : opts.key;
   if (key) headers.authorization = `Bearer ${key}`;
   if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] = opts.type ?? 'application/json';
@@ -151,6 +152,9 @@ async function provokeEveryAnswer(): Promise<void> {
   await req('POST', '/api/v1/sessions', { raw: JSON.stringify({ username: 'x'.repeat(20_000) }) });
   await req('POST', '/api/v1/sessions', { raw: 'username=x', type: 'text/plain' });
   await req('POST', '/api/v1/sessions', { body: { username: 'nosuchuser-conf' } });
+  // Answered before the blade refuses the account: 202, and the session then ends start-failed.
+  const accepted = await req('POST', '/api/v1/sessions', { body: { username: 'nosuchuser-async' }, prefer: 'respond-async' });
+  expect(accepted.status).toBe(202);
   await req('GET', '/api/v1/sessions?state=live');
   await req('GET', '/api/v1/sessions?state=nope');
   await req('GET', '/api/v1/sessions', { key: null });
