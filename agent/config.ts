@@ -25,6 +25,8 @@ export interface AgentConfig {
   startSettleMs: number;
   /** A relay connection must name its session within this many milliseconds (and the desktop answer within it). */
   relayHandshakeTimeoutMs: number;
+  /** A relay stops reading one side while the other holds more than this many bytes not yet written. */
+  relayMaxQueuedBytes: number;
   geometry: string;
   depth: number;
   /** The operator's --session-script, run for every desktop; undefined lets the launcher choose (see below). */
@@ -67,6 +69,9 @@ export const defaults = {
   maxSessions: 50,
   startSettleMs: 50,
   relayHandshakeTimeoutMs: 5000,
+  // bench:proxy, downstream: with pipe()'s 16 KiB the desktop's socket was paused and resumed after every 64 KiB read
+  // (the TLS socket completes writes a loop turn later); 256 KiB lets a few reads go out in one TLS write.
+  relayMaxQueuedBytes: 256 * 1024,
   minUid: 1000,
   geometry: '1280x800',
   depth: 24,
@@ -96,6 +101,7 @@ export const OPTIONS = {
   'allow-group': { type: 'string' },
   'start-settle-ms': { type: 'string', default: String(defaults.startSettleMs) },
   'relay-handshake-timeout-ms': { type: 'string', default: String(defaults.relayHandshakeTimeoutMs) },
+  'relay-max-queued-bytes': { type: 'string', default: String(defaults.relayMaxQueuedBytes) },
   geometry: { type: 'string', default: defaults.geometry },
   depth: { type: 'string', default: String(defaults.depth) },
   'session-script': { type: 'string' },
@@ -128,6 +134,7 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --allow-group GROUP    only members of GROUP may have a desktop
   --start-settle-ms N    a session script that exits this soon fails the start (default ${defaults.startSettleMs})
   --relay-handshake-timeout-ms N  time for a relay client to name its desktop (default ${defaults.relayHandshakeTimeoutMs})
+  --relay-max-queued-bytes N  a relay pauses one side while the other has this much unwritten (default ${defaults.relayMaxQueuedBytes})
   --geometry WxH         default desktop size (default ${defaults.geometry})
   --depth N              default colour depth 16, 24 or 32 (default ${defaults.depth})
   --session-script PATH  run PATH as every session (default: ~/.vnc/xstartup if safe, else
@@ -267,6 +274,7 @@ export function parseConfig(argv: string[]): AgentConfig {
     allowGroup,
     startSettleMs: integer('start-settle-ms', values['start-settle-ms'], 0, 10_000),
     relayHandshakeTimeoutMs: integer('relay-handshake-timeout-ms', values['relay-handshake-timeout-ms'], 100, 600_000),
+    relayMaxQueuedBytes: integer('relay-max-queued-bytes', values['relay-max-queued-bytes'], 64 * 1024, 64 * 1024 * 1024),
     geometry: values.geometry,
     depth,
     sessionScript,

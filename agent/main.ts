@@ -60,7 +60,8 @@ async function run(config: AgentConfig): Promise<void> {
   host.start(config.reapIntervalMs);
   const { server, health } = buildServer({ sessions, log, hostname, version: agentVersion,
     hostStatus: () => host.current(), ...(metrics && { metrics }) });
-  const relay = new DesktopRelay({ sessions, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs });
+  const relay = new DesktopRelay({ sessions, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs,
+    maxQueuedBytes: config.relayMaxQueuedBytes });
   const agentPort = await listenAgentPort({ config, grpc: server, relay, log });
   const { address, port } = agentPort;
   log.info({ address, port, version: agentVersion, tls: !config.insecure, stateDir: config.stateDir,

@@ -9,6 +9,7 @@ import { connect, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AgentErrorCode } from '../errors.js';
 import type { SessionEnded, SessionManager } from '../sessions/manager.js';
+import { relayOneWay } from './relay-pipe.js';
 import { encodeRelayOpened, parseRelayOpen } from './relay-wire.js';
 
 const SESSION_ID = /^[0-9a-f-]{36}$/;
@@ -18,6 +19,8 @@ export interface DesktopRelayOptions {
   log: Logger;
   /** The client must send its RelayOpen, and the desktop accept, within this. */
   handshakeTimeoutMs: number;
+  /** Reading one side pauses while the other holds more than this many unwritten bytes (relay-pipe.ts). */
+  maxQueuedBytes: number;
 }
 
 export class DesktopRelay {
@@ -139,8 +142,8 @@ export class DesktopRelay {
       desktop.on('error', (err) => this.log.debug({ peer, session: id, err }, 'desktop socket error'));
       client.write(encodeRelayOpened({ ok: true, code: '', message: '' }));
       if (early.length > 0) desktop.write(early);
-      client.pipe(desktop);
-      desktop.pipe(client);
+      relayOneWay(client, desktop, this.opts.maxQueuedBytes);
+      relayOneWay(desktop, client, this.opts.maxQueuedBytes);
       client.once('close', () => this.log.debug({ peer, session: id, ms: Date.now() - t0 }, 'relay closed'));
     });
   }

@@ -187,7 +187,8 @@ async function serveAgent(pkiJson: string, unixPath: string): Promise<void> {
   const config = parseConfig(['--listen', '127.0.0.1:0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert]);
   // Only the session table is a stand-in: every session id names the target's Unix socket.
   const sessions = { desktopSocket: () => unixPath, on: () => sessions };
-  const relay = new DesktopRelay({ sessions: sessions as never, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs });
+  const relay = new DesktopRelay({ sessions: sessions as never, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs,
+    maxQueuedBytes: config.relayMaxQueuedBytes });
   const port = await listenAgentPort({ config, grpc: new Server(), relay, log });
   process.send!({ port: port.port });
 }

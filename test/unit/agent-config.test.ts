@@ -14,6 +14,7 @@ describe('parseConfig', () => {
     expect(c).toMatchObject({
       listenHost: '0.0.0.0', listenPort: 7443, insecure: false, stateDir: '/var/lib/vncdispatch-agent',
       maxSessions: 50, minUid: 1000, allowGroup: undefined, startSettleMs: 50, relayHandshakeTimeoutMs: 5000,
+      relayMaxQueuedBytes: 262144,
       geometry: '1280x800', depth: 24,
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', xvncGlx: false, logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
@@ -37,13 +38,14 @@ describe('parseConfig', () => {
       '--stop-grace-ms', '100', '--runtime-dir', '/tmp/r', '--allow-root-group',
       '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
       '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250',
+      '--relay-max-queued-bytes', '65536',
       '--login-env-timeout-ms', '300', '--spawners', '1', '--agent-nice=-3']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
       xvnc: '/usr/bin/Xvnc', xvncGlx: false, logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
-      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, loginEnvTimeoutMs: 300, spawners: 1,
-      agentNice: -3 });
+      shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, relayMaxQueuedBytes: 65536, loginEnvTimeoutMs: 300,
+      spawners: 1, agentNice: -3 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -71,6 +73,7 @@ describe('parseConfig', () => {
     [['--runtime-dir', 'run/vd'], /absolute path/],
     [['--runtime-dir', `/${'x'.repeat(80)}`], /at most 64 characters/],
     [['--relay-handshake-timeout-ms', '10'], /between 100/],
+    [['--relay-max-queued-bytes', '1024'], /between 65536/],
     [['--session-script', 'xstartup'], /--session-script must be an absolute path/],
     [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '1000'], /--lookup-timeout-ms must be below/],
     [['--login-env-timeout-ms', '5'], /--login-env-timeout-ms must be between 10/],
