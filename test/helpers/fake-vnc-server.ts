@@ -121,8 +121,11 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
   }
 }
 
-/** Starts the fake server on 127.0.0.1, an ephemeral port. */
-export async function startFakeVncServer(behaviour: FakeVncBehaviour): Promise<FakeVncServer> {
+/**
+ * Starts the fake server on 127.0.0.1, an ephemeral port, or on the Unix socket `unixPath` (as Xvnc listens behind
+ * the agent's relay; `port` is then 0).
+ */
+export async function startFakeVncServer(behaviour: FakeVncBehaviour, unixPath?: string): Promise<FakeVncServer> {
   let connections = 0;
   let lastSocket: Socket | null = null;
   const sockets = new Set<Socket>();
@@ -136,8 +139,9 @@ export async function startFakeVncServer(behaviour: FakeVncBehaviour): Promise<F
       () => sock.destroy(),
     );
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  if (unixPath !== undefined) await new Promise<void>((resolve) => server.listen(unixPath, resolve));
+  else await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = unixPath !== undefined ? 0 : (server.address() as { port: number }).port;
   return {
     port,
     get connections() {

@@ -6,12 +6,26 @@
  * The desktop is the fake VNC server in its `quiet` mode: after the RFB handshake the test drives the server's socket
  * itself (streams a pattern, stops reading). The browser is a `ws` client whose socket the test pauses and resumes.
  * authorize() is a plain Map standing in for the controller's token store (test/helpers/map-proxy.ts).
+ *
+ * The last test goes the production way, through the agent's real listener and relay over mutual TLS to a Unix
+ * socket, where every read the proxy gets is one TLS record (at most 16 KiB). Only the agent's session table is a
+ * stand-in naming the fake server's socket: a real Xvnc cannot stream a pattern the test can check byte for byte.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
+import { Server as GrpcServer } from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig as parseAgentConfig } from '../../agent/config.js';
+import { listenAgentPort, type AgentPort } from '../../agent/listener.js';
+import { DesktopRelay } from '../../agent/relay/desktop-relay.js';
+import { createAgentCredentials } from '../../controller/agent-client/agent-client.js';
+import { openDesktopRelay } from '../../controller/agent-client/desktop-relay.js';
 import type { ProxyTarget } from '../../controller/proxy/index.js';
+import { makePki, type Pki } from '../helpers/certs.js';
 import { startFakeVncServer, type FakeVncServer } from '../helpers/fake-vnc-server.js';
 import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
@@ -27,6 +41,11 @@ const BLOCK = randomBytes(1024 * 1024 + 7);
 let mp: MapProxy;
 let fake: FakeVncServer;
 const targets = new Map<string, ProxyTarget>();
+/** The relay path: an agent port (mTLS) whose relay leads every session to `relayFake`'s Unix socket. */
+let pki: Pki;
+let relayDir: string;
+let relayFake: FakeVncServer;
+let agentPort: AgentPort;
 
 /** `n` bytes of the stream from `offset` (one slice of BLOCK, no copy). */
 function streamSlice(offset: number, n: number): Buffer {
@@ -74,27 +93,48 @@ async function until(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   }
 }
 
-async function connect(): Promise<{ browser: RfbWsClient; desktop: NonNullable<FakeVncServer['lastSocket']>; proxySide: Duplex }> {
+async function connect(viaRelay = false): Promise<{ browser: RfbWsClient; desktop: NonNullable<FakeVncServer['lastSocket']>; proxySide: Duplex }> {
   const token = randomBytes(16).toString('hex');
-  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest33', blade: 'b', desktop: tcpDesktop('127.0.0.1', fake.port), password: 'unused', tokenHash: token });
+  const server = viaRelay ? relayFake : fake;
+  let desktop = tcpDesktop('127.0.0.1', fake.port);
+  if (viaRelay) {
+    // The controller's own relay dialer with the TLS options its agent credentials give for 127.0.0.1.
+    const tls = createAgentCredentials({ ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey }).forHost('127.0.0.1').relayTls;
+    desktop = (reads, timeoutMs) => openDesktopRelay({ host: '127.0.0.1', port: agentPort.port, tls, timeoutMs, onread: reads,
+      sessionId: randomUUID(), blade: 'b' });
+  }
+  const before = server.lastSocket;
+  targets.set(token, { sessionId: `s-${token.slice(0, 8)}`, username: 'vdtest33', blade: 'b', desktop, password: 'unused', tokenHash: token });
   const browser = await openWebSocket(`${mp.base}/websockify?token=${token}`);
   if (isRefused(browser)) throw new Error(`refused ${browser.status}`);
   await browser.handshakeNone();
   // From here on the test reads the messages itself (the helper would concatenate 192 MiB).
   browser.ws.removeAllListeners('message');
-  await until(() => fake.lastSocket !== null);
-  const desktop = fake.lastSocket!;
-  return { browser, desktop, proxySide: mp.browserSockets.at(-1)! };
+  await until(() => server.lastSocket !== null && server.lastSocket !== before);
+  return { browser, desktop: server.lastSocket!, proxySide: mp.browserSockets.at(-1)! };
 }
 
 beforeAll(async () => {
+  const log = pino({ level: 'silent' });
   fake = await startFakeVncServer('quiet');
-  mp = await startMapProxy(targets, { log: pino({ level: 'silent' }), maxReadBytes: MAX_READ, maxPayload: 64 * 1024 });
+  mp = await startMapProxy(targets, { log, maxReadBytes: MAX_READ, maxPayload: 64 * 1024 });
+  pki = makePki();
+  relayDir = mkdtempSync(join(tmpdir(), 'vd-byte-pipe-'));
+  relayFake = await startFakeVncServer('quiet', join(relayDir, 'vnc.sock'));
+  const config = parseAgentConfig(['--listen', '127.0.0.1:0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert]);
+  const sessions = { desktopSocket: () => join(relayDir, 'vnc.sock'), on: () => sessions };
+  const relay = new DesktopRelay({ sessions: sessions as never, log, handshakeTimeoutMs: config.relayHandshakeTimeoutMs,
+    maxQueuedBytes: config.relayMaxQueuedBytes });
+  agentPort = await listenAgentPort({ config, grpc: new GrpcServer(), relay, log });
 });
 
 afterAll(async () => {
   await mp?.close();
   await fake?.close();
+  await relayFake?.close();
+  await agentPort?.close();
+  if (relayDir) rmSync(relayDir, { recursive: true, force: true });
+  if (pki) rmSync(pki.dir, { recursive: true, force: true });
 });
 
 describe('byte pipe', () => {
@@ -156,6 +196,45 @@ describe('byte pipe', () => {
     expect(browser.closed).toBeNull();
     expect(v.offset).toBe(TOTAL);
     expect(v.bad).toBe(-1);
+    browser.close();
+  });
+
+  it('through the agent relay (mutual TLS, 16 KiB records): every byte arrives in order, in large messages, and a stalled browser stalls the desktop', async () => {
+    const { browser, desktop, proxySide } = await connect(true);
+    const total = 64 * 1024 * 1024;
+    browser.ws.pause();
+    let sent = 0;
+    const pump = () => {
+      while (sent < total && !desktop.destroyed) {
+        const chunk = streamSlice(sent, Math.min(100_003, total - sent));
+        sent += chunk.length;
+        if (!desktop.write(chunk)) return;
+      }
+    };
+    desktop.on('drain', pump);
+    pump();
+    expect(await stalled(() => sent)).toBeLessThan(total);
+    // One buffer, plus what the TLS socket had already decrypted when reading paused (one socket read, <= 64 KiB).
+    expect(proxySide.writableLength).toBeLessThanOrEqual(MAX_READ + 64 * 1024 + 2 * MAX_HEADER);
+
+    const v = verifier();
+    let messages = 0;
+    browser.ws.on('message', (d: Buffer) => {
+      messages++;
+      v.push(d);
+    });
+    const flap = setInterval(() => (browser.ws.isPaused ? browser.ws.resume() : browser.ws.pause()), 3);
+    try {
+      await until(() => v.offset >= total || browser.closed !== null, 60_000);
+    } finally {
+      clearInterval(flap);
+      browser.ws.resume();
+    }
+    expect(browser.closed).toBeNull();
+    expect(v.offset).toBe(total);
+    expect(v.bad).toBe(-1);
+    // The proxy gathers TLS records into messages: far fewer than one per 16 KiB record.
+    expect(messages).toBeLessThan(total / (16 * 1024) / 4);
     browser.close();
   });
 
