@@ -57,6 +57,8 @@ export interface AgentConfig {
   loginEnvTimeoutMs: number;
   /** How many spawner processes start desktops and helpers off the event loop (agent/vnc/spawner.ts). */
   spawners: number;
+  /** How many desktop launches run at once; the rest queue (agent/sessions/start-slots.ts). */
+  maxConcurrentStarts: number;
   /** Nice value the agent raises itself to, above what it starts (agent/priority.ts); 0: unchanged. */
   agentNice: number;
   /** Where to serve Prometheus metrics over plain HTTP (GET /metrics); null: not at all. */
@@ -85,6 +87,7 @@ export const defaults = {
   shutdownGraceMs: 5000,
   loginEnvTimeoutMs: 2000,
   spawners: 3,
+  maxConcurrentStarts: 4,
   agentNice: -10,
 } as const;
 
@@ -116,6 +119,7 @@ export const OPTIONS = {
   'shutdown-grace-ms': { type: 'string', default: String(defaults.shutdownGraceMs) },
   'login-env-timeout-ms': { type: 'string', default: String(defaults.loginEnvTimeoutMs) },
   spawners: { type: 'string', default: String(defaults.spawners) },
+  'max-concurrent-starts': { type: 'string', default: String(defaults.maxConcurrentStarts) },
   'agent-nice': { type: 'string', default: String(defaults.agentNice) },
   'log-level': { type: 'string', default: defaults.logLevel },
   'metrics-listen': { type: 'string' },
@@ -154,6 +158,8 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --login-env-timeout-ms N  most time for reading a start's login environment files, below
                          --start-timeout-ms (default ${defaults.loginEnvTimeoutMs})
   --spawners N           processes that start desktops and helpers off the event loop (default ${defaults.spawners})
+  --max-concurrent-starts N  desktop launches run at once; more wait their turn within their deadline
+                         (default ${defaults.maxConcurrentStarts})
   --agent-nice=N         nice value -20 to 0 the agent raises itself (and its session's autogroup) to, above
                          the desktops it starts, so it keeps answering on a saturated blade; 0: unchanged
                          (default ${defaults.agentNice})
@@ -292,6 +298,7 @@ export function parseConfig(argv: string[]): AgentConfig {
     shutdownGraceMs: integer('shutdown-grace-ms', values['shutdown-grace-ms'], 0, 600_000),
     loginEnvTimeoutMs,
     spawners: integer('spawners', values.spawners, 1, 64),
+    maxConcurrentStarts: integer('max-concurrent-starts', values['max-concurrent-starts'], 1, 1024),
     agentNice: niceValue('agent-nice', values['agent-nice'], -20, 0),
     metricsListen: values['metrics-listen'] === undefined ? null : parseHostPort(values['metrics-listen'], '--metrics-listen'),
   };

@@ -29,6 +29,7 @@ import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import type { SpawnedProcess } from '../vnc/spawner.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
+import { StartSlots } from './start-slots.js';
 import { StartTimer } from './start-timer.js';
 import type { SessionStore } from './store.js';
 
@@ -133,6 +134,8 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   /** Ids of starts in flight, with their user: one id never names two users' desktops. */
   private readonly inFlight = new Map<string, string>();
   private pending = 0;
+  /** At most --max-concurrent-starts launches at once (see start-slots.ts). */
+  private readonly startSlots: StartSlots;
   private timer?: NodeJS.Timeout;
   private polling = false;
   private closed = false;
@@ -141,6 +144,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     super();
     this.opts = options;
     this.log = options.log.child({ module: 'sessions' });
+    this.startSlots = new StartSlots(options.config.maxConcurrentStarts);
   }
 
   /** The Unix socket of a live desktop, for the relay; undefined when there is no such live session. */
@@ -261,8 +265,13 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         throwIfStopped(signal);
         throw err;
       }
-      throwIfStopped(signal);
-      return { session: await this.launch(id, user, req.password, geometry, depth, timer, signal), existing: false };
+      await this.startSlots.acquire(signal);
+      timer.mark('queue');
+      try {
+        return { session: await this.launch(id, user, req.password, geometry, depth, timer, signal), existing: false };
+      } finally {
+        this.startSlots.release();
+      }
     } finally {
       this.pending--;
     }

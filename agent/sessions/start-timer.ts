@@ -1,10 +1,10 @@
 /**
  * Where a StartSession's time went, phase by phase, for its "session started" log line: the figure an operator
- * needs to tell a slow NSS (lookup), a slow disk (intent, record) or a slow X server (xvnc) apart.
+ * needs to tell a slow NSS (lookup), a busy blade (queue: waiting for a start slot), a slow disk (intent, record) or a slow X server (xvnc) apart.
  */
 import { performance } from 'node:perf_hooks';
 
-export type StartPhase = 'lookup' | 'home' | 'intent' | 'files' | 'xvnc' | 'session' | 'settle' | 'record';
+export type StartPhase = 'lookup' | 'home' | 'queue' | 'intent' | 'files' | 'xvnc' | 'session' | 'settle' | 'record';
 
 export class StartTimer {
   private readonly t0 = performance.now();

@@ -114,6 +114,34 @@ describe('deadlines', () => {
     await nothingLeft(agent, U_SLOW);
   });
 
+  it('starts beyond --max-concurrent-starts wait their turn; one whose deadline passes in the queue spawns nothing', async () => {
+    const slow = slowXvnc(3);
+    const { agent, client } = await agentWith(['--xvnc', slow.path, '--max-concurrent-starts', '1']);
+    const first = call(client, client.startSession, { username: U_SLOW, password: 'slot1234' }, 20_000);
+    await vi.waitFor(() => expect(existsSync(slow.marker)).toBe(true), { timeout: 10_000 });
+    // Queued behind the slow start, with time to wait for it: it runs once the slot is free.
+    const patient = call(client, client.startSession, { username: U_FULL, password: 'turn1234' }, 20_000);
+    // Queued too, but its caller gives up after a second: it never gets to spawn anything.
+    const err = await refused(call(client, client.startSession, { username: U_ID, password: 'wait1234' }, 1000));
+    expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    const [a, b] = await Promise.all([first, patient]);
+    expect([a.session!.username, b.session!.username]).toEqual([U_SLOW, U_FULL]);
+    expect(pidsOfUid(idsOf(U_ID).uid)).toEqual([]);
+    expect(readdirSync(join(agent.stateDir, 'sessions')).filter((f) => f.endsWith('.json')).sort())
+      .toEqual([a.session!.id, b.session!.id].map((id) => `${id}.json`).sort());
+    // The patient start's log line says where its time went: waiting for the slow one's slot.
+    const started = agent.logs.flatMap((l) => {
+      try {
+        return [JSON.parse(l) as { msg?: string; username?: string; ms?: { queue?: number } }];
+      } catch {
+        return []; // a line on stderr
+      }
+    }).find((l) => l.msg === 'session started' && l.username === U_FULL);
+    expect(started?.ms?.queue).toBeGreaterThan(1000);
+    await endDesktop(client, a.session!);
+    await endDesktop(client, b.session!);
+  });
+
   it("the agent's own --start-timeout-ms ends a start that takes too long, and says so", async () => {
     const slow = slowXvnc(5);
     // Both read limits a start includes must be below its budget (the agent refuses to start otherwise).

@@ -19,7 +19,7 @@ describe('parseConfig', () => {
       sessionScript: undefined, fallbackSessionScript, sessionLauncher, xvnc: 'Xvnc', xvncGlx: false, logLevel: 'info',
       stopGraceMs: defaults.stopGraceMs, runtimeDir: '/run/vncdispatch', allowRootGroup: false, startTimeoutMs: 8000,
       lookupTimeoutMs: 5000, reapIntervalMs: 500, shutdownGraceMs: 5000, loginEnvTimeoutMs: 2000, spawners: 3,
-      agentNice: -10,
+      maxConcurrentStarts: 4, agentNice: -10,
     });
     expect(c.tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
   });
@@ -39,13 +39,13 @@ describe('parseConfig', () => {
       '--start-timeout-ms', '4000', '--lookup-timeout-ms', '500', '--reap-interval-ms', '100',
       '--shutdown-grace-ms', '50', '--start-settle-ms', '0', '--relay-handshake-timeout-ms', '250',
       '--relay-max-queued-bytes', '65536',
-      '--login-env-timeout-ms', '300', '--spawners', '1', '--agent-nice=-3']);
+      '--login-env-timeout-ms', '300', '--spawners', '1', '--agent-nice=-3', '--max-concurrent-starts', '7', '--xvnc-glx']);
     expect(c).toMatchObject({ listenHost: '::1', listenPort: 0, stateDir: '/tmp/s', maxSessions: 3, minUid: 2000,
       allowGroup: 'vdusers', geometry: '1920x1080', depth: 16, sessionScript: '/bin/true',
-      xvnc: '/usr/bin/Xvnc', xvncGlx: false, logLevel: 'debug', stopGraceMs: 100,
+      xvnc: '/usr/bin/Xvnc', xvncGlx: true, logLevel: 'debug', stopGraceMs: 100,
       runtimeDir: '/tmp/r', allowRootGroup: true, startTimeoutMs: 4000, lookupTimeoutMs: 500, reapIntervalMs: 100,
       shutdownGraceMs: 50, startSettleMs: 0, relayHandshakeTimeoutMs: 250, relayMaxQueuedBytes: 65536, loginEnvTimeoutMs: 300,
-      spawners: 1, agentNice: -3 });
+      spawners: 1, agentNice: -3, maxConcurrentStarts: 7 });
   });
 
   it('needs all three TLS files unless --insecure, and refuses mixing them', () => {
@@ -80,6 +80,7 @@ describe('parseConfig', () => {
     [['--start-timeout-ms', '1000', '--lookup-timeout-ms', '500', '--login-env-timeout-ms', '1000'],
       /--login-env-timeout-ms must be below --start-timeout-ms/],
     [['--spawners', '0'], /--spawners must be between 1 and 64/],
+    [['--max-concurrent-starts', '0'], /--max-concurrent-starts must be between 1 and 1024/],
     [['--spawners', '65'], /--spawners must be between 1 and 64/],
     [['--spawners', 'two'], /--spawners must be an integer/],
     [['--agent-nice=-21'], /--agent-nice must be between -20 and 0/],
