@@ -45,7 +45,24 @@ function tcpAccepts(port: number): Promise<boolean> {
   });
 }
 
-async function benchAgent(): Promise<{ rpc: number[]; rfb: number[] }> {
+/** The median of each phase the agent logged for its starts ("session started", its `ms` field), in log order. */
+function phaseMedians(logs: string[], skip: number): string {
+  const byPhase = new Map<string, number[]>();
+  let seen = 0;
+  for (const line of logs) {
+    let entry: { msg?: string; ms?: Record<string, number> };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue; // stderr
+    }
+    if (entry.msg !== 'session started' || !entry.ms || seen++ < skip) continue;
+    for (const [phase, ms] of Object.entries(entry.ms)) byPhase.set(phase, [...(byPhase.get(phase) ?? []), ms]);
+  }
+  return [...byPhase].map(([phase, xs]) => `${phase} ${summary(xs).p50.toFixed(1)}`).join(', ');
+}
+
+async function benchAgent(): Promise<{ rpc: number[]; rfb: number[]; phases: string }> {
   const pki = makePki();
   const agent = await startAgent({ pki });
   const client = agentClient(agent.address, pki);
@@ -75,7 +92,7 @@ async function benchAgent(): Promise<{ rpc: number[]; rfb: number[] }> {
     client.close();
     await agent.stop();
   }
-  return { rpc, rfb };
+  return { rpc, rfb, phases: phaseMedians(agent.logs, WARMUP) };
 }
 
 function asUser(user: string, argv: string[]): SpawnSyncReturns<string> {
@@ -126,7 +143,7 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root: the benchmark starts desktops as test users');
   const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
   console.log(`load average before: ${load()} (${cpus().length} CPUs); other work on the machine inflates both sides`);
-  const { rpc, rfb } = await benchAgent();
+  const { rpc, rfb, phases } = await benchAgent();
   const wrapper = await benchWrapper();
   const a = summary(rpc);
   const ar = summary(rfb);
@@ -134,6 +151,7 @@ async function main(): Promise<void> {
   console.log(`agent StartSession -> ready (n=${rpc.length}, mTLS, real Xvnc): p50 ${fmt(a.p50)}  p99 ${fmt(a.p99)}  ` +
     `min ${fmt(a.min)}  max ${fmt(a.max)}`);
   console.log(`agent StartSession -> RFB auth ok (n=${rfb.length}):             p50 ${fmt(ar.p50)}  p99 ${fmt(ar.p99)}`);
+  console.log(`agent's own phases, median ms (its "session started" log line): ${phases}`);
   console.log(`vncserver wrapper -> port accepts (n=${wrapper.length}):          p50 ${fmt(w.p50)}  p99 ${fmt(w.p99)}  ` +
     `min ${fmt(w.min)}  max ${fmt(w.max)}`);
   console.log(`load average after: ${load()}`);
