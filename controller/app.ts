@@ -148,6 +148,13 @@ export async function buildApp(options: BuildAppOptions): Promise<ControllerApp>
   // Node answers an Expect other than 100-continue itself, with a bare 417 and no body. RFC 9110 §10.1.1 lets a server
   // ignore an expectation it does not know, so the request goes to its route like any other and gets its answer.
   app.server.on('checkExpectation', (req, res) => app.server.emit('request', req, res));
+  // RFC 9112 §9.6: a half-closed connection neither ends a request nor says the client stopped wanting the answer.
+  // Node's http.Server (this flag, which its own code reads, is false by default and missing from the typings) drops
+  // the request of a client that shuts down its sending side after the request (`nc -N`, many scripts), so such a
+  // client got nothing at all from any route that answers asynchronously (the viewer page, the API). With it set the
+  // answer goes out and Node closes the connection after it; a half-close with no request in progress still closes
+  // at once, and a half-sent request still gets its 400.
+  (app.server as typeof app.server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
 
   metrics.watchBlades(() => blades.list().map((b) => ({ name: b.name, adminState: b.record.adminState, capacity: b.status?.capacity ?? 0 })));
   const fleet = new FleetWatch({ store, blades, connections: () => proxy.sessionStats(), log, intervalMs: config.eventsIntervalMs });
