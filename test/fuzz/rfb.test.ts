@@ -66,8 +66,10 @@ async function closeReasons(controllerUrl: string): Promise<Record<string, numbe
 /** What a property's runs came to, for the log: close reasons counted since `before`. */
 async function reportCloses(what: string, controllerUrl: string, before: Record<string, number>): Promise<void> {
   const after = await closeReasons(controllerUrl);
-  const delta = Object.fromEntries(Object.entries(after).map(([k, n]) => [k, n - (before[k] ?? 0)]).filter(([, n]) => n !== 0));
-  console.log(`${what}: connections ended by ${JSON.stringify(delta)}`);
+  const delta: Record<string, number> = {};
+  for (const [k, n] of Object.entries(after)) if (n !== (before[k] ?? 0)) delta[k] = n - (before[k] ?? 0);
+  const runs = Object.values(delta).reduce((a, n) => a + n, 0);
+  console.log(`${what}: ${runs} connections (one per run) ended by ${JSON.stringify(delta)}`);
 }
 
 /**

@@ -15,9 +15,19 @@ export const FUZZ_SCALE = Math.max(1, Number(process.env.FUZZ_SCALE ?? '1') || 1
 /** One seed for every property, so a failure in CI replays exactly. */
 export const FUZZ_SEED = 20261126;
 
+/**
+ * FUZZ_TIME_LIMIT_S, for a scaled run that must end by a deadline: each property stops after this long and passes
+ * with the runs it did (a warning says so). Unset in CI and in `npm run test:fuzz`, which run every run.
+ */
+const TIME_LIMIT_MS = Math.max(0, Number(process.env.FUZZ_TIME_LIMIT_S ?? '0') || 0) * 1000;
+if (TIME_LIMIT_MS > 0) console.warn(`FUZZ_TIME_LIMIT_S: each property stops after ${TIME_LIMIT_MS / 1000} s, whatever its run count`);
+
 /** fast-check parameters for `runs` runs at scale 1. */
 export function fuzzParams(runs: number) {
-  return { seed: FUZZ_SEED, numRuns: runs * FUZZ_SCALE, endOnFailure: true } as const;
+  return {
+    seed: FUZZ_SEED, numRuns: runs * FUZZ_SCALE, endOnFailure: true,
+    ...(TIME_LIMIT_MS > 0 && { interruptAfterTimeLimit: TIME_LIMIT_MS, markInterruptAsFailure: false }),
+  } as const;
 }
 
 /** A vitest timeout that grows with the scale (a bound on a hung run, not a speed assertion). */
