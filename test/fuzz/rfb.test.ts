@@ -80,6 +80,19 @@ async function reportCloses(what: string, controllerUrl: string, before: Record<
  * connection, which fails the property (the bound is a failure, not a wait any passing run sits out).
  */
 const WEDGED_MS = 20_000;
+
+/**
+ * `p`, or a failure once WEDGED_MS pass first: a handshake that neither finishes nor ends in a close has wedged the
+ * connection (the proxy's handshake timeout should have closed it long before).
+ */
+function unwedged<T>(p: Promise<T>, context: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const wedged = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the handshake neither finished nor closed within ${WEDGED_MS} ms after ${context()}`)), WEDGED_MS);
+  });
+  return Promise.race([p, wedged]).finally(() => clearTimeout(timer));
+}
+
 function settled(c: RfbWsClient, context: () => string): Promise<void> {
   return new Promise((resolve, reject) => {
     if (c.closed) return resolve();
@@ -131,7 +144,7 @@ async function browserRun(user: string, desktop: { sessionId?: string }, frames:
   expect(grant.sessionId, 'the desktop survived every earlier run').toBe(desktop.sessionId);
   const c = await connect(grant.token);
   try {
-    if (!(await prelude(c))) {
+    if (!(await unwedged(prelude(c), () => 'connecting'))) {
       await c.closedPromise;
       expectDocumentedClose(c, 'the handshake');
     } else {
@@ -247,7 +260,7 @@ describe('fuzzing the server side of RFB during the handshake', () => {
       if (isRefused(c)) throw new Error(`refused: ${c.status} ${JSON.stringify(c.body)}`);
       try {
         // The browser plays a well-behaved noVNC; the server decides how far the handshake gets.
-        await c.handshakeNone().catch(() => {});
+        await unwedged(c.handshakeNone().catch(() => {}), context);
         await settled(c, context);
         expectDocumentedClose(c, context());
         if (c.closed?.code === 1011) desktopFailures++;
