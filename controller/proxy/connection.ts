@@ -1,7 +1,8 @@
 /**
  * One browser-to-desktop connection after the upgrade was accepted: reaches the desktop first (through its agent's
  * relay) and authenticates to Xvnc, and only then starts the browser's RFB handshake (security None), forwards the
- * browser's ClientInit, then becomes a byte pipe. So a desktop that cannot be reached is a WebSocket close with a
+ * browser's ClientInit, waits for the desktop's ServerInit (still under the handshake timeout), then becomes a byte
+ * pipe. So a desktop that cannot be reached is a WebSocket close with a
  * code and a reason (1011, VD_ERR_VNC_...) before the browser has seen any RFB, not a half-done handshake that looks
  * like a dropped line. Whichever side ends, the other is closed, and the connection is logged once at open and once
  * at close.
@@ -59,6 +60,8 @@ export class ProxyConnection implements ByteCounters {
   private vncReady = false;
   private early: Buffer[] | null = null;
   private earlyBytes = 0;
+  /** The desktop's ServerInit received so far, once ClientInit went to the desktop; null before and after. */
+  private serverInit: Buffer | null = null;
   private readonly reader: VncReader;
 
   constructor(
@@ -170,6 +173,7 @@ export class ProxyConnection implements ByteCounters {
     this.vncHs = null;
     this.browserHs = null;
     this.early = null;
+    this.serverInit = null;
     const failedInHandshake = !this.piping && err instanceof VncDispatchError;
     const entry = {
       ...this.describe(),
@@ -215,7 +219,12 @@ export class ProxyConnection implements ByteCounters {
   }
 
   private readonly onVncHandshake = (chunk: Buffer): void => {
-    if (this.closed || !this.vncHs) return;
+    if (this.closed) return;
+    if (this.serverInit) {
+      this.onServerInit(chunk);
+      return;
+    }
+    if (!this.vncHs) return;
     try {
       const out = this.vncHs.feed(chunk);
       for (const b of out.send) this.tcp!.write(b);
@@ -259,12 +268,53 @@ export class ProxyConnection implements ByteCounters {
     }
   };
 
+  /**
+   * Both security phases are done and the browser sent ClientInit: it goes to the desktop, and the handshake ends
+   * with the desktop's ServerInit, still under the handshake timeout (a desktop that never sends it, or sends half of
+   * one, ends in 1011 VD_ERR_VNC_HANDSHAKE instead of a viewer waiting forever).
+   */
   private maybeStartPipe(): void {
-    if (!this.vncReady || !this.early || this.closed) return;
+    if (!this.vncReady || !this.early || this.closed || this.serverInit) return;
     const tcp = this.tcp!;
     const rest = this.vncHs!.takeRest();
-    const early = this.early;
     this.vncHs = null;
+    const clientInit = this.early;
+    // Anything further from the browser (a well-behaved one sends nothing) waits for the pipe, as before.
+    this.early = [];
+    this.earlyBytes = 0;
+    for (const b of clientInit) {
+      this.up += b.length;
+      tcp.write(b);
+    }
+    this.serverInit = Buffer.alloc(0);
+    if (rest.length > 0) this.onServerInit(rest);
+    if (!this.closed && !this.piping) tcp.resume();
+  }
+
+  /** ServerInit (RFC 6143 §7.3.2): 24 bytes, the last a name length, then the name (bounded like a reason). */
+  private onServerInit(chunk: Buffer): void {
+    const buf = Buffer.concat([this.serverInit!, chunk]);
+    if (buf.length < 24) {
+      this.serverInit = buf;
+      return;
+    }
+    const nameLength = buf.readUInt32BE(20);
+    if (nameLength > this.settings.maxReasonLength) {
+      this.fail('handshake-failed', new VncHandshakeError(`desktop sent a ${nameLength}-byte name (limit ${this.settings.maxReasonLength})`));
+      return;
+    }
+    if (buf.length < 24 + nameLength) {
+      this.serverInit = buf;
+      return;
+    }
+    this.serverInit = null;
+    this.startPipe(buf);
+  }
+
+  /** The handshake is over: `first` (ServerInit and anything after it) goes to the browser, then bytes flow. */
+  private startPipe(first: Buffer): void {
+    const tcp = this.tcp!;
+    const early = this.early ?? [];
     this.browserHs = null;
     this.early = null;
     if (this.timer) clearTimeout(this.timer);
@@ -275,10 +325,8 @@ export class ProxyConnection implements ByteCounters {
       this.up += b.length;
       tcp.write(b);
     }
-    if (rest.length > 0) {
-      this.down += rest.length;
-      this.ws.send(rest);
-    }
+    this.down += first.length;
+    this.ws.send(first);
     pipeBytes(this.ws, this.wsSocket, tcp, this.reader, this, {
       onTextFrame: () => this.close('protocol-error', WS_UNSUPPORTED_DATA, 'binary frames only'),
     });

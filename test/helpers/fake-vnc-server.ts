@@ -11,10 +11,13 @@
  * - `auth-fail`: VNC authentication that always answers SecurityResult 1 with a reason.
  * - `disconnect`: a valid version, then drops the connection when the client answers.
  * - `flood`: a valid version, then endless garbage instead of security types.
+ * - `half-server-init`: security None up to ClientInit, then 16 of ServerInit's 24 bytes, and silence.
+ * - `huge-name`: security None up to ClientInit, then a ServerInit whose name is 2^32-1 bytes long (and no name).
  */
 import { createServer, type Server, type Socket } from 'node:net';
 
-export type FakeVncBehaviour = 'none' | 'quiet' | 'garbage' | 'stall' | 'huge-reason' | 'truncated' | 'auth-fail' | 'disconnect' | 'flood';
+export type FakeVncBehaviour = 'none' | 'quiet' | 'garbage' | 'stall' | 'huge-reason' | 'truncated' | 'auth-fail' | 'disconnect' | 'flood'
+  | 'half-server-init' | 'huge-name';
 
 export interface FakeVncServer {
   port: number;
@@ -101,6 +104,17 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
       await read(16);
       const reason = Buffer.from('Authentication failure', 'latin1');
       sock.end(Buffer.concat([u32(1), u32(reason.length), reason]));
+      return;
+    }
+    case 'half-server-init':
+    case 'huge-name': {
+      sock.write(VERSION_38);
+      await read(12);
+      sock.write(Buffer.of(1, 1));
+      await read(1);
+      sock.write(u32(0));
+      await read(1); // ClientInit
+      sock.write(behaviour === 'huge-name' ? Buffer.concat([Buffer.from([0, 64, 0, 48]), Buffer.alloc(16), u32(0xffffffff)]) : Buffer.alloc(16, 7));
       return;
     }
     case 'none':

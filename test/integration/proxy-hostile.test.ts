@@ -1,6 +1,7 @@
 /**
  * Hostile or broken VNC servers (README, Security: threat 8): garbage, a server that stalls forever, a 2^32-1 reason
- * length, truncation, a refused authentication, a disconnect mid-handshake and a flood. Each must end only its own
+ * length, truncation, a refused authentication, a disconnect mid-handshake, a flood, half a ServerInit and a 2^32-1
+ * desktop name. Each must end only its own
  * connection, with a log line naming the failure, while a good connection to a real Xvnc (vdtest32) keeps working.
  *
  * authorize() is a plain Map standing in for the controller's token store (test/helpers/map-proxy.ts).
@@ -81,6 +82,10 @@ const cases: Array<[FakeVncBehaviour, string, RegExp]> = [
   // The proxy reads the handshake in small reads, so it judges the flood's first complete message (200 security types,
   // none known) before the handshake's byte bound is reached (that bound is tested in proxy-rfb-handshake.test.ts).
   ['flood', 'VD_ERR_VNC_HANDSHAKE', /no supported security type/],
+  // Found by the RFB fuzzer at FUZZ_SCALE=100: the handshake timeout ended at the browser's ClientInit, so a desktop
+  // that then sent half a ServerInit left the viewer waiting until the idle timeout (30 min).
+  ['half-server-init', 'VD_ERR_VNC_HANDSHAKE', /timed out/],
+  ['huge-name', 'VD_ERR_VNC_HANDSHAKE', /4294967295-byte name/],
 ];
 
 describe('a hostile VNC server ends only its own connection', () => {
