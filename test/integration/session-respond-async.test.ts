@@ -83,7 +83,9 @@ describe('Prefer: respond-async', () => {
       throw new Error('the token of a desktop that failed to start was accepted');
     }
     expect(client.status).toBe(401);
-    expect(client.body.error?.code).toBe('VD_ERR_TOKEN_SESSION_ENDED');
+    // Which 401 depends on a race the viewer cannot see: a connection held while the start fails is told the
+    // session ended; one that arrives after the session has ended finds its token revoked with it.
+    expect(['VD_ERR_TOKEN_SESSION_ENDED', 'VD_ERR_TOKEN_REVOKED']).toContain(client.body.error?.code);
     const s = (await api(c, 'GET', `/api/v1/sessions/${r.body.id}`)).body;
     expect(s).toMatchObject({ state: 'ended', endReason: 'start-failed' });
   });
