@@ -60,6 +60,16 @@ function reader(sock: Socket) {
     });
 }
 
+/** RFB 3.8 with security None, as far as the client's ClientInit: what comes next is the behaviour's own. */
+async function untilClientInit(sock: Socket, read: (n: number) => Promise<Buffer>): Promise<void> {
+  sock.write(VERSION_38);
+  await read(12);
+  sock.write(Buffer.of(1, 1));
+  await read(1);
+  sock.write(u32(0));
+  await read(1); // ClientInit
+}
+
 async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
   const read = reader(sock);
   switch (behaviour) {
@@ -108,23 +118,13 @@ async function play(sock: Socket, behaviour: FakeVncBehaviour): Promise<void> {
     }
     case 'half-server-init':
     case 'huge-name': {
-      sock.write(VERSION_38);
-      await read(12);
-      sock.write(Buffer.of(1, 1));
-      await read(1);
-      sock.write(u32(0));
-      await read(1); // ClientInit
+      await untilClientInit(sock, read);
       sock.write(behaviour === 'huge-name' ? Buffer.concat([Buffer.from([0, 64, 0, 48]), Buffer.alloc(16), u32(0xffffffff)]) : Buffer.alloc(16, 7));
       return;
     }
     case 'none':
     case 'quiet': {
-      sock.write(VERSION_38);
-      await read(12);
-      sock.write(Buffer.of(1, 1));
-      await read(1);
-      sock.write(u32(0));
-      await read(1); // ClientInit
+      await untilClientInit(sock, read);
       const name = Buffer.from('fake', 'latin1');
       const serverInit = Buffer.concat([Buffer.from([0, 64, 0, 48]), Buffer.alloc(16), u32(name.length), name]);
       sock.write(serverInit);

@@ -53,6 +53,24 @@ function streamSlice(offset: number, n: number): Buffer {
   return BLOCK.subarray(at, Math.min(BLOCK.length, at + n));
 }
 
+/**
+ * Writes the first `total` bytes of the stream into `desktop` as fast as it takes them, in `chunk`-byte writes, and
+ * waits for 'drain' whenever it pushes back. Returns how many bytes have been written so far.
+ */
+function streamInto(desktop: Duplex, total: number, chunk: number): () => number {
+  let sent = 0;
+  const pump = () => {
+    while (sent < total && !desktop.destroyed) {
+      const slice = streamSlice(sent, Math.min(chunk, total - sent));
+      sent += slice.length;
+      if (!desktop.write(slice)) return;
+    }
+  };
+  desktop.on('drain', pump);
+  pump();
+  return () => sent;
+}
+
 /** Checks arriving chunks against the stream; `bad` is the first offset that differed, or -1. */
 function verifier() {
   const v = {
@@ -141,18 +159,9 @@ describe('byte pipe', () => {
   it('downstream: a browser that stops reading stalls the desktop, the proxy holds at most one read, and every byte arrives in order', async () => {
     const { browser, desktop, proxySide } = await connect();
     browser.ws.pause();
-    let sent = 0;
-    const pump = () => {
-      while (sent < TOTAL && !desktop.destroyed) {
-        const chunk = streamSlice(sent, Math.min(256 * 1024, TOTAL - sent));
-        sent += chunk.length;
-        if (!desktop.write(chunk)) return;
-      }
-    };
-    desktop.on('drain', pump);
-    pump();
+    const sent = streamInto(desktop, TOTAL, 256 * 1024);
 
-    const stuckAt = await stalled(() => sent);
+    const stuckAt = await stalled(sent);
     expect(stuckAt).toBeLessThan(TOTAL); // backpressure reached the desktop
     expect(proxySide.writableLength).toBeLessThanOrEqual(MAX_READ + MAX_HEADER); // what the proxy holds
 
@@ -203,17 +212,8 @@ describe('byte pipe', () => {
     const { browser, desktop, proxySide } = await connect(true);
     const total = 64 * 1024 * 1024;
     browser.ws.pause();
-    let sent = 0;
-    const pump = () => {
-      while (sent < total && !desktop.destroyed) {
-        const chunk = streamSlice(sent, Math.min(100_003, total - sent));
-        sent += chunk.length;
-        if (!desktop.write(chunk)) return;
-      }
-    };
-    desktop.on('drain', pump);
-    pump();
-    expect(await stalled(() => sent)).toBeLessThan(total);
+    const sent = streamInto(desktop, total, 100_003);
+    expect(await stalled(sent)).toBeLessThan(total);
     // One buffer, plus what the TLS socket had already decrypted when reading paused (one socket read, <= 64 KiB).
     expect(proxySide.writableLength).toBeLessThanOrEqual(MAX_READ + 64 * 1024 + 2 * MAX_HEADER);
 
@@ -241,16 +241,7 @@ describe('byte pipe', () => {
   it('a browser that reads slowly (paused and resumed over and over) still receives every byte in order', async () => {
     const { browser, desktop } = await connect();
     const total = 48 * 1024 * 1024;
-    let sent = 0;
-    const pump = () => {
-      while (sent < total && !desktop.destroyed) {
-        const chunk = streamSlice(sent, Math.min(100_003, total - sent));
-        sent += chunk.length;
-        if (!desktop.write(chunk)) return;
-      }
-    };
-    desktop.on('drain', pump);
-    pump();
+    streamInto(desktop, total, 100_003);
     const v = verifier();
     browser.ws.on('message', (d: Buffer) => v.push(d));
     const flap = setInterval(() => (browser.ws.isPaused ? browser.ws.resume() : browser.ws.pause()), 2);
