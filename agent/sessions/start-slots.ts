@@ -40,9 +40,4 @@ export class StartSlots {
     const next = this.waiting.shift();
     if (next) next();
   }
-
-  /** Starts waiting for a slot now. */
-  get queued(): number {
-    return this.waiting.length;
-  }
 }
