@@ -125,21 +125,26 @@ describe('deadlines', () => {
     const err = await refused(call(client, client.startSession, { username: U_ID, password: 'wait1234' }, 1000));
     expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
     const [a, b] = await Promise.all([first, patient]);
-    expect([a.session!.username, b.session!.username]).toEqual([U_SLOW, U_FULL]);
-    expect(pidsOfUid(idsOf(U_ID).uid)).toEqual([]);
-    expect(readdirSync(join(agent.stateDir, 'sessions')).filter((f) => f.endsWith('.json')).sort())
-      .toEqual([a.session!.id, b.session!.id].map((id) => `${id}.json`).sort());
-    // The patient start's log line says where its time went: waiting for the slow one's slot.
-    const started = agent.logs.flatMap((l) => {
-      try {
-        return [JSON.parse(l) as { msg?: string; username?: string; ms?: { queue?: number } }];
-      } catch {
-        return []; // a line on stderr
-      }
-    }).find((l) => l.msg === 'session started' && l.username === U_FULL);
-    expect(started?.ms?.queue).toBeGreaterThan(1000);
-    await endDesktop(client, a.session!);
-    await endDesktop(client, b.session!);
+    try {
+      expect([a.session!.username, b.session!.username]).toEqual([U_SLOW, U_FULL]);
+      expect(pidsOfUid(idsOf(U_ID).uid)).toEqual([]);
+      expect(readdirSync(join(agent.stateDir, 'sessions')).filter((f) => f.endsWith('.json')).sort())
+        .toEqual([a.session!.id, b.session!.id].map((id) => `${id}.json`).sort());
+      // The patient start's log line says where its time went: waiting for the slow one's slot. The line reaches
+      // us on the agent's stdout, which may come after the call's answer: wait for it.
+      const startedLine = () => agent.logs.flatMap((l) => {
+        try {
+          return [JSON.parse(l) as { msg?: string; username?: string; ms?: { queue?: number } }];
+        } catch {
+          return []; // a line on stderr
+        }
+      }).find((l) => l.msg === 'session started' && l.username === U_FULL);
+      await vi.waitFor(() => expect(startedLine()).toBeDefined(), { timeout: 10_000 });
+      expect(startedLine()?.ms?.queue).toBeGreaterThan(1000);
+    } finally {
+      await endDesktop(client, a.session!);
+      await endDesktop(client, b.session!);
+    }
   });
 
   it("the agent's own --start-timeout-ms ends a start that takes too long, and says so", async () => {
