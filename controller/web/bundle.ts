@@ -7,18 +7,24 @@
  * - `assets/NAME-HASH.js|css` (and shared or lazily imported `chunk-HASH.js`): content-hashed, so the server can
  *   mark them immutable; a new build gets new names, never a stale cache.
  * - `PAGE/index.html`: the page with its references rewritten to `../assets/…`, and a `modulepreload` for every chunk
- *   an entry imports, so the browser fetches them in parallel with the entry instead of one after the other.
+ *   an entry imports, so the browser fetches them in parallel with the entry instead of one after the other. A
+ *   classic script marked `<script src="x.js" data-inline></script>` is minified into the page instead: it runs
+ *   while the page is parsed, before any module is fetched (the viewer opens its WebSocket there).
+ * - `inline-script-hashes.json`: the CSP source (`'sha256-…'`) of every inlined script, which the server adds to
+ *   `script-src`, so the policy still allows no other inline script.
  * - next to every text file, a `.br` (brotli, best) and a `.gz` (gzip -9) copy the server picks by Accept-Encoding.
  *
  * Why esbuild: it is already the project's dev dependency, bundles ES modules with code splitting and content hashes
  * in one call, and takes ~100 ms, so no second bundler or configuration language is needed. A new page needs no
  * change here: add a folder with an index.html.
  */
+import { createHash } from 'node:crypto';
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { build, type Metafile, type Plugin } from 'esbuild';
+import { build, transform, type Metafile, type Plugin } from 'esbuild';
+import { INLINE_HASHES_FILE } from './paths.js';
 
 /** Browsers the pages are built for (they already need ES modules, WebSockets and ResizeObserver). */
 const TARGETS = ['chrome100', 'firefox100', 'safari15.4', 'edge100'];
@@ -59,6 +65,9 @@ export interface BundleResult {
   files: string[];
 }
 
+/** A classic script to inline: `<script src="x.js" data-inline></script>`, naming a file in the page's folder. */
+const INLINE_SCRIPT = /<script src="([a-z0-9][a-z0-9._-]*\.js)" data-inline><\/script>/g;
+
 /** Relative script and style references of a page: `src="x.js"` / `href="x.css"` naming a file in its folder. */
 const LOCAL_REF = /\b(src|href)="([a-z0-9][a-z0-9._-]*\.(?:js|css))"/g;
 
@@ -71,8 +80,9 @@ export async function bundlePages(opts: BundleOptions): Promise<BundleResult> {
 
   const entries = new Map<string, string>(); // absolute source path → its page-relative name
   const html = new Map<string, string>();
+  const inlineHashes = new Set<string>();
   for (const page of pages) {
-    const text = readFileSync(join(opts.srcDir, page, 'index.html'), 'utf8');
+    const text = await inlineScripts(readFileSync(join(opts.srcDir, page, 'index.html'), 'utf8'), join(opts.srcDir, page), inlineHashes);
     html.set(page, text);
     for (const m of text.matchAll(LOCAL_REF)) entries.set(join(opts.srcDir, page, m[2]!), m[2]!);
   }
@@ -119,6 +129,8 @@ export async function bundlePages(opts: BundleOptions): Promise<BundleResult> {
     writeFileSync(join(opts.outDir, page, 'index.html'), rewritten.replace('</head>', `${links}</head>`));
   }
 
+  writeFileSync(join(opts.outDir, INLINE_HASHES_FILE), `${JSON.stringify([...inlineHashes].sort())}\n`);
+
   const files = listFiles(opts.outDir);
   for (const file of files) {
     if (!COMPRESSIBLE.test(file)) continue;
@@ -129,6 +141,20 @@ export async function bundlePages(opts: BundleOptions): Promise<BundleResult> {
     writeFileSync(join(opts.outDir, `${file}.gz`), gzipSync(data, { level: 9 }));
   }
   return { pages, files: listFiles(opts.outDir) };
+}
+
+/** Replaces each `data-inline` script of a page with its minified text, adding its CSP hash to `hashes`. */
+async function inlineScripts(page: string, dir: string, hashes: Set<string>): Promise<string> {
+  const found = [...page.matchAll(INLINE_SCRIPT)];
+  let out = page;
+  for (const [tag, name] of found) {
+    const { code } = await transform(readFileSync(join(dir, name!), 'utf8'), { minify: true, target: TARGETS, loader: 'js' });
+    const text = code.trim();
+    if (/<\/script/i.test(text)) throw new Error(`bundle: ${name} cannot be inlined: it contains "</script"`);
+    hashes.add(`'sha256-${createHash('sha256').update(text).digest('base64')}'`);
+    out = out.replace(tag, () => `<script>${text}</script>`);
+  }
+  return out;
 }
 
 function listFiles(dir: string, root = dir): string[] {

@@ -16,7 +16,7 @@ import type { Store } from '../store/store.js';
 import { errorHandler } from '../error-reply.js';
 import { webRoot } from './paths.js';
 import { registerReconnect, type ReconnectTokenIssuer } from './reconnect.js';
-import { applySecurityHeaders } from './security-headers.js';
+import { readInlineScriptHashes, securityHeaders } from './security-headers.js';
 
 /**
  * The controller's Config, every field optional so tests can pass only what they need; the web pages read only
@@ -49,6 +49,7 @@ export const IMMUTABLE = 'public, max-age=31536000, immutable';
 export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<void> {
   const log = deps.log.child({ module: 'web' });
   const root = webRoot();
+  const headers = securityHeaders(readInlineScriptHashes(root));
 
   await app.register(async (scope) => {
     // The app's own handler (controller/error-reply.ts), set here too so the pages answer the same on their own.
@@ -56,7 +57,7 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
     // JSON bodies only (POST /viewer/reconnect): anything else is 415, as documented.
     scope.removeContentTypeParser('text/plain');
     scope.addHook('onRequest', async (_request, reply) => {
-      applySecurityHeaders(reply);
+      reply.headers(headers);
     });
 
     const common = {

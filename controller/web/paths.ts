@@ -7,6 +7,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** The file in dist/web/ listing the CSP hash source (`'sha256-…'`) of every script the build inlined into a page. */
+export const INLINE_HASHES_FILE = 'inline-script-hashes.json';
+
 /** Absolute path of dist/web/ (page folders with index.html, and assets/). Throws if the pages were never built. */
 export function webRoot(): string {
   const candidates = [

@@ -30,6 +30,7 @@ const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url);
 const USER = testUser(36);
 const RECONNECT_USER = testUser(37);
 const ASYNC_USER = testUser(121);
+const EARLY_USER = testUser(141);
 
 let agent: AgentProcess;
 let store: SqliteStore;
@@ -199,6 +200,40 @@ describe('the viewer in a real browser', () => {
     const record = await store.getSession(session.id);
     if (record?.pid) xvncPids.add(record.pid);
     expect(record?.state).toBe('running');
+    await api('DELETE', `/api/v1/sessions/${session.id}`);
+  });
+
+  it('opens its WebSocket while the page is parsed: the desktop answers before the viewer\'s scripts have arrived', async () => {
+    const session = await postSession(EARLY_USER);
+    const record = await store.getSession(session.id);
+    if (record?.pid) xvncPids.add(record.pid);
+    const { page, errors } = await newPage();
+    // Hold the viewer's scripts until the desktop's first bytes have reached the page (or 15 s have passed).
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route(/\/assets\/(?:viewer|chunk)-[A-Z0-9]+\.js$/, async (route) => {
+      await released;
+      await route.continue();
+    });
+    const firstFrame = new Promise<string>((resolve) => {
+      page.on('websocket', (ws) => ws.once('framereceived', (f) => resolve(typeof f.payload === 'string' ? f.payload : f.payload.toString('latin1'))));
+    });
+    const held = setTimeout(release, 15_000);
+    try {
+      void page.goto(session.viewerUrl).catch(() => undefined);
+      const first = await Promise.race([firstFrame, released.then(() => 'the scripts were released first')]);
+      // The controller's RFB version, sent once it reached the desktop, before any module of the page ran.
+      expect(first).toBe('RFB 003.008\n');
+    } finally {
+      clearTimeout(held);
+      release();
+    }
+    // What arrived before noVNC was loaded is handed to it: the handshake completes and the desktop shows.
+    await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 });
+    expect((await drawnDesktop(page)).blue, `share of ${DESKTOP_BLUE}`).toBeGreaterThan(0.3);
+    expect(errors).toEqual([]);
     await api('DELETE', `/api/v1/sessions/${session.id}`);
   });
 

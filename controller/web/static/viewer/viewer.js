@@ -165,10 +165,14 @@ function websocketUrl(path) {
  * after it sets onmessage). `adopt()` stops keeping and returns what was kept, in order.
  */
 function openSocket(path) {
-  const ws = new WebSocket(websocketUrl(path));
+  const url = websocketUrl(path);
+  const pre = takeEarlySocket(url);
+  const ws = pre ? pre.ws : new WebSocket(url);
   ws.binaryType = 'arraybuffer';
-  const early = [];
+  const early = pre ? pre.messages : [];
   const keep = (e) => early.push(e.data);
+  // Same array, swapped in one step: nothing that arrived on the early socket is lost or reordered.
+  if (pre) ws.removeEventListener('message', pre.keep);
   ws.addEventListener('message', keep);
   let settleClosed;
   const sock = {
@@ -184,11 +188,27 @@ function openSocket(path) {
       return early;
     },
   };
-  ws.addEventListener('close', (e) => {
+  const onClose = (e) => {
     sock.why = why(e.reason);
     settleClosed();
-  });
+  };
+  if (pre?.close) onClose(pre.close);
+  else ws.addEventListener('close', onClose);
   return sock;
+}
+
+/**
+ * The socket early-socket.js (inlined in the page's head) opened for `url` while the page loaded, once: the first
+ * connection adopts it, every later one opens its own.
+ */
+function takeEarlySocket(url) {
+  const pre = window.vdEarlySocket;
+  delete window.vdEarlySocket;
+  if (!pre || pre.url !== url || !(pre.ws instanceof WebSocket)) {
+    safely(() => pre?.ws?.close());
+    return null;
+  }
+  return pre;
 }
 
 function connect(websocketPath) {
