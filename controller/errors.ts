@@ -269,6 +269,18 @@ export class SessionEndedError extends VncDispatchError {
   }
 }
 
+/**
+ * The viewer's reconnect, for a session whose desktop could not be started: a failure, not an end the user chose, so
+ * the page says so instead of "ended". Given only to the holder of the session's reconnect key.
+ */
+export class SessionStartFailedError extends VncDispatchError {
+  static readonly code = 'VD_ERR_SESSION_START_FAILED';
+  static readonly statusCode = 410;
+  constructor(message: string = 'The desktop could not be started.', options?: ErrorOptions) {
+    super(SessionStartFailedError.code, SessionStartFailedError.statusCode, message, options);
+  }
+}
+
 export class SessionConflictError extends VncDispatchError {
   static readonly code = 'VD_ERR_SESSION_CONFLICT';
   static readonly statusCode = 409;

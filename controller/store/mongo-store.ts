@@ -307,10 +307,10 @@ export class MongoStore implements Store {
 
   async addReconnectKey(key: ReconnectKeyRecord, options: { keep: number }): Promise<SessionRecord | null> {
     const keep = checkKeep(options.keep);
-    const session = await this.sessions.findOne({ id: key.sessionId, live: true }, { projection: SESSION_PROJECTION });
+    const session = await this.sessions.findOne({ id: key.sessionId }, { projection: SESSION_PROJECTION });
     if (!session) return null;
     // Not one transaction with the read above (that would need a replica set for a single controller too): a key
-    // added while its session ends is never honoured, because getReconnectKey requires a live session, and is
+    // added while its session ends is never honoured, because the reconnect endpoint requires a live session, and is
     // deleted with the session.
     await this.reconnectKeys.insertOne({ hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp, createdAt: key.createdAt });
     await this.retireReconnectKeys(key, keep);
@@ -334,7 +334,7 @@ export class MongoStore implements Store {
   async getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null> {
     const key = await this.reconnectKeys.findOne({ hash }, { projection: PLAIN_PROJECTION });
     if (!key) return null;
-    const session = await this.sessions.findOne({ id: key.sessionId, live: true }, { projection: SESSION_PROJECTION });
+    const session = await this.sessions.findOne({ id: key.sessionId }, { projection: SESSION_PROJECTION });
     if (!session) return null;
     return {
       key: { hash: key.hash, sessionId: key.sessionId, clientIp: key.clientIp ?? null, createdAt: key.createdAt },

@@ -520,7 +520,7 @@ export class SqliteStore implements Store {
       const key = this.s.getReconnectKey.get(hash);
       if (!key) return null;
       const session = this.s.getSession.get(key.session_id);
-      if (!session || session.state === 'ended') return null;
+      if (!session) return null;
       return {
         key: { hash: key.hash, sessionId: key.session_id, clientIp: key.client_ip, createdAt: date(key.created_at) },
         session: toSession(session),

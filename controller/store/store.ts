@@ -141,7 +141,10 @@ export interface Store {
    * (discardSession, pruneEndedSessions).
    */
   addReconnectKey(key: ReconnectKeyRecord, options: { keep: number }): Promise<SessionRecord | null>;
-  /** The reconnect key with this hash and its session, while that session is live; else null. */
+  /**
+   * The reconnect key with this hash and its session, live or ended (the caller honours only a live one; an ended
+   * one tells the key's holder how it ended); null for an unknown key. Keys go with their session (pruneEndedSessions).
+   */
   getReconnectKey(hash: string): Promise<{ key: ReconnectKeyRecord; session: SessionRecord } | null>;
   /**
    * Deletes a session that never ran (still `starting`, e.g. the blades refused the user), with its tokens and

@@ -4,14 +4,15 @@
  * spent) resumes without asking the portal again. Each grant has its own key, stored only as a SHA-256 hash (store.addReconnectKey).
  *
  * An unknown key, a key for another session and an ended session all get the same 410 answer, so the endpoint
- * reveals nothing about which keys or sessions exist. A key whose grant named a client IP is honoured only from that
+ * reveals nothing about which keys or sessions exist. Only the holder of the session's own key (from its bound address)
+ * learns that its desktop could not be started (410 VD_ERR_SESSION_START_FAILED), so the page can say so. A key whose grant named a client IP is honoured only from that
  * address (403 VD_ERR_RECONNECT_IP_MISMATCH), and the tokens it buys are bound to it, exactly like the grant's own.
  */
 import type { FastifyInstance } from 'fastify';
 import { FixedWindowLimiter } from '../../shared/fixed-window.js';
 import { SESSION_ID_PATTERN } from '../../shared/names.js';
 import type { Logger } from '../log.js';
-import { BadRequestError, RateLimitedError, ReconnectIpMismatchError, SessionEndedError } from '../errors.js';
+import { BadRequestError, RateLimitedError, ReconnectIpMismatchError, SessionEndedError, SessionStartFailedError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { normalizeIp } from '../tokens/client-ip.js';
 import { hashSecret, isWellFormedSecret } from '../tokens/secrets.js';
@@ -82,7 +83,9 @@ export function registerReconnect(
         operationId: 'viewerReconnect',
         summary: "Trade the viewer's reconnect key for a fresh connection token while the session is live",
         description: 'Called by the viewer page (no API key: the reconnect key is the credential). Rate-limited per '
-          + 'client IP. An unknown key, a key for another session and an ended session all answer 410. A key whose '
+          + 'client IP. An unknown key, a key for another session and an ended session all answer 410 '
+          + 'VD_ERR_SESSION_ENDED; the session\'s own key answers 410 VD_ERR_SESSION_START_FAILED once its desktop could '
+          + 'not be started. A key whose '
           + 'grant named a clientIp answers 403 VD_ERR_RECONNECT_IP_MISMATCH from any other address.',
         tags: ['viewer'],
         security: [],
@@ -128,13 +131,18 @@ export function registerReconnect(
       const { session: sessionId, key } = parseBody(request.body);
       const found = await deps.store.getReconnectKey(hashSecret(key));
       const session = found?.session;
+      const bound = found?.key.clientIp ?? null;
+      const fromBoundIp = bound === null || normalizeIp(request.ip) === normalizeIp(bound);
+      if (found && session?.id === sessionId && session.state === 'ended' && session.endReason === 'start-failed' && fromBoundIp) {
+        log.info({ sessionId, clientIp: request.ip }, 'viewer reconnect refused: the desktop could not be started');
+        throw new SessionStartFailedError('This desktop could not be started.');
+      }
       if (!found || !session || session.id !== sessionId || session.state === 'ended') {
         log.info({ sessionId, clientIp: request.ip, found: found !== null }, 'viewer reconnect refused: session ended or key unknown');
         throw new SessionEndedError('This desktop session has ended.');
       }
       // The grant bound its key to an address: another address gets nothing, not even a token it could not use.
-      const bound = found.key.clientIp;
-      if (bound !== null && normalizeIp(request.ip) !== normalizeIp(bound)) {
+      if (!fromBoundIp) {
         log.warn({ sessionId, username: session.username, clientIp: request.ip, boundIp: bound },
           'viewer reconnect refused: the key is bound to another client IP');
         throw new ReconnectIpMismatchError();

@@ -39,6 +39,26 @@ function sessionScriptPid(sessionId: string): number {
   return record.scriptPid;
 }
 
+describe('a desktop that could not be started', () => {
+  it('opened from a 202 whose background start then fails, the page says it could not be started, not that it ended', async () => {
+    // No such account on the blade: the controller answers 202, then the agent refuses the start.
+    const res = await fetch(`${rig.controller.url}/api/v1/sessions`, {
+      method: 'POST',
+      headers: { authorization: rig.controller.headers.authorization!, 'content-type': 'application/json', prefer: 'respond-async' },
+      body: JSON.stringify({ username: 'vdnosuchuser' }),
+    });
+    expect(res.status).toBe(202);
+    const session = await res.json() as { id: string; viewerUrl: string };
+    const page = await rig.newPage();
+    await page.goto(session.viewerUrl);
+    await page.locator('#status[data-state="ended"]').waitFor({ timeout: 15_000 });
+    const text = 'This desktop could not be started. Please open it again from the portal.';
+    expect(await page.locator('#status').textContent()).toBe(text);
+    expect(await page.locator('#status').getAttribute('data-reason')).toBe('VD_ERR_SESSION_START_FAILED');
+    await expect(page.locator('#screen .notice').textContent()).resolves.toBe(text);
+  });
+});
+
 describe('the viewer says the session has ended within a second of the desktop dying', () => {
   it.each([
     ['its session script is killed', U_SCRIPT, 'script'],

@@ -88,5 +88,15 @@ describe('Prefer: respond-async', () => {
     expect(['VD_ERR_TOKEN_SESSION_ENDED', 'VD_ERR_TOKEN_REVOKED']).toContain(client.body.error?.code);
     const s = (await api(c, 'GET', `/api/v1/sessions/${r.body.id}`)).body;
     expect(s).toMatchObject({ state: 'ended', endReason: 'start-failed' });
+
+    // The viewer's reconnect tells the holder of the session's own key why (the page says "could not be started");
+    // any other key learns nothing beyond "ended".
+    const key = new URLSearchParams(new URL(r.body.viewerUrl).hash.slice(1)).get('key');
+    const reconnect = async (body: object) => {
+      const res = await fetch(`${c.url}/viewer/reconnect`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, code: (await res.json() as { error?: { code?: string } }).error?.code };
+    };
+    expect(await reconnect({ session: r.body.id, key })).toEqual({ status: 410, code: 'VD_ERR_SESSION_START_FAILED' });
+    expect(await reconnect({ session: r.body.id, key: `${key!.slice(0, -4)}AAAA` })).toEqual({ status: 410, code: 'VD_ERR_SESSION_ENDED' });
   });
 });

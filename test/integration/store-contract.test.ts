@@ -304,7 +304,7 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         );
       });
 
-      it('finds a reconnect key, with its binding and its session, only while the session is live', async () => {
+      it('finds a reconnect key with its binding and its session, and after the session ended, that it ended', async () => {
         const s = await newSession('vdtest16');
         expect(await store.getReconnectKey(hashOf(7))).toBeNull();
         const running = await store.updateSession(s.id, { state: 'running' }, at(1));
@@ -312,8 +312,9 @@ export function describeStoreContract(name: string, makeHarness: () => Promise<S
         expect(await store.addReconnectKey(key, KEEP)).toEqual(running);
         expect(await store.getReconnectKey(hashOf(7))).toEqual({ key, session: running });
         expect(await store.getReconnectKey(hashOf(8))).toBeNull();
-        await store.endSession(s.id, 'deleted', at(2));
-        expect(await store.getReconnectKey(hashOf(7))).toBeNull();
+        const ended = await store.endSession(s.id, 'deleted', at(2));
+        expect(await store.getReconnectKey(hashOf(7))).toEqual({ key, session: ended });
+        expect((await store.getReconnectKey(hashOf(7)))?.session).toMatchObject({ state: 'ended', endReason: 'deleted' });
         // An ended or unknown session takes no new key.
         expect(await store.addReconnectKey({ ...key, hash: hashOf(9) }, KEEP)).toBeNull();
         expect(await store.addReconnectKey({ ...key, hash: hashOf(10), sessionId: randomUUID() }, KEEP)).toBeNull();

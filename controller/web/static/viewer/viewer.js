@@ -358,7 +358,13 @@ async function reconnect() {
   }
   if (finished || userClosed) return;
   if (res.status === 410) {
-    finish('ended', 'This desktop session has ended.');
+    const code = await res.json().then((b) => b?.error?.code, () => null);
+    statusEl.dataset.reason = typeof code === 'string' ? code : '';
+    if (code === 'VD_ERR_SESSION_START_FAILED') {
+      finish('ended', 'This desktop could not be started. Please open it again from the portal.');
+    } else {
+      finish('ended', 'This desktop session has ended.');
+    }
     return;
   }
   if (res.status === 400) {
