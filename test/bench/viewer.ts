@@ -39,8 +39,18 @@ const sortNum = (a: number[]) => [...a].sort((x, y) => x - y);
 /**
  * Runs in every page before its own scripts: on each animation frame, look at a 7x7 grid of the desktop canvas and
  * note the wall-clock time (Date.now(), the same clock as the bench's) of the first frame with a non-black pixel.
+ * It also notes when the page created its WebSocket and when the desktop's first bytes arrived on it.
  */
 const FIRST_PIXEL_PROBE = `(() => {
+  // Where the time goes, on the same clock: when the page made its WebSocket and when the first bytes arrived.
+  window.WebSocket = new Proxy(window.WebSocket, { construct(target, args) {
+    const ws = Reflect.construct(target, args);
+    if (!window.__wsNew) {
+      window.__wsNew = Date.now();
+      ws.addEventListener('message', () => { window.__wsFirst = window.__wsFirst || Date.now(); });
+    }
+    return ws;
+  } });
   const check = () => {
     const c = document.querySelector('#screen canvas');
     if (c && c.width > 0 && c.height > 0) {
@@ -119,24 +129,36 @@ async function post(c: ControllerProcess, username: string, respondAsync: boolea
   return { status: res.status, body: JSON.parse(text) as { id: string; viewerUrl: string }, text };
 }
 
+/** Milestones of one measurement, in ms after the POST was sent (the pixel is the measurement itself). */
+interface Milestones { answered: number; committed: number; wsCreated: number; firstBytes: number }
+const milestones = new Map<Variant, Milestones[]>();
+
 let next = 0;
 /** POST → first non-black pixel, in ms, in a page of `context`. */
-async function measure(c: ControllerProcess, context: BrowserContext, variant: Variant): Promise<number> {
+async function measure(c: ControllerProcess, context: BrowserContext, variant: Variant, timed = true): Promise<number> {
   const user = USERS[next++ % USERS.length]!;
   const page = await context.newPage();
   try {
     const t0 = Date.now();
     const r = await post(c, user, variant.respondAsync);
+    const answered = Date.now() - t0;
     if (r.status !== (variant.respondAsync ? 202 : 201)) throw new Error(`POST for ${user}: ${r.status} ${r.text}`);
     try {
       await page.goto(variant.url(r.body.viewerUrl), { waitUntil: 'commit' });
+      const committed = Date.now() - t0;
       const handle = await page.waitForFunction(() => (window as unknown as { __firstPixel?: number }).__firstPixel,
         undefined, { timeout: TIMEOUT_MS, polling: 50 }).catch(async (err: unknown) => {
         const status = await page.locator('#status').textContent().catch(() => '?');
         throw new Error(`${variant.name}: no desktop on screen after ${TIMEOUT_MS} ms (status: ${status}; `
           + `controller log: ${c.logs.slice(-5).join(' | ')})`, { cause: err });
       });
-      return (await handle.jsonValue()) as number - t0;
+      const pixel = (await handle.jsonValue()) as number - t0;
+      const ws = await page.evaluate(() => {
+        const w = window as unknown as { __wsNew?: number; __wsFirst?: number };
+        return { created: w.__wsNew ?? NaN, first: w.__wsFirst ?? NaN };
+      });
+      if (timed) milestones.set(variant, [...milestones.get(variant) ?? [], { answered, committed, wsCreated: ws.created - t0, firstBytes: ws.first - t0 }]);
+      return pixel;
     } finally {
       await api(c, 'DELETE', `/api/v1/sessions/${r.body.id}`);
     }
@@ -182,7 +204,7 @@ async function main(): Promise<void> {
     // One untimed round first: Xvnc, fonts and the browser's own start-up costs are not the viewer's.
     for (const v of variants) {
       const ctx = await newContext(browser);
-      await measure(controller, ctx, v);
+      await measure(controller, ctx, v, false);
       await ctx.close();
     }
     // Each measurement is printed as it is taken, so a run cut short (a loaded machine) still shows what it had.
@@ -199,7 +221,7 @@ async function main(): Promise<void> {
     const warmContexts = new Map<Variant, BrowserContext>();
     for (const v of variants) {
       const ctx = await newContext(browser);
-      await measure(controller, ctx, v); // fills the cache
+      await measure(controller, ctx, v, false); // fills the cache
       warmContexts.set(v, ctx);
     }
     for (let i = 0; i < DESKTOPS; i++) {
@@ -229,6 +251,15 @@ async function main(): Promise<void> {
         const ratio = results[label][ref.name]!.p50 / results[label][v.name]!.p50;
         console.log(`  ${label} ratio: reference p50 / ${v.name} p50 = ${ratio.toFixed(2)}x`);
       }
+    }
+    // Medians over every timed load (cold and warm), to show where the time goes.
+    console.log('  where the time goes (p50 over cold and warm, ms after the POST was sent):');
+    for (const v of variants) {
+      const m = milestones.get(v) ?? [];
+      const p50 = (k: keyof Milestones) => percentile(sortNum(m.map((x) => x[k]).filter(Number.isFinite)), 50);
+      const px = percentile(sortNum([...cold.get(v)!, ...warm.get(v)!]), 50);
+      console.log(`    ${v.name.padEnd(24)} answered ${p50('answered')}, page committed ${p50('committed')}, `
+        + `WebSocket created ${p50('wsCreated')}, first desktop bytes ${p50('firstBytes')}, first pixel ${px}`);
     }
     const coldP50 = results.cold![bundled.name]!.p50;
     const coldRatio = results.cold![ref.name]!.p50 / coldP50;
