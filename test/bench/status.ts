@@ -17,9 +17,14 @@
  * and its own wait for a CPU would be counted as the agent's. So the bench runs in a session of its own at the
  * agent's priority (agent/priority.ts, default --agent-nice), as the agent does (test/helpers/agent-process.ts), and
  * prints how long its own thread waited beside the agent's.
+ *
+ * Beside GetStatus it times HTTP/2 PINGs on a connection of their own: what the controller's gRPC keepalive waits for
+ * (--agent-keepalive-timeout-ms) before it drops a connection as dead, and so what tells a busy blade from an
+ * unreachable one in its health (controller/blades/registry.ts).
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { defaults } from '../../agent/config.js';
@@ -46,6 +51,20 @@ async function probe(client: AgentClient, until: Promise<unknown>): Promise<numb
     const t0 = performance.now();
     await call(client, client.getStatus, {}, 30_000);
     out.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+  }
+  return out;
+}
+
+/** Sends an HTTP/2 PING every PROBE_EVERY_MS until `until` resolves; returns each PING's round trip. */
+async function pingProbe(session: ClientHttp2Session, until: Promise<unknown>): Promise<number[]> {
+  let done = false;
+  void until.finally(() => { done = true; });
+  const out: number[] = [];
+  while (!done) {
+    out.push(await new Promise<number>((resolve, reject) => {
+      session.ping((err, ms) => (err ? reject(err) : resolve(ms)));
+    }));
     await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
   }
   return out;
@@ -98,6 +117,9 @@ async function main(): Promise<void> {
   const metricsUrl = `http://${metricsLine}/metrics`;
   const client = agentClient(agent.address, pki);
   const starter = agentClient(agent.address, pki);
+  const pinger = http2Connect(`https://${agent.address}`, { ca: readFileSync(pki.caCert), cert: readFileSync(pki.clientCert),
+    key: readFileSync(pki.clientKey), servername: 'localhost' });
+  pinger.on('error', (err) => console.error(`HTTP/2 PING connection: ${err.message}`));
   const started: { id: string; pid: number }[] = [];
   try {
     await call(client, client.getStatus, {});
@@ -105,18 +127,20 @@ async function main(): Promise<void> {
     const s0 = mainThreadSched(agent.pid);
     const p0 = mainThreadSched(process.pid);
     const w0 = performance.now();
-    const idle = await probe(client, new Promise((r) => setTimeout(r, IDLE_MS)));
+    const idleDone = new Promise((r) => setTimeout(r, IDLE_MS));
+    const [idle, idlePings] = await Promise.all([probe(client, idleDone), pingProbe(pinger, idleDone)]);
     const s1 = mainThreadSched(agent.pid);
     const p1 = mainThreadSched(process.pid);
     console.log(`idle agent  GetStatus: ${describe(idle)}; ${await loopLag(metricsUrl)}; ` +
       `${schedLine(s0, s1, performance.now() - w0)}; probe waited for a CPU ${fmt(p1.waited - p0.waited)}`);
+    console.log(`idle agent  HTTP/2 PING: ${describe(idlePings)}`);
 
     const t0 = performance.now();
     const burst = Promise.allSettled(users.map(async (username, i) => {
       const r = await call(starter, starter.startSession, { username, password: `pw${String(i).padStart(6, '0')}` }, 120_000);
       started.push({ id: r.session!.id, pid: r.session!.pid });
     }));
-    const busy = await probe(client, burst);
+    const [busy, busyPings] = await Promise.all([probe(client, burst), pingProbe(pinger, burst)]);
     const results = await burst;
     const s2 = mainThreadSched(agent.pid);
     const p2 = mainThreadSched(process.pid);
@@ -126,6 +150,8 @@ async function main(): Promise<void> {
       (failed.length ? `; ${failed.length} failed: ${JSON.stringify(failed.slice(0, 3))}` : ''));
     console.log(`busy agent  GetStatus: ${describe(busy)}; ${await loopLag(metricsUrl)}; ` +
       `${schedLine(s1, s2, wall * 1000)}; probe waited for a CPU ${fmt(p2.waited - p1.waited)}`);
+    console.log(`busy agent  HTTP/2 PING: ${describe(busyPings)} (the controller drops a connection whose keepalive ` +
+      'PING is unanswered for --agent-keepalive-timeout-ms)');
     const sIdle = [...idle].sort((a, b) => a - b);
     const sBusy = [...busy].sort((a, b) => a - b);
     const ratio = (p: number) => `${(percentile(sBusy, p) / percentile(sIdle, p)).toFixed(1)}x`;
@@ -138,6 +164,7 @@ async function main(): Promise<void> {
     await Promise.all(started.map((s) => endDesktop(starter, s)));
     client.close();
     starter.close();
+    pinger.close();
     await agent.stop();
   }
 }
