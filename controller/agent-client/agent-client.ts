@@ -325,11 +325,6 @@ export class AgentConnection {
     };
   }
 
-  /** True while the channel to the agent is connected (TCP and TLS up, HTTP/2 settings exchanged). */
-  isConnected(): boolean {
-    return !this.#closed && this.#client.getChannel().getConnectivityState(false) === connectivityState.READY;
-  }
-
   close(): void {
     this.#closed = true;
     this.#health.close();

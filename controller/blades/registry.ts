@@ -175,9 +175,9 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
 
   #add(rec: BladeRecord): Blade {
     const { healthIntervalMs, downAfterMs } = this.#o.config;
-    // Any answer from the agent, whatever the call and even an error status, proves it is reachable: a blade busy
-    // starting desktops answers StartSession and ListSessions while a GetStatus probe waits in its queue, and must
-    // not be called DOWN for it. Only the transport's own failures say nothing about reachability.
+    // Any answer from the agent, whatever the call and even an error status, proves it is reachable. Only the
+    // transport's own failures say nothing about reachability. Starts in flight prove nothing: a blade cut off in the
+    // middle of one is as silent as any other (health.ts).
     let health: HealthMonitor<GetStatusResponse> | null = null;
     const connection = new AgentConnection({
       name: rec.name,
@@ -191,16 +191,13 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
         if (!NO_ANSWER.has(result)) health?.success(`${method} answered`);
       },
     });
-    let blade: Blade | null = null;
     health = new HealthMonitor<GetStatusResponse>({
-      // Busy with our starts and still connected: late, not dead (each start has its deadline).
-      busy: () => (blade?.pending ?? 0) > 0 && connection.isConnected(),
       // An agent call like the others (--agent-call-timeout-ms), cut to --down-after-ms: a later answer is moot.
       probe: () => connection.getStatus({ timeoutMs: Math.min(this.#o.config.agentCallTimeoutMs, downAfterMs) }),
       intervalMs: healthIntervalMs,
       downAfterMs,
     });
-    blade = new Blade(rec, connection, health);
+    const blade = new Blade(rec, connection, health);
     health.on('probe', (status) => {
       blade.status = status;
       this.#o.metrics.bladeLiveSessions.set({ blade: rec.name }, status.liveSessions);
