@@ -147,10 +147,12 @@ export class Reconciler {
     const orphans: AgentSession[] = [];
     for (const a of onAgent) {
       if (owned.has(a.id)) continue;
-      // Started or recorded since the snapshot: the user's live session now owns it (or is being started).
+      // Started or recorded since the snapshot: the user's live session now owns it (or is being started). Only on
+      // the blade the session names: a start that gave up on this blade and moved to another keeps its session id
+      // there, and the desktop this blade finished for it late is a second one.
       const live = await this.#o.store.getLiveSessionByUser(a.username);
-      if (live && (live.agentSessionId === a.id || live.id === a.id
-        || (live.state === 'starting' && (live.blade === blade.name || live.blade === null)))) continue;
+      if (live && (live.blade === blade.name || live.blade === null)
+        && (live.agentSessionId === a.id || live.id === a.id || live.state === 'starting')) continue;
       orphans.push(a);
     }
 
