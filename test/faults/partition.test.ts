@@ -7,14 +7,19 @@
  *   - Packet loss (nftables drop rules in the namespace; this kernel has no `tc netem`): light random loss while
  *     starts and probes run does not make the blade flap DOWN; a start caught by a total drop of the agent's port,
  *     or whose answer alone is dropped, answers 503 and leaves no desktop behind once the packets flow again.
- * Each ends with the invariant check. Users vdtest111..vdtest115. `npm run test:faults` (VD_FAULTS=full) holds the
+ *   - Link down while a start runs on the blade (its Xvnc is up, its answer not yet sent): the blade is DOWN while
+ *     that start is still waiting for its answer, as a silent blade with no start would be; the POST gets a clear
+ *     503 (or, with the healthy blade open, its desktop there), and once the link is back the desktop the cut-off
+ *     blade finished for nobody is stopped: one desktop per user, none the store does not know.
+ * Each ends with the invariant check. Users vdtest111..vdtest115 and vdtest125..vdtest127. `npm run test:faults` (VD_FAULTS=full) holds the
  * link down and the loss for longer.
  */
+import { readlinkSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { issueCert } from '../../controller/cli/pki.js';
 import { agentClient, call, endDesktop, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
-import { api, waitForBladeStates, xvncPidsOf } from '../helpers/controller-checks.js';
+import { api, waitForBladeStates, xvncPidsOf, type Json } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { createBladeNetns, type BladeNetns } from '../helpers/netns.js';
@@ -22,10 +27,16 @@ import { isRefused, openWebSocket } from '../helpers/rfb-ws-client.js';
 import { idsOf, testUser } from '../helpers/users.js';
 
 const FULL = process.env.VD_FAULTS === 'full';
-const USERS = [111, 112, 113, 114, 115].map(testUser);
+const USERS = [111, 112, 113, 114, 115, 125, 126, 127].map(testUser);
 /** How long the link stays down, and how long light loss runs, beyond what the scenario waits for anyway. */
 const LINK_DOWN_EXTRA_MS = FULL ? 40_000 : 2_000;
 const LOSS_MS = FULL ? 60_000 : 8_000;
+/**
+ * How long the cut-off blade's agent waits, after a desktop's session script has started, before it answers the
+ * start (its --start-settle-ms): the window in which the test takes the link down under a start it has seen reach
+ * Xvnc, so the start is certainly still unanswered when the link goes.
+ */
+const CUT_START_SETTLE_MS = 1500;
 /** "Light" loss: each packet to or from the agent's port is dropped with this probability, both ways. */
 const LOSS_PERCENT = 10;
 
@@ -71,6 +82,35 @@ function desktopsOf(username: string): number {
   return xvncPidsOf(new Set([idsOf(username).uid])).length;
 }
 
+/** The user's desktops (Xvnc) running on the cut-off blade: those in its agent's network namespace. */
+function desktopsOnCut(username: string): number {
+  const ns = (pid: number) => {
+    try {
+      return readlinkSync(`/proc/${pid}/ns/net`);
+    } catch {
+      return null; // gone meanwhile
+    }
+  };
+  const cutNs = ns(cut!.pid);
+  return xvncPidsOf(new Set([idsOf(username).uid])).filter((pid) => ns(pid) === cutNs).length;
+}
+
+/**
+ * Sends a POST for `username` and resolves once its start runs on the cut-off blade: the row names that blade and
+ * the user's Xvnc is up in its namespace, so the agent is inside StartSession (it answers CUT_START_SETTLE_MS after
+ * the session starts at the earliest). `answered()` tells whether the POST has had its answer yet.
+ */
+async function startInFlightOnCut(username: string): Promise<{ answer: Promise<Json>; answered: () => boolean }> {
+  let done = false;
+  const answer = api(ctl(), 'POST', '/api/v1/sessions', { username });
+  void answer.finally(() => { done = true; }).catch(() => undefined);
+  await expect.poll(async () => {
+    const rows = (await api(ctl(), 'GET', `/api/v1/sessions?state=live&user=${username}`)).body?.sessions ?? [];
+    return rows.length === 1 && rows[0].blade === CUT && desktopsOnCut(username) === 1;
+  }, { timeout: 30_000, interval: 20 }).toBe(true);
+  return { answer, answered: () => done };
+}
+
 /** The proxy serves the desktop: a WebSocket with a fresh token (websocketPath carries it) completes the RFB handshake and gets a framebuffer. */
 async function viewerHandshake(websocketPath: string): Promise<{ width: number; height: number }> {
   const ws = await openWebSocket(`${ctl().url.replace('http:', 'ws:')}${websocketPath}`, { origin: ctl().url });
@@ -103,7 +143,7 @@ beforeAll(async () => {
   const nsCert = issueCert(pki.dir, 'cut-blade', ['localhost', netns.bladeIp], 'serverAuth', 2);
   cut = await startAgent({
     pki: { ...pki, serverCert: nsCert.cert, serverKey: nsCert.key },
-    prefix: netns.exec, args: ['--listen', `${netns.bladeIp}:0`],
+    prefix: netns.exec, args: ['--listen', `${netns.bladeIp}:0`, '--start-settle-ms', String(CUT_START_SETTLE_MS)],
   });
   healthy = await startAgent({ pki });
   c = await startController({
@@ -124,7 +164,11 @@ afterEach(async () => {
   if (!c) return;
   const live = (await api(c, 'GET', '/api/v1/sessions?state=live&limit=1000').catch(() => null))?.body?.sessions ?? [];
   for (const s of live as { id: string }[]) await api(c, 'DELETE', `/api/v1/sessions/${s.id}`).catch(() => {});
-});
+  // The next test starts from two blades UP and open, whatever this one left (a failure may leave a cordon, and a
+  // cut-off blade needs a moment to reconnect).
+  for (const b of [CUT, LO]) await api(c, 'POST', `/api/v1/blades/${b}/uncordon`).catch(() => {});
+  await waitForBladeStates(c, { [CUT]: 'UP', [LO]: 'UP' }, 60_000).catch(() => {});
+}, 90_000);
 
 afterAll(async () => {
   await c?.stop('SIGKILL').catch(() => {});
@@ -249,4 +293,82 @@ describe('a blade partitioned from its controller', () => {
     }
     await checkInvariants({ controller: ctl(), users: [carol, dave, erin], dataDir: ctl().dataDir });
   }, FULL ? 240_000 : 120_000);
+
+  it('link down during a start: the blade is DOWN while the start still waits, the POST gets a clear 503, and once the link is back no desktop is left behind', async () => {
+    const user = USERS[5]!;
+    expect((await api(ctl(), 'POST', `/api/v1/blades/${LO}/cordon`)).status).toBe(200);
+    const start = await startInFlightOnCut(user);
+
+    const cutAt = Date.now();
+    netns!.setLink(false);
+    expect(start.answered(), 'the start answered before the link went down').toBe(false);
+    const downAt = await nextTransition(CUT, 'DOWN', cutAt, 30_000);
+    // Not a silent blade's grace plus the start's deadline: DOWN comes while that start still waits for its answer.
+    const answeredBeforeDown = start.answered();
+    const answer = await start.answer;
+    console.log(`[figures] link down during a start: blade DOWN ${downAt - cutAt} ms after the cut; the POST answered `
+      + `${answer.status} ${answer.body?.error?.code ?? ''} ${Date.now() - cutAt} ms after the cut`);
+    expect(answeredBeforeDown, 'the POST was answered before the blade was called DOWN').toBe(false);
+    expect(answer.status, answer.text).toBe(503);
+    expect(answer.body.error.code).toBe('VD_ERR_NO_BLADE_AVAILABLE');
+    expect(answer.body.error.message).toContain(CUT);
+    expect(answer.text).not.toContain('token');
+    // The session the failed start made is over: nothing live for the user while the blade is away.
+    const during = (await api(ctl(), 'GET', `/api/v1/sessions?state=live&user=${user}`)).body.sessions as unknown[];
+    expect(during).toEqual([]);
+    const leftOnCut = desktopsOnCut(user);
+
+    const restoredAt = Date.now();
+    netns!.setLink(true);
+    const upAt = await nextTransition(CUT, 'UP', restoredAt, 60_000);
+    // The desktop the blade finished for a start nobody waits for any more is stopped, by the agent or as an orphan.
+    await expect.poll(() => desktopsOf(user), { timeout: 30_000, interval: 100 }).toBe(0);
+    console.log(`[figures] link back: blade UP ${upAt - restoredAt} ms later; ${leftOnCut} desktop(s) of the failed start `
+      + `ran on the cut-off blade during the cut, 0 ${Date.now() - restoredAt} ms after the link came back`);
+    expect((await api(ctl(), 'POST', `/api/v1/blades/${LO}/uncordon`)).status).toBe(200);
+    await checkInvariants({ controller: ctl(), users: [user], dataDir: ctl().dataDir });
+
+    // The user starts a desktop now, exactly one.
+    const again = await api(ctl(), 'POST', '/api/v1/sessions', { username: user });
+    expect(again.status, again.text).toBe(201);
+    expect(desktopsOf(user)).toBe(1);
+    await checkInvariants({ controller: ctl(), users: [user], dataDir: ctl().dataDir });
+  }, FULL ? 180_000 : 150_000);
+
+  it('link down during a start with a healthy blade open: the user gets a desktop there, and the one the cut-off blade finished is stopped once the link is back', async () => {
+    const [busyUser, user] = [USERS[6]!, USERS[7]!];
+    // The healthy blade carries a desktop, so least-loaded placement tries the cut-off blade first.
+    await placeOn(LO, busyUser);
+    const start = await startInFlightOnCut(user);
+
+    const cutAt = Date.now();
+    netns!.setLink(false);
+    expect(start.answered(), 'the start answered before the link went down').toBe(false);
+    const downAt = await nextTransition(CUT, 'DOWN', cutAt, 30_000);
+    const answeredBeforeDown = start.answered();
+    const answer = await start.answer;
+    const leftOnCut = desktopsOnCut(user);
+    console.log(`[figures] link down during a start, healthy blade open: blade DOWN ${downAt - cutAt} ms after the cut; `
+      + `the POST answered ${answer.status} on ${answer.body?.blade ?? '-'} ${Date.now() - cutAt} ms after the cut; `
+      + `${leftOnCut} desktop(s) of it left on the cut-off blade`);
+    expect(answeredBeforeDown, 'the POST was answered before the blade was called DOWN').toBe(false);
+    expect(answer.status, answer.text).toBe(201);
+    expect(answer.body.blade).toBe(LO);
+
+    const restoredAt = Date.now();
+    netns!.setLink(true);
+    const upAt = await nextTransition(CUT, 'UP', restoredAt, 60_000);
+    // Same session id on both blades: the copy on the cut-off blade is not the session's desktop, and goes.
+    await expect.poll(() => desktopsOnCut(user), { timeout: 30_000, interval: 100 }).toBe(0);
+    console.log(`[figures] link back: blade UP ${upAt - restoredAt} ms later, the copy on it gone ${Date.now() - restoredAt} ms `
+      + 'after the link came back');
+    expect(desktopsOf(user)).toBe(1);
+    await checkInvariants({ controller: ctl(), users: [busyUser, user], dataDir: ctl().dataDir });
+    // The desktop on the healthy blade is the user's, and is served.
+    const back = await api(ctl(), 'POST', '/api/v1/sessions', { username: user });
+    expect(back.status, back.text).toBe(200);
+    expect(back.body.id).toBe(answer.body.id);
+    expect(back.body.blade).toBe(LO);
+    expect((await viewerHandshake(back.body.websocketPath)).width).toBeGreaterThan(0);
+  }, FULL ? 180_000 : 150_000);
 });
