@@ -1,7 +1,7 @@
 /**
  * Dispatch across three real agents (real Xvnc, mTLS) on loopback: placement per policy, cordon/drain, a killed
  * agent going DOWN with new sessions placed elsewhere, 50 concurrent POSTs for 10 users, reconciliation, and a
- * restarted controller process that still knows its sessions. Users vdtest20..vdtest30. Each test has its own
+ * restarted controller process that still knows its sessions. Users vdtest20..vdtest30 and vdtest128. Each test has its own
  * controller and leaves no desktop behind, so any test runs alone and in any order.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,7 @@ const agents: Record<string, AgentProcess> = {};
 const controllers: ControllerHandle[] = [];
 const NAMES = ['b1', 'b2', 'b3'] as const;
 /** Users of this file. */
-const USERS = Array.from({ length: 11 }, (_, i) => testUser(20 + i));
+const USERS = [...Array.from({ length: 11 }, (_, i) => testUser(20 + i)), testUser(128)];
 
 const blades = () => NAMES.filter((n) => agents[n]).map((n) => ({ name: n, address: `127.0.0.1:${agents[n]!.port}` }));
 
@@ -165,6 +165,24 @@ describe('placement', () => {
       .toEqual([`${stray.id}:${USERS[10]}`]);
     await waitFor(() => !alive(stray.pid), 'the orphaned desktop to be stopped', 15_000);
     await waitFor(async () => (await api(c, 'GET', '/api/v1/blades/b2')).body.unknownSessions.length === 0, 'the blade view to drop it');
+  });
+
+  it('a copy of a session\'s desktop on a blade the session does not name (a start that moved on, finished late there) is stopped; the session\'s own desktop stays', async () => {
+    const c = await placementController(['--orphan-grace-ms', '500']);
+    const user = USERS[11]!;
+    const r = await api(c, 'POST', '/api/v1/sessions', { username: user });
+    expect(r.status, r.text).toBe(201);
+    const s = (await c.store.getSession(r.body.id))!;
+    const other = NAMES.find((n) => n !== s.blade)!;
+    // What a start given up on in a partition leaves behind: the same session id, started on the blade it left.
+    const client = agentClient(agents[other]!.address, pki);
+    const copy = (await call(client, client.startSession, { sessionId: s.id, username: user, password: 'copy1234' })).session!;
+    client.close();
+    expect(copy.id).toBe(s.id);
+    await c.controller.reconciler.reconcileAll();
+    await waitFor(() => !alive(copy.pid), 'the copy to be stopped', 15_000);
+    expect(alive(s.pid!)).toBe(true);
+    expect((await api(c, 'GET', `/api/v1/sessions/${s.id}`)).body).toMatchObject({ state: 'running', blade: s.blade });
   });
 
   it('--reconcile-report-only lists a desktop no session owns and leaves it running', async () => {
