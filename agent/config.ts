@@ -57,7 +57,7 @@ export interface AgentConfig {
   loginEnvTimeoutMs: number;
   /** How many spawner processes start desktops and helpers off the event loop (agent/vnc/spawner.ts). */
   spawners: number;
-  /** How many desktop launches run at once; the rest queue (agent/sessions/start-slots.ts). */
+  /** How many desktop starts (lookups and launch) run at once; the rest queue (agent/sessions/start-slots.ts). */
   maxConcurrentStarts: number;
   /** Nice value the agent raises itself to, above what it starts (agent/priority.ts); 0: unchanged. */
   agentNice: number;
@@ -158,7 +158,7 @@ export const USAGE = `usage: vncdispatch-agent [options]
   --login-env-timeout-ms N  most time for reading a start's login environment files, below
                          --start-timeout-ms (default ${defaults.loginEnvTimeoutMs})
   --spawners N           processes that start desktops and helpers off the event loop (default ${defaults.spawners})
-  --max-concurrent-starts N  desktop launches run at once; more wait their turn within their deadline
+  --max-concurrent-starts N  desktop starts (lookups and launch) run at once; more wait their turn within their deadline
                          (default ${defaults.maxConcurrentStarts})
   --agent-nice=N         nice value -20 to 0 the agent raises itself (and its session's autogroup) to, above
                          the desktops it starts, so it keeps answering on a saturated blade; 0: unchanged
