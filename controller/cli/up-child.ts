@@ -29,12 +29,13 @@ export class UpChild {
   readonly listening: Promise<string>;
 
   constructor(name: string, script: string, args: readonly string[], nodeFlags: readonly string[], output: UpOutput,
-    stopGraceMs: number) {
+    stopGraceMs: number, env: Readonly<Record<string, string>> = {}) {
     this.name = name;
     this.#stopGraceMs = stopGraceMs;
     this.#child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, ...nodeFlags, join(dist, script), ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
+      env: { ...process.env, ...env },
     });
     // setpriv execs node, so this pid is the service's own.
     if (this.#child.pid !== undefined) output.log.info({ child: name, childPid: this.#child.pid }, `${name} started`);

@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { AgentConnection, createAgentCredentials } from '../agent-client/agent-client.js';
 import { CONTROLLER_NODE_FLAGS } from '../proxy/node-flags.js';
 import { CliError, EXIT } from './client.js';
+import { controllerAllocatorEnv } from '../allocator.js';
 import { ensureCa, issueCert } from './pki.js';
 import { UpChild } from './up-child.js';
 import { createUpOutput, type UpOutput } from './up-output.js';
@@ -123,8 +124,9 @@ export async function up(argv: string[]): Promise<number> {
   };
 
   const children: UpChild[] = [];
-  const startChild = (name: string, script: string, args: string[], nodeFlags: readonly string[] = []): UpChild => {
-    const child = new UpChild(name, script, args, nodeFlags, output, o.stopGraceMs);
+  const startChild = (name: string, script: string, args: string[], nodeFlags: readonly string[] = [],
+    env: Readonly<Record<string, string>> = {}): UpChild => {
+    const child = new UpChild(name, script, args, nodeFlags, output, o.stopGraceMs, env);
     children.push(child);
     void child.exited.then((how) => stop({ err: new Error(`the ${name} exited (${how})`) }));
     return child;
@@ -155,7 +157,7 @@ export async function up(argv: string[]): Promise<number> {
       '--listen', `127.0.0.1:${o.port}`, '--blade', `local=${agentAddress}`,
       '--agent-tls-cert', controllerCert.cert, '--agent-tls-key', controllerCert.key, '--agent-tls-ca', ca,
       '--api-keys-file', keyFile, '--data-dir', join(o.dir, 'controller'),
-    ], CONTROLLER_NODE_FLAGS).listening);
+    ], CONTROLLER_NODE_FLAGS, controllerAllocatorEnv()).listening);
     const base = `http://${controllerAddress}`;
     controllerBase = base;
     if (o.user) await step(openDesktop(base, apiKey, o.user, output));

@@ -12,6 +12,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { controllerAllocatorEnv } from '../../controller/allocator.js';
 import { buildApp, type ControllerApp } from '../../controller/app.js';
 import { parseConfig } from '../../controller/config.js';
 import { createLogger } from '../../controller/log.js';
@@ -81,7 +82,8 @@ export async function startController(o: ControllerOptions): Promise<ControllerP
   const apiKey = o.apiKey ?? randomBytes(24).toString('base64url');
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
   const service = await startNodeService('controller', CONTROLLER_MAIN, baseArgs(o, dataDir),
-    { timeoutMs: o.timeoutMs, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...keyEnv(apiKey) } });
+    // On jemalloc where it is installed, as the systemd unit and `vncdispatch up` run it (controller/allocator.ts).
+    { timeoutMs: o.timeoutMs, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...keyEnv(apiKey), ...controllerAllocatorEnv({}) } });
   return { url: `http://${service.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs: service.logs,
     pid: service.pid, stop: service.stop };
 }
