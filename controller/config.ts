@@ -100,6 +100,11 @@ export interface Config {
   startWaitMs: number;
   /** How often that wait looks at the store. */
   startPollMs: number;
+  /**
+   * Most time a POST waits for a new desktop before answering 503 VD_ERR_SESSION_STARTING; the start goes on and a
+   * retry gets the desktop. Below --http-idle-timeout-ms, which would otherwise close a waiting request unanswered.
+   */
+  startAnswerMs: number;
   /** How often the fleet picture behind GET /api/v1/events is recomputed while anyone listens. */
   eventsIntervalMs: number;
   /** A comment line this often keeps a quiet event stream open through proxies and idle timers. */
@@ -196,6 +201,7 @@ export const OPTIONS = {
   'start-settle-ms': { type: 'string', default: '15000' },
   'start-wait-ms': { type: 'string', default: '15000' },
   'start-poll-ms': { type: 'string', default: '50' },
+  'start-answer-ms': { type: 'string', default: '45000' },
   'session-retention-hours': { type: 'string', default: '720' },
   'allowed-origin': { type: 'string', multiple: true, default: [] as string[] },
   'trust-proxy': { type: 'string', multiple: true, default: [] as string[] },
@@ -263,6 +269,7 @@ export const USAGE = `usage: vncdispatch-controller [flags]
   --start-settle-ms N           settle a session still starting after this long by asking its blade (default 15000)
   --start-wait-ms N             a request for a desktop another request is starting waits this long, then 503 (default 15000)
   --start-poll-ms N             how often that wait checks the store (default 50)
+  --start-answer-ms N           a POST waits this long for a new desktop, then 503 while the start goes on (default 45000)
   --session-retention-hours N   keep ended sessions this long, then delete them (default 720)
   --allowed-origin ORIGIN       WebSocket Origin allowlist (repeatable; default the --public-url origin, else the controller's own)
   --trust-proxy ADDR|CIDR       trust X-Forwarded-For from these reverse proxies (repeatable)
@@ -445,6 +452,10 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
 
   const headersTimeoutMs = int(values['headers-timeout-ms'], 'headers-timeout-ms', 100, 600_000);
   const requestTimeoutMs = int(values['request-timeout-ms'], 'request-timeout-ms', 100, 600_000);
+  const startAnswerMs = int(values['start-answer-ms'], 'start-answer-ms', 100, 600_000);
+  if (startAnswerMs >= int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000)) {
+    throw new ConfigError('--start-answer-ms must be below --http-idle-timeout-ms: a request still waiting then is closed unanswered');
+  }
   // Node refuses a headers timeout longer than the request timeout.
   if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError('--headers-timeout-ms must not exceed --request-timeout-ms');
 
@@ -510,6 +521,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     shutdownGraceMs: int(values['shutdown-grace-ms'], 'shutdown-grace-ms', 0, 600_000),
     startWaitMs: int(values['start-wait-ms'], 'start-wait-ms', 0, 600_000),
     startPollMs: int(values['start-poll-ms'], 'start-poll-ms', 10, 10_000),
+    startAnswerMs,
     eventsIntervalMs: int(values['events-interval-ms'], 'events-interval-ms', 100, 600_000),
     eventsHeartbeatMs: int(values['events-heartbeat-ms'], 'events-heartbeat-ms', 100, 3_600_000),
     maxBodyBytes: int(values['max-body-bytes'], 'max-body-bytes', 1024, 16 * 1024 * 1024),

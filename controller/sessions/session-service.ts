@@ -50,7 +50,7 @@ export interface SessionServiceOptions {
   blades: BladeRegistry;
   tokens: Pick<TokenService, 'issue'>;
   /** startWaitMs: how long a request waits for a session another request (or controller) is starting. */
-  config: Pick<Config, 'startAttempts' | 'startWaitMs' | 'startPollMs' | 'maxReconnectKeys'>;
+  config: Pick<Config, 'startAttempts' | 'startWaitMs' | 'startPollMs' | 'startAnswerMs' | 'maxReconnectKeys'>;
   log: Logger;
   metrics: Metrics;
 }
@@ -120,11 +120,14 @@ export class SessionService extends EventEmitter<SessionEvents> {
     const t0 = performance.now();
     let result = 'error';
     try {
-      const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop, wait));
-      const created = value.created && leader;
-      // A caller who waits never gets a desktop that is still starting, whoever led the flight.
-      const session = wait && value.session.state !== 'running' ? await this.whenRunning(value.session) : value.session;
-      if (!value.created && session.state === 'running') this.#assertReachable(session);
+      const started = (async () => {
+        const { value, leader } = await this.#flights.run(username, () => this.#ensure(username, clientIp, desktop, wait));
+        // A caller who waits never gets a desktop that is still starting, whoever led the flight.
+        const running = wait && value.session.state !== 'running' ? await this.whenRunning(value.session) : value.session;
+        return { created: value.created && leader, existed: !value.created, session: running };
+      })();
+      const { created, existed, session } = wait ? await this.#withinAnswerTime(started, username) : await started;
+      if (existed && session.state === 'running') this.#assertReachable(session);
       const { token, expiresAt } = await this.#o.tokens.issue(session.id, clientIp);
       // Each grant gets its own key, bound like its token: a later grant (another tab, another device) adds a key
       // and leaves this one working, up to --max-reconnect-keys per session. Beyond that the oldest key is retired
@@ -141,6 +144,25 @@ export class SessionService extends EventEmitter<SessionEvents> {
       throw err;
     } finally {
       this.#o.metrics.sessionStartSeconds.observe({ result }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  /**
+   * A waiting caller gets its answer within --start-answer-ms: when its blades are busy (a burst of starts queues on
+   * them), 503 VD_ERR_SESSION_STARTING instead of a connection closed unanswered by --http-idle-timeout-ms. The start
+   * goes on (its failure is recorded by #startFailed), and the retry waits for it or finds the desktop running.
+   */
+  async #withinAnswerTime<T>(started: Promise<T>, username: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SessionStartingError(
+        `the desktop for ${username} is still starting (the blades are busy); retry shortly`)), this.#o.config.startAnswerMs);
+    });
+    started.catch(() => undefined);
+    try {
+      return await Promise.race([started, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

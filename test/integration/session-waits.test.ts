@@ -29,7 +29,7 @@ beforeEach(async () => {
     // Never reached: the session is already reserved, so no blade is asked to start anything.
     blades: {} as BladeRegistry,
     tokens: new TokenService(store),
-    config: { startAttempts: 1, startWaitMs: 300, startPollMs: 50, maxReconnectKeys: 32 },
+    config: { startAttempts: 1, startWaitMs: 300, startPollMs: 50, startAnswerMs: 45_000, maxReconnectKeys: 32 },
     log: createLogger({ logLevel: 'silent' }),
     metrics: createMetrics({ defaults: false }),
   });

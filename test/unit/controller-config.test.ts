@@ -120,9 +120,14 @@ describe('controller config', () => {
       .toEqual(['https://a.example', 'https://b.example:8443']);
   });
 
+  it('refuses a --start-answer-ms that a silent connection would outlast (--http-idle-timeout-ms)', () => {
+    expect(() => parse('--start-answer-ms', '60000')).toThrow(/--start-answer-ms must be below --http-idle-timeout-ms/);
+    expect(parse('--start-answer-ms', '1000', '--http-idle-timeout-ms', '2000').startAnswerMs).toBe(1000);
+  });
+
   it('takes the waits, intervals and limits that used to be constants as flags, with their documented defaults', () => {
     expect(parse()).toMatchObject({
-      startWaitMs: 15_000, startPollMs: 50, eventsIntervalMs: 1000, eventsHeartbeatMs: 15_000, maxBodyBytes: 16_384,
+      startWaitMs: 15_000, startPollMs: 50, startAnswerMs: 45_000, eventsIntervalMs: 1000, eventsHeartbeatMs: 15_000, maxBodyBytes: 16_384,
       maxWsMessageBytes: 65_536, wsHeartbeatMs: 30_000, desktopConnectTimeoutMs: 5000, badTokenLimit: 20,
       badTokenWindowMs: 60_000, revalidateIntervalMs: 500, agentKeepaliveMs: 10_000, agentKeepaliveTimeoutMs: 5000,
       desktopGoneGraceMs: 1000, maxDesktopReadBytes: 1_048_576,
