@@ -8,7 +8,7 @@
  * (a fresh temp dir by default).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -34,6 +34,13 @@ export interface ControllerOptions {
   /** Default: a fresh random key. */
   apiKey?: string;
   timeoutMs?: number;
+  /**
+   * startController only: run it in a session of its own whose autogroup gets this nice value, as a controller on a
+   * machine of its own would get its CPU. Under autogroup every desktop is a scheduling group as heavy as the test
+   * runner's whole group, so 200 desktops starting beside a controller in the runner's group starve it (its health
+   * checks and gRPC deadlines fire seconds late) in a way no production controller is.
+   */
+  ownCpuGroupNice?: number;
   /** buildController only: wraps the real store (to make one of its writes fail on purpose). */
   wrapStore?: (store: Store) => Store;
 }
@@ -83,7 +90,9 @@ export async function startController(o: ControllerOptions): Promise<ControllerP
   const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vncdispatch-controller-'));
   const service = await startNodeService('controller', CONTROLLER_MAIN, baseArgs(o, dataDir),
     // On jemalloc where it is installed, as the systemd unit and `vncdispatch up` run it (controller/allocator.ts).
-    { timeoutMs: o.timeoutMs, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...keyEnv(apiKey), ...controllerAllocatorEnv({}) } });
+    { timeoutMs: o.timeoutMs, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...keyEnv(apiKey), ...controllerAllocatorEnv({}) },
+      ...(o.ownCpuGroupNice !== undefined && { prefix: ['setsid'] }) });
+  if (o.ownCpuGroupNice !== undefined) writeFileSync(`/proc/${service.pid}/autogroup`, String(o.ownCpuGroupNice));
   return { url: `http://${service.address}`, apiKey, dataDir, headers: headersFor(apiKey), logs: service.logs,
     pid: service.pid, stop: service.stop };
 }
