@@ -285,9 +285,14 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
     return [...this.#blades.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
-  /** Sessions per blade: the larger of what the store and the agent say, plus starts in flight here. */
+  /**
+   * Sessions per blade: the larger of what the store says (every controller's rows naming the blade, starts in flight
+   * included: a start writes its row before it calls the blade) and what the agent runs plus this controller's starts
+   * in flight (which the agent's last status may not count yet). Adding the in-flight starts to the store's count too
+   * counted each of them twice, and a blade with room was refused.
+   */
   #sessions(blade: Blade, storeCounts: Map<string, number>): number {
-    return Math.max(storeCounts.get(blade.name) ?? 0, blade.status?.liveSessions ?? 0) + blade.pending;
+    return Math.max(storeCounts.get(blade.name) ?? 0, (blade.status?.liveSessions ?? 0) + blade.pending);
   }
 
   /** Blades to try for a new session, best first (see selection.ts). */

@@ -10,7 +10,7 @@ export const TEST_GROUPS = ['vdusers', 'vdextra'] as const;
 /** A user that exists but is not in `vdusers` (for --allow-group tests). */
 export const OUTSIDER = 'vdoutsider';
 /** How many ordinary test users exist: vdtest01 .. vdtest124. */
-export const TEST_USER_COUNT = 142;
+export const TEST_USER_COUNT = 144;
 
 export function testUser(n: number): string {
   if (n < 1 || n > TEST_USER_COUNT) throw new RangeError(`test user ${n} out of range`);

@@ -1,7 +1,7 @@
 /**
  * Dispatch across three real agents (real Xvnc, mTLS) on loopback: placement per policy, cordon/drain, a killed
  * agent going DOWN with new sessions placed elsewhere, 50 concurrent POSTs for 10 users, reconciliation, and a
- * restarted controller process that still knows its sessions. Users vdtest20..vdtest30 and vdtest128. Each test has its own
+ * restarted controller process that still knows its sessions. Users vdtest20..vdtest30, vdtest128, vdtest143 and vdtest144. Each test has its own
  * controller and leaves no desktop behind, so any test runs alone and in any order.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,7 @@ const agents: Record<string, AgentProcess> = {};
 const controllers: ControllerHandle[] = [];
 const NAMES = ['b1', 'b2', 'b3'] as const;
 /** Users of this file. */
-const USERS = [...Array.from({ length: 11 }, (_, i) => testUser(20 + i)), testUser(128)];
+const USERS = [...Array.from({ length: 11 }, (_, i) => testUser(20 + i)), testUser(128), testUser(143), testUser(144)];
 
 const blades = () => NAMES.filter((n) => agents[n]).map((n) => ({ name: n, address: `127.0.0.1:${agents[n]!.port}` }));
 
@@ -226,6 +226,47 @@ describe('placement', () => {
     }
     expect(placed).not.toContain('b3');
     expect((await fetch(`${c.url}/readyz`)).status).toBe(200);
+  });
+});
+
+describe('capacity', () => {
+  it('a blade with room for two takes a second start while the first is still in flight (each start counts once)', async () => {
+    // Its own agent: room for two desktops, and each start held 1.5 s after its session starts, so the first is
+    // certainly in flight when the second is placed.
+    const small = await startAgent({ pki, args: ['--max-sessions', '2', '--start-settle-ms', '1500'] });
+    const c = await buildController({ pki, blades: [{ name: 'small', address: `127.0.0.1:${small.port}` }] });
+    controllers.push(c);
+    try {
+      await waitForBladeStates(c, { small: 'UP' });
+      await expect.poll(async () => (await api(c, 'GET', '/api/v1/blades')).body.blades[0]?.capacity, { timeout: 10_000 }).toBe(2);
+      const res = await fetch(`${c.url}/api/v1/sessions`, {
+        method: 'POST',
+        headers: { authorization: c.headers.authorization!, 'content-type': 'application/json', prefer: 'respond-async' },
+        body: JSON.stringify({ username: testUser(143) }),
+      });
+      expect(res.status).toBe(202);
+      const first = await res.json() as { id: string };
+      // The first start has written its row naming the blade and is waiting on the agent.
+      await expect.poll(async () => (await api(c, 'GET', `/api/v1/sessions/${first.id}`)).body, { timeout: 10_000 })
+        .toMatchObject({ state: 'starting', blade: 'small' });
+      const second = await api(c, 'POST', '/api/v1/sessions', { username: testUser(144) });
+      expect(second.status, JSON.stringify(second.body)).toBe(201);
+      expect(second.body.blade).toBe('small');
+      await expect.poll(async () => (await api(c, 'GET', `/api/v1/sessions/${first.id}`)).body.state, { timeout: 15_000 }).toBe('running');
+    } finally {
+      // The desktops end before their agent goes (a stopped agent leaves desktops running): through the controller,
+      // then any the agent still has (a start that finished after its session was deleted).
+      await endAll(c).catch(() => {});
+      const uids = new Set([testUser(143), testUser(144)].map((u) => idsOf(u).uid));
+      await waitFor(async () => {
+        const client = agentClient(small.address, pki);
+        const left = await call(client, client.listSessions, {}, 3000).catch(() => ({ sessions: [] }));
+        for (const s of left.sessions) await endDesktop(client, s);
+        client.close();
+        return xvncPidsOf(uids).length === 0;
+      }, 'the small blade\'s desktops to exit', 15_000).catch(() => {});
+      await small.stop();
+    }
   });
 });
 
