@@ -433,6 +433,7 @@ export const ERROR_CLASSES = [
   NoBladeAvailableError,
   SessionStartingError,
   SessionEndedError,
+  SessionStartFailedError,
   SessionConflictError,
   BladeExistsError,
   BladeDownError,

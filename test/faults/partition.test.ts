@@ -111,6 +111,20 @@ async function startInFlightOnCut(username: string): Promise<{ answer: Promise<J
   return { answer, answered: () => done };
 }
 
+/**
+ * Starts a POST for `username` on the cut-off blade, cuts its link while that start is in flight, and waits for the
+ * blade to go DOWN and the POST to be answered. `answeredBeforeDown` says whether the answer came first.
+ */
+async function cutDuringStart(username: string): Promise<{ cutAt: number; downAt: number; answeredBeforeDown: boolean; answer: Json }> {
+  const start = await startInFlightOnCut(username);
+  const cutAt = Date.now();
+  netns!.setLink(false);
+  expect(start.answered(), 'the start answered before the link went down').toBe(false);
+  const downAt = await nextTransition(CUT, 'DOWN', cutAt, 30_000);
+  const answeredBeforeDown = start.answered();
+  return { cutAt, downAt, answeredBeforeDown, answer: await start.answer };
+}
+
 /** The proxy serves the desktop: a WebSocket with a fresh token (websocketPath carries it) completes the RFB handshake and gets a framebuffer. */
 async function viewerHandshake(websocketPath: string): Promise<{ width: number; height: number }> {
   const ws = await openWebSocket(`${ctl().url.replace('http:', 'ws:')}${websocketPath}`, { origin: ctl().url });
@@ -297,15 +311,8 @@ describe('a blade partitioned from its controller', () => {
   it('link down during a start: the blade is DOWN while the start still waits, the POST gets a clear 503, and once the link is back no desktop is left behind', async () => {
     const user = USERS[5]!;
     expect((await api(ctl(), 'POST', `/api/v1/blades/${LO}/cordon`)).status).toBe(200);
-    const start = await startInFlightOnCut(user);
-
-    const cutAt = Date.now();
-    netns!.setLink(false);
-    expect(start.answered(), 'the start answered before the link went down').toBe(false);
-    const downAt = await nextTransition(CUT, 'DOWN', cutAt, 30_000);
     // Not a silent blade's grace plus the start's deadline: DOWN comes while that start still waits for its answer.
-    const answeredBeforeDown = start.answered();
-    const answer = await start.answer;
+    const { cutAt, downAt, answeredBeforeDown, answer } = await cutDuringStart(user);
     console.log(`[figures] link down during a start: blade DOWN ${downAt - cutAt} ms after the cut; the POST answered `
       + `${answer.status} ${answer.body?.error?.code ?? ''} ${Date.now() - cutAt} ms after the cut`);
     expect(answeredBeforeDown, 'the POST was answered before the blade was called DOWN').toBe(false);
@@ -339,14 +346,7 @@ describe('a blade partitioned from its controller', () => {
     const [busyUser, user] = [USERS[6]!, USERS[7]!];
     // The healthy blade carries a desktop, so least-loaded placement tries the cut-off blade first.
     await placeOn(LO, busyUser);
-    const start = await startInFlightOnCut(user);
-
-    const cutAt = Date.now();
-    netns!.setLink(false);
-    expect(start.answered(), 'the start answered before the link went down').toBe(false);
-    const downAt = await nextTransition(CUT, 'DOWN', cutAt, 30_000);
-    const answeredBeforeDown = start.answered();
-    const answer = await start.answer;
+    const { cutAt, downAt, answeredBeforeDown, answer } = await cutDuringStart(user);
     const leftOnCut = desktopsOnCut(user);
     console.log(`[figures] link down during a start, healthy blade open: blade DOWN ${downAt - cutAt} ms after the cut; `
       + `the POST answered ${answer.status} on ${answer.body?.blade ?? '-'} ${Date.now() - cutAt} ms after the cut; `
