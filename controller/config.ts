@@ -453,7 +453,8 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
   const headersTimeoutMs = int(values['headers-timeout-ms'], 'headers-timeout-ms', 100, 600_000);
   const requestTimeoutMs = int(values['request-timeout-ms'], 'request-timeout-ms', 100, 600_000);
   const startAnswerMs = int(values['start-answer-ms'], 'start-answer-ms', 100, 600_000);
-  if (startAnswerMs >= int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000)) {
+  const httpIdleTimeoutMs = int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000);
+  if (startAnswerMs >= httpIdleTimeoutMs) {
     throw new ConfigError('--start-answer-ms must be below --http-idle-timeout-ms: a request still waiting then is closed unanswered');
   }
   // Node refuses a headers timeout longer than the request timeout.
@@ -513,7 +514,7 @@ export function parseConfig(argv: readonly string[], env: Readonly<Record<string
     maxConnections: int(values['max-connections'], 'max-connections', 1, 1_000_000),
     headersTimeoutMs,
     requestTimeoutMs,
-    httpIdleTimeoutMs: int(values['http-idle-timeout-ms'], 'http-idle-timeout-ms', 100, 86_400_000),
+    httpIdleTimeoutMs,
     keepAliveTimeoutMs: int(values['keep-alive-timeout-ms'], 'keep-alive-timeout-ms', 100, 600_000),
     pruneIntervalMs: int(values['prune-interval-ms'], 'prune-interval-ms', 1000, 86_400_000),
     readyCheckTtlMs: int(values['ready-check-ttl-ms'], 'ready-check-ttl-ms', 0, 60_000),

@@ -20,6 +20,7 @@
  * goes out at once) instead of calling it DOWN; only a TTL that fires on time decides.
  */
 import { EventEmitter } from 'node:events';
+import { withTimeout } from '../../shared/timeout.js';
 
 /** A TTL that fires more than this fraction of a probe interval late was held up by the controller, not the blade. */
 const STALL_LATE_FRACTION = 0.25;
@@ -104,11 +105,8 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
     if (this.#inFlight || !this.#running) return;
     this.#inFlight = true;
     try {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`probe timed out after ${this.#o.probeTimeoutMs} ms`)), this.#o.probeTimeoutMs);
-      });
-      const result = await Promise.race([this.#o.probe(), timeout]).finally(() => clearTimeout(timer));
+      const result = await withTimeout(this.#o.probe(), this.#o.probeTimeoutMs,
+        () => new Error(`probe timed out after ${this.#o.probeTimeoutMs} ms`));
       if (!this.#running) return;
       this.success('probe answered');
       this.emit('probe', result);

@@ -32,6 +32,7 @@ import { ConnectionCounter } from './ip-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { normaliseOrigin, originAllowed } from './origin-check.js';
 import { checkUpgradeRequest } from './upgrade-request.js';
+import { withTimeout } from '../../shared/timeout.js';
 
 export type { DesktopDialer, DesktopReads, DesktopStream, ProxyTarget } from './target.js';
 
@@ -275,7 +276,8 @@ export class VncProxy {
   private async admit(req: IncomingMessage, socket: Duplex, head: Buffer, token: string, clientIp: string, backingOff: boolean): Promise<void> {
     let target: ProxyTarget;
     try {
-      target = await withTimeout(this.options.authorize(token, clientIp), this.options.handshakeTimeoutMs);
+      target = await withTimeout(this.options.authorize(token, clientIp), this.options.handshakeTimeoutMs,
+        () => new ProxyUnavailableError('The token check timed out.'));
     } catch (err) {
       if (err instanceof VncDispatchError && (err.statusCode === 401 || err.statusCode === 403)) {
         const now = Date.now();
@@ -381,10 +383,3 @@ function safeTarget(target: string | undefined): string {
   return String(target ?? '').split('?')[0]!.slice(0, 200);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_resolve, reject) => {
-    t = setTimeout(() => reject(new ProxyUnavailableError('The token check timed out.')), ms);
-  });
-  return Promise.race([p, timedOut]).finally(() => clearTimeout(t));
-}

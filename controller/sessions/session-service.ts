@@ -26,6 +26,7 @@ import type { Metrics } from '../metrics.js';
 import type { SessionEndReason, SessionFilter, SessionRecord, Store } from '../store/store.js';
 import { hashSecret, newReconnectKey, newVncPassword, normalizeIp, type TokenService } from '../tokens/index.js';
 import { SingleFlight } from './single-flight.js';
+import { withTimeout } from '../../shared/timeout.js';
 
 /**
  * How a new desktop is started. Ignored when the user already has one (it keeps its size; the viewer fits it to the
@@ -152,18 +153,9 @@ export class SessionService extends EventEmitter<SessionEvents> {
    * them), 503 VD_ERR_SESSION_STARTING instead of a connection closed unanswered by --http-idle-timeout-ms. The start
    * goes on (its failure is recorded by #startFailed), and the retry waits for it or finds the desktop running.
    */
-  async #withinAnswerTime<T>(started: Promise<T>, username: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SessionStartingError(
-        `the desktop for ${username} is still starting (the blades are busy); retry shortly`)), this.#o.config.startAnswerMs);
-    });
-    started.catch(() => undefined);
-    try {
-      return await Promise.race([started, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+  #withinAnswerTime<T>(started: Promise<T>, username: string): Promise<T> {
+    return withTimeout(started, this.#o.config.startAnswerMs, () => new SessionStartingError(
+      `the desktop for ${username} is still starting (the blades are busy); retry shortly`));
   }
 
   /**
