@@ -77,6 +77,7 @@ export function errorHandler(log: Logger) {
   return (err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const e = toDispatchError(err);
     logRefusal(log, e, { reqId: request.id, url: request.routeOptions.url ?? request.url.split('?')[0]!.slice(0, 200) });
+    if (e.retryAfterSeconds !== undefined) void reply.header('retry-after', String(e.retryAfterSeconds));
     return reply.code(e.statusCode).type('application/json; charset=utf-8').send(errorBody(e));
   };
 }
@@ -88,7 +89,7 @@ export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): F
 }
 
 export interface RawExtras {
-  /** Seconds, for 429. */
+  /** Seconds, for 429 (a 503's own retryAfterSeconds is sent without it). */
   retryAfter?: number | undefined;
   /** Further response headers (fixed names and values chosen by the controller, never from the request). */
   headers?: Record<string, string>;
@@ -108,7 +109,8 @@ export function refuseRaw(socket: Duplex, err: VncDispatchError, extras: RawExtr
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Cache-Control: no-store',
   ];
-  if (extras.retryAfter !== undefined) head.push(`Retry-After: ${extras.retryAfter}`);
+  const retryAfter = extras.retryAfter ?? err.retryAfterSeconds;
+  if (retryAfter !== undefined) head.push(`Retry-After: ${retryAfter}`);
   for (const [name, value] of Object.entries(extras.headers ?? {})) head.push(`${name}: ${value}`);
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy());
 }

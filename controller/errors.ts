@@ -8,6 +8,11 @@
 export class VncDispatchError extends Error {
   readonly code: string;
   readonly statusCode: number;
+  /**
+   * For a 503 that passes: seconds after which a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3), so a
+   * portal or load balancer backs off for as long as the condition usually lasts instead of guessing.
+   */
+  readonly retryAfterSeconds: number | undefined = undefined;
   constructor(code: string, statusCode: number, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
@@ -136,6 +141,8 @@ export class TooManyBadTokensError extends VncDispatchError {
 export class ProxyUnavailableError extends VncDispatchError {
   static readonly code = 'VD_ERR_PROXY_UNAVAILABLE';
   static readonly statusCode = 503;
+  /** Seconds: the token check fails only while the store is slow. */
+  override readonly retryAfterSeconds = 2;
   constructor(message: string = 'The desktop proxy cannot check tokens right now.', options?: ErrorOptions) {
     super(ProxyUnavailableError.code, ProxyUnavailableError.statusCode, message, options);
   }
@@ -248,6 +255,8 @@ export class UserHomeUnusableError extends VncDispatchError {
 export class NoBladeAvailableError extends VncDispatchError {
   static readonly code = 'VD_ERR_NO_BLADE_AVAILABLE';
   static readonly statusCode = 503;
+  /** Seconds: a blade frees a slot when a desktop ends or comes back UP within a few health intervals. */
+  override readonly retryAfterSeconds = 5;
   constructor(message: string = 'No blade can start a desktop right now.', options?: ErrorOptions) {
     super(NoBladeAvailableError.code, NoBladeAvailableError.statusCode, message, options);
   }
@@ -256,6 +265,8 @@ export class NoBladeAvailableError extends VncDispatchError {
 export class SessionStartingError extends VncDispatchError {
   static readonly code = 'VD_ERR_SESSION_STARTING';
   static readonly statusCode = 503;
+  /** Seconds: a start takes a fraction of a second to a few seconds on a busy blade. */
+  override readonly retryAfterSeconds = 2;
   constructor(message: string = 'The session is still starting; retry shortly.', options?: ErrorOptions) {
     super(SessionStartingError.code, SessionStartingError.statusCode, message, options);
   }
@@ -300,6 +311,8 @@ export class BladeExistsError extends VncDispatchError {
 export class BladeDownError extends VncDispatchError {
   static readonly code = 'VD_ERR_BLADE_DOWN';
   static readonly statusCode = 503;
+  /** Seconds: a blade that answers again is UP within a couple of health intervals. */
+  override readonly retryAfterSeconds = 5;
   constructor(message: string = "The user's desktop is on a blade that does not answer right now; retry shortly.", options?: ErrorOptions) {
     super(BladeDownError.code, BladeDownError.statusCode, message, options);
   }
@@ -312,6 +325,8 @@ export class BladeDownError extends VncDispatchError {
 export class StoreUnavailableError extends VncDispatchError {
   static readonly code = 'VD_ERR_STORE_UNAVAILABLE';
   static readonly statusCode = 503;
+  /** Seconds: a full disk or a lost database needs an operator; retries should stay sparse. */
+  override readonly retryAfterSeconds = 5;
   constructor(message: string = 'The session store cannot record changes right now; nothing was changed.', options?: ErrorOptions) {
     super(StoreUnavailableError.code, StoreUnavailableError.statusCode, message, options);
   }

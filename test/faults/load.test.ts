@@ -32,7 +32,8 @@ const controllers: ControllerProcess[] = [];
  * fetch's pool holds connections the controller has since closed for being idle (--keep-alive-timeout-ms), and on a
  * loaded runner fetch reuses one before it has read the close: 'other side closed', a client-side race, not an answer.
  */
-function postOnNewConnection(c: ControllerProcess, username: string): Promise<{ status: number; body: any; text: string }> {
+function postOnNewConnection(c: ControllerProcess, username: string):
+  Promise<{ status: number; body: any; text: string; retryAfter: string | undefined }> {
   const url = new URL('/api/v1/sessions', c.url);
   const payload = JSON.stringify({ username });
   return new Promise((resolve, reject) => {
@@ -48,7 +49,8 @@ function postOnNewConnection(c: ControllerProcess, username: string): Promise<{ 
         } catch {
           // not JSON
         }
-        resolve({ status: res.statusCode ?? 0, body, text });
+        const retryAfter = res.headers['retry-after'];
+        resolve({ status: res.statusCode ?? 0, body, text, retryAfter });
       });
       res.on('error', reject);
     });
@@ -138,21 +140,35 @@ describe('load', () => {
       + `${percentile(statusMs, 50).toFixed(0)} ms, p99 ${percentile(statusMs, 99).toFixed(0)} ms, max `
       + `${Math.max(...statusMs).toFixed(0)} ms over ${statusMs.length} calls`);
     expect(c.logs.filter((l) => l.includes('"msg":"blade DOWN"')), 'healthy blades marked DOWN').toEqual([]);
-    // Whatever the first answers were, a retry gives every user their desktop.
-    for (const r of results.filter((x) => x.status !== 201)) expect(r.status, r.text).toBe(503);
+    // Whatever the first answers were, retrying as a portal would (after each 503's Retry-After) gives every user
+    // their desktop. This machine starts about one desktop a second over all four blades, so with 200 users the
+    // retries go on for minutes; what must never happen is a user whose retries can no longer succeed.
     const r0 = performance.now();
-    const retried = await Promise.all(users.map((username) => postOnNewConnection(c, username)));
-    console.log(`[figures] the retry: ${JSON.stringify(retried.reduce<Record<string, number>>((m, r) => {
-      const k = `${r.status} ${r.body?.error?.code ?? ''}`.trim();
-      return { ...m, [k]: (m[k] ?? 0) + 1 };
-    }, {}))} in ${((performance.now() - r0) / 1000).toFixed(1)} s; load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
-    expect(retried.map((r) => r.status).filter((s) => s !== 200 && s !== 201)).toEqual([]);
+    const deadline = r0 + (FULL ? 420_000 : 90_000);
+    const tally: Record<string, number> = {};
+    let mostTries = 0;
+    const retried = await Promise.all(users.map(async (username) => {
+      for (let tries = 1; ; tries++) {
+        const r = await postOnNewConnection(c, username);
+        const k = `${r.status} ${r.body?.error?.code ?? ''}`.trim();
+        tally[k] = (tally[k] ?? 0) + 1;
+        mostTries = Math.max(mostTries, tries);
+        if (r.status !== 503) return r;
+        expect(r.retryAfter, `503 without Retry-After: ${r.text}`).toMatch(/^\d+$/);
+        if (performance.now() + Number(r.retryAfter) * 1000 > deadline) return r;
+        await new Promise((resolve) => setTimeout(resolve, Number(r.retryAfter) * 1000));
+      }
+    }));
+    console.log(`[figures] the retries (each after the 503's Retry-After): ${JSON.stringify(tally)}; every user served `
+      + `after ${((performance.now() - r0) / 1000).toFixed(1)} s, at most ${mostTries} tries; load `
+      + `${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
+    expect(retried.filter((r) => r.status !== 200 && r.status !== 201).map((r) => r.text)).toEqual([]);
     await checkInvariants({ controller: c, users, dataDir: c.dataDir });
     // Delete everything: every desktop stops.
     const all = (await api(c, 'GET', '/api/v1/sessions?state=live&limit=1000')).body.sessions as { id: string }[];
     await Promise.all(all.map((s) => api(c, 'DELETE', `/api/v1/sessions/${s.id}`)));
     await checkInvariants({ controller: c, users, dataDir: c.dataDir, rss: { pid: c.pid, baseline } });
-  }, FULL ? 600_000 : 120_000);
+  }, FULL ? 900_000 : 180_000);
 
   it(`with ${FULL ? 500 : 100} registered blades, most of them dead, the live ones serve and the controller stays light`, async () => {
     const count = FULL ? 500 : 100;

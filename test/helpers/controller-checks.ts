@@ -7,6 +7,7 @@ export interface Json {
   status: number;
   body: any;
   text: string;
+  headers?: Headers;
 }
 
 /** Calls the controller with its API key; bodies are JSON. */
@@ -21,7 +22,7 @@ export async function api(c: ControllerHandle, method: string, path: string, bod
   } catch {
     // not JSON
   }
-  return { status: res.status, body: parsed, text };
+  return { status: res.status, body: parsed, text, headers: res.headers };
 }
 
 /** Polls GET /api/v1/blades until every named blade has the state. */

@@ -107,6 +107,8 @@ describe('placement', () => {
     const none = await api(c, 'POST', '/api/v1/sessions', { username: USERS[3] });
     expect(none.status).toBe(503);
     expect(none.body.error.code).toBe('VD_ERR_NO_BLADE_AVAILABLE');
+    // A portal knows when to ask again.
+    expect(none.headers?.get('retry-after')).toBe('5');
     expect(await c.store.getLiveSessionByUser(USERS[3]!)).toBeNull();
     // A running session on a cordoned blade keeps working (the same desktop comes back).
     const back = await api(c, 'POST', '/api/v1/sessions', { username: USERS[0] });
