@@ -47,12 +47,16 @@ const FIRST_PIXEL_PROBE = `(() => {
     const ws = Reflect.construct(target, args);
     if (!window.__wsNew) {
       window.__wsNew = Date.now();
-      ws.addEventListener('message', () => { window.__wsFirst = window.__wsFirst || Date.now(); });
+      ws.addEventListener('message', () => {
+        window.__wsFirst = window.__wsFirst || Date.now();
+        if (!window.__firstPixel) window.__wsLastBeforePixel = Date.now();
+      });
     }
     return ws;
   } });
   const check = () => {
     const c = document.querySelector('#screen canvas');
+    if (c && !window.__canvasAt) window.__canvasAt = Date.now();
     if (c && c.width > 0 && c.height > 0) {
       const ctx = c.getContext('2d');
       for (let i = 1; i <= 7; i++) for (let j = 1; j <= 7; j++) {
@@ -130,7 +134,10 @@ async function post(c: ControllerProcess, username: string, respondAsync: boolea
 }
 
 /** Milestones of one measurement, in ms after the POST was sent (the pixel is the measurement itself). */
-interface Milestones { answered: number; committed: number; wsCreated: number; firstBytes: number }
+interface Milestones {
+  answered: number; committed: number; wsCreated: number; scriptsLoaded: number; canvas: number; firstBytes: number;
+  lastBytesBeforePixel: number;
+}
 const milestones = new Map<Variant, Milestones[]>();
 
 let next = 0;
@@ -154,10 +161,20 @@ async function measure(c: ControllerProcess, context: BrowserContext, variant: V
       });
       const pixel = (await handle.jsonValue()) as number - t0;
       const ws = await page.evaluate(() => {
-        const w = window as unknown as { __wsNew?: number; __wsFirst?: number };
-        return { created: w.__wsNew ?? NaN, first: w.__wsFirst ?? NaN };
+        const w = window as unknown as { __wsNew?: number; __wsFirst?: number; __canvasAt?: number; __wsLastBeforePixel?: number };
+        // When the last script the page fetched had arrived, on the same clock.
+        const scripts = performance.getEntriesByType('resource')
+          .filter((e) => (e as PerformanceResourceTiming).initiatorType === 'script' || e.name.endsWith('.js'));
+        const scriptsLoaded = scripts.length === 0 ? NaN
+          : performance.timeOrigin + Math.max(...scripts.map((e) => (e as PerformanceResourceTiming).responseEnd));
+        return { created: w.__wsNew ?? NaN, first: w.__wsFirst ?? NaN, canvas: w.__canvasAt ?? NaN,
+          last: w.__wsLastBeforePixel ?? NaN, scriptsLoaded };
       });
-      if (timed) milestones.set(variant, [...milestones.get(variant) ?? [], { answered, committed, wsCreated: ws.created - t0, firstBytes: ws.first - t0 }]);
+      if (timed) {
+        milestones.set(variant, [...milestones.get(variant) ?? [], { answered, committed, wsCreated: ws.created - t0,
+          scriptsLoaded: Math.round(ws.scriptsLoaded - t0), canvas: ws.canvas - t0, firstBytes: ws.first - t0,
+          lastBytesBeforePixel: ws.last - t0 }]);
+      }
       return pixel;
     } finally {
       await api(c, 'DELETE', `/api/v1/sessions/${r.body.id}`);
@@ -259,7 +276,9 @@ async function main(): Promise<void> {
       const p50 = (k: keyof Milestones) => percentile(sortNum(m.map((x) => x[k]).filter(Number.isFinite)), 50);
       const px = percentile(sortNum([...cold.get(v)!, ...warm.get(v)!]), 50);
       console.log(`    ${v.name.padEnd(24)} answered ${p50('answered')}, page committed ${p50('committed')}, `
-        + `WebSocket created ${p50('wsCreated')}, first desktop bytes ${p50('firstBytes')}, first pixel ${px}`);
+        + `WebSocket created ${p50('wsCreated')}, scripts loaded ${p50('scriptsLoaded')}, canvas ${p50('canvas')}, `
+        + `first desktop bytes ${p50('firstBytes')}, last bytes before the pixel ${p50('lastBytesBeforePixel')}, `
+        + `first pixel ${px}`);
     }
     const coldP50 = results.cold![bundled.name]!.p50;
     const coldRatio = results.cold![ref.name]!.p50 / coldP50;
