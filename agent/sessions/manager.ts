@@ -29,6 +29,7 @@ import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import type { SpawnedProcess } from '../vnc/spawner.js';
 import { startXvnc } from '../vnc/xvnc.js';
 import type { SessionRecord } from './record.js';
+import { StartDurations } from './start-durations.js';
 import { StartSlots } from './start-slots.js';
 import { StartTimer } from './start-timer.js';
 import type { SessionStore } from './store.js';
@@ -93,7 +94,7 @@ function xvncExeNames(xvnc: string): Set<string> {
 
 /** A start's budget: one signal whose reason is the AgentError to report. */
 function startBudget(deadline: number, agentBudgetMs: number, caller: AbortSignal | undefined):
-  { signal: AbortSignal; done: () => void } {
+  { signal: AbortSignal; end: number; done: () => void } {
   const ac = new AbortController();
   const now = Date.now();
   const own = now + agentBudgetMs;
@@ -107,7 +108,8 @@ function startBudget(deadline: number, agentBudgetMs: number, caller: AbortSigna
   const onCancel = () => ac.abort(new AgentError('VD_AGENT_CANCELLED'));
   caller?.addEventListener('abort', onCancel, { once: true });
   if (caller?.aborted) onCancel();
-  return { signal: ac.signal, done: () => { clearTimeout(timer); caller?.removeEventListener('abort', onCancel); } };
+  return { signal: ac.signal, end,
+    done: () => { clearTimeout(timer); caller?.removeEventListener('abort', onCancel); } };
 }
 
 function throwIfStopped(signal: AbortSignal): void {
@@ -136,6 +138,8 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   private pending = 0;
   /** At most --max-concurrent-starts launches at once (see start-slots.ts). */
   private readonly startSlots: StartSlots;
+  /** How long starts take now, so a start whose turn comes too late is refused before it spawns anything. */
+  private readonly startDurations = new StartDurations();
   private timer?: NodeJS.Timeout;
   private polling = false;
   private closed = false;
@@ -220,15 +224,15 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     this.inFlight.set(id, req.username);
     try {
       return await this.withUserLock(req.username, () =>
-        this.startLocked(id, req, geometry, depth, budget.signal));
+        this.startLocked(id, req, geometry, depth, budget.signal, budget.end));
     } finally {
       budget.done();
       if (owner === undefined) this.inFlight.delete(id);
     }
   }
 
-  private async startLocked(id: string, req: StartRequest, geometry: string, depth: number, signal: AbortSignal):
-    Promise<StartResult> {
+  private async startLocked(id: string, req: StartRequest, geometry: string, depth: number, signal: AbortSignal,
+    end: number): Promise<StartResult> {
     const { config } = this.opts;
     throwIfStopped(signal);
     const timer = new StartTimer();
@@ -252,7 +256,17 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       await this.startSlots.acquire(signal);
       timer.mark('queue');
       try {
-        return await this.startWithSlot(id, req, geometry, depth, timer, signal);
+        const typical = this.startDurations.typicalMs();
+        const left = end - Date.now();
+        if (typical !== undefined && left < typical) {
+          throw new AgentError('VD_AGENT_DEADLINE_EXCEEDED', `only ${Math.max(0, Math.round(left))} ms were left ` +
+            `before the call's deadline when its turn came, and a start takes ${Math.round(typical)} ms on this blade ` +
+            'now; not started, nothing was spawned');
+        }
+        const began = performance.now();
+        const result = await this.startWithSlot(id, req, geometry, depth, timer, signal);
+        if (!result.existing) this.startDurations.add(performance.now() - began);
+        return result;
       } finally {
         this.startSlots.release();
       }

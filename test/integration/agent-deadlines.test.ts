@@ -147,6 +147,26 @@ describe('deadlines', () => {
     }
   });
 
+  it('a start whose turn comes with less time left than starts now take is refused before it spawns anything', async () => {
+    // Starts that take over a second here: Xvnc is wrapped to sleep 1 s first, and touches a marker when run.
+    const slow = slowXvnc(1);
+    const { agent, client } = await agentWith(['--xvnc', slow.path]);
+    for (let i = 0; i < 4; i++) {
+      const r = await call(client, client.startSession, { username: U_ID, password: `took${i}234` }, 20_000);
+      await endDesktop(client, r.session!);
+    }
+    rmSync(slow.marker);
+    // A free slot, but 600 ms left: a start would be abandoned part-way, so it is not begun.
+    const err = await refused(call(client, client.startSession, { username: U_ID, password: 'late1234' }, 600));
+    expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    expect(err.details).toMatch(/^VD_AGENT_DEADLINE_EXCEEDED: only \d+ ms were left .* a start takes \d+ ms on this blade now; not started/);
+    await nothingLeft(agent, U_ID);
+    expect(existsSync(slow.marker), 'Xvnc was run').toBe(false);
+    // With time enough, the next start runs as usual.
+    const ok = await call(client, client.startSession, { username: U_ID, password: 'time1234' }, 20_000);
+    await endDesktop(client, ok.session!);
+  });
+
   it("the agent's own --start-timeout-ms ends a start that takes too long, and says so", async () => {
     const slow = slowXvnc(5);
     // Both read limits a start includes must be below its budget (the agent refuses to start otherwise).
