@@ -138,7 +138,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   private pending = 0;
   /** At most --max-concurrent-starts launches at once (see start-slots.ts). */
   private readonly startSlots: StartSlots;
-  /** How long starts take now, so a start whose turn comes too late is refused before it spawns anything. */
+  /** How long starts take now, so a queued start whose turn comes too late is refused before it spawns anything. */
   private readonly startDurations = new StartDurations();
   private timer?: NodeJS.Timeout;
   private polling = false;
@@ -253,10 +253,10 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     if (!mayHaveOne && this.sessions.size + this.pending >= config.maxSessions) throw this.full();
     this.pending++;
     try {
-      await this.startSlots.acquire(signal);
+      const { waited } = await this.startSlots.acquire(signal);
       timer.mark('queue');
       try {
-        const typical = this.startDurations.typicalMs();
+        const typical = waited ? this.startDurations.typicalMs() : undefined;
         const left = end - Date.now();
         if (typical !== undefined && left < typical) {
           throw new AgentError('VD_AGENT_DEADLINE_EXCEEDED', `only ${Math.max(0, Math.round(left))} ms were left ` +

@@ -12,18 +12,21 @@ export class StartSlots {
 
   constructor(private readonly limit: number) {}
 
-  /** Resolves once a slot is this caller's; rejects with `signal`'s reason if it aborts first (taking no slot). */
-  acquire(signal: AbortSignal): Promise<void> {
+  /**
+   * Resolves once a slot is this caller's, with whether it had to wait for it; rejects with `signal`'s reason if it
+   * aborts first (taking no slot).
+   */
+  acquire(signal: AbortSignal): Promise<{ waited: boolean }> {
     if (signal.aborted) return Promise.reject(signal.reason as Error);
     if (this.running < this.limit) {
       this.running++;
-      return Promise.resolve();
+      return Promise.resolve({ waited: false });
     }
     return new Promise((resolve, reject) => {
       const grant = () => {
         signal.removeEventListener('abort', onAbort);
         this.running++;
-        resolve();
+        resolve({ waited: true });
       };
       const onAbort = () => {
         const i = this.waiting.indexOf(grant);

@@ -147,22 +147,34 @@ describe('deadlines', () => {
     }
   });
 
-  it('a start whose turn comes with less time left than starts now take is refused before it spawns anything', async () => {
-    // Starts that take over a second here: Xvnc is wrapped to sleep 1 s first, and touches a marker when run.
-    const slow = slowXvnc(1);
-    const { agent, client } = await agentWith(['--xvnc', slow.path]);
+  it('a queued start whose turn comes with less time left than starts now take is refused before it spawns anything', async () => {
+    // Starts that take over 2 s here: Xvnc is wrapped to sleep 2 s first, and touches a marker when run. One at a time.
+    const slow = slowXvnc(2);
+    const { agent, client } = await agentWith(['--xvnc', slow.path, '--max-concurrent-starts', '1']);
     for (let i = 0; i < 4; i++) {
       const r = await call(client, client.startSession, { username: U_ID, password: `took${i}234` }, 20_000);
       await endDesktop(client, r.session!);
     }
     rmSync(slow.marker);
-    // A free slot, but 600 ms left: a start would be abandoned part-way, so it is not begun.
-    const err = await refused(call(client, client.startSession, { username: U_ID, password: 'late1234' }, 600));
-    expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
-    expect(err.details).toMatch(/^VD_AGENT_DEADLINE_EXCEEDED: only \d+ ms were left .* a start takes \d+ ms on this blade now; not started/);
+    const first = call(client, client.startSession, { username: U_SLOW, password: 'slot1234' }, 20_000);
+    await vi.waitFor(() => expect(existsSync(slow.marker)).toBe(true), { timeout: 10_000 });
+    rmSync(slow.marker);
+    // Queued behind it with 3.5 s to live: its turn comes with about 1.3 s left, less than the 2 s a start takes,
+    // so it is not begun (begun, its Xvnc would be killed part-way).
+    const err = await refused(call(client, client.startSession, { username: U_ID, password: 'late1234' }, 3500));
+    const a = await first;
+    try {
+      expect(err).toMatchObject({ code: status.DEADLINE_EXCEEDED });
+      // On a machine slow enough for the first start to outlast the whole 3.5 s, the call gives up in the queue
+      // instead: spawning nothing either way.
+      expect(err.details).toMatch(/^VD_AGENT_DEADLINE_EXCEEDED: (only \d+ ms were left .* a start takes \d+ ms on this blade now; not started|the call's deadline passed)/);
+      expect(existsSync(slow.marker), 'Xvnc was run for the late start').toBe(false);
+      expect(pidsOfUid(idsOf(U_ID).uid)).toEqual([]);
+    } finally {
+      await endDesktop(client, a.session!);
+    }
     await nothingLeft(agent, U_ID);
-    expect(existsSync(slow.marker), 'Xvnc was run').toBe(false);
-    // With time enough, the next start runs as usual.
+    // A start that finds the slot free runs whatever the recent starts took.
     const ok = await call(client, client.startSession, { username: U_ID, password: 'time1234' }, 20_000);
     await endDesktop(client, ok.session!);
   });

@@ -13,4 +13,12 @@ describe('StartDurations', () => {
     for (const ms of [900, 1000, 1100, 1200]) d.add(ms);
     expect(d.typicalMs()).toBe(1100);
   });
+
+  it('forgets starts older than its age limit, so a past burst stops counting', () => {
+    const d = new StartDurations(16, 2, 60_000);
+    d.add(9000, 0);
+    d.add(9500, 1000);
+    expect(d.typicalMs(30_000)).toBe(9500);
+    expect(d.typicalMs(61_500)).toBeUndefined();
+  });
 });
