@@ -13,6 +13,7 @@ import { agentClient, call, endDesktop, startAgent } from '../helpers/agent-proc
 import { makePki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController } from '../helpers/controller-process.js';
+import { eventLoopLagMs } from '../helpers/process-figures.js';
 import { ensureLoadUsers } from '../helpers/users.js';
 
 const STARTS = 50;
@@ -40,8 +41,7 @@ async function main(): Promise<void> {
     console.log(`blade DOWN transitions: ${downs.length}`);
     for (const d of downs) console.log(`  +${(JSON.parse(d) as { time: number }).time - t0} ms: ${d}`);
     const metrics = await (await fetch(`${c.url}/metrics`)).text();
-    const lag = (name: string) => Number(new RegExp(`^vncdispatch_controller_nodejs_eventloop_lag_${name}_seconds (\\S+)`, 'm')
-      .exec(metrics)?.[1] ?? NaN) * 1000;
+    const lag = (stat: string) => eventLoopLagMs(metrics, 'vncdispatch_controller', stat);
     console.log(`controller event-loop delay: p99 ${lag('p99').toFixed(0)} ms, max ${lag('max').toFixed(0)} ms`);
     console.log(`load average after: ${load()}`);
   } finally {

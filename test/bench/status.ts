@@ -31,6 +31,7 @@ import { defaults } from '../../agent/config.js';
 import { leadsItsSession, raiseOwnPriority } from '../../agent/priority.js';
 import { agentClient, call, endDesktop, startAgent, type AgentClient } from '../helpers/agent-process.js';
 import { makePki } from '../helpers/certs.js';
+import { eventLoopLagMs, mainThreadSched } from '../helpers/process-figures.js';
 import { ensureLoadUsers } from '../helpers/users.js';
 
 const STARTS = 50;
@@ -75,12 +76,6 @@ function describe(xs: number[]): string {
   return `n=${s.length} p50 ${fmt(percentile(s, 50))}  p99 ${fmt(percentile(s, 99))}  max ${fmt(s[s.length - 1]!)}`;
 }
 
-/** CPU time the process's main thread has run and waited on a run queue so far, in ms (schedstat is in ns). */
-function mainThreadSched(pid: number): { ran: number; waited: number } {
-  const [ran, waited] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1').split(' ').map(Number);
-  return { ran: ran! / 1e6, waited: waited! / 1e6 };
-}
-
 /** What the agent's main thread did between two schedstat readings over `wallMs`. */
 function schedLine(a: { ran: number; waited: number }, b: { ran: number; waited: number }, wallMs: number): string {
   return `agent main thread ran ${fmt(b.ran - a.ran)}, waited for a CPU ${fmt(b.waited - a.waited)} of ${fmt(wallMs)}`;
@@ -89,8 +84,7 @@ function schedLine(a: { ran: number; waited: number }, b: { ran: number; waited:
 /** The agent's event-loop lag series from its /metrics, in ms. */
 async function loopLag(metricsUrl: string): Promise<string> {
   const text = await (await fetch(metricsUrl)).text();
-  const get = (name: string) => Number(new RegExp(`^vncdispatch_agent_nodejs_eventloop_lag_${name}_seconds (\\S+)`, 'm')
-    .exec(text)?.[1] ?? NaN) * 1000;
+  const get = (stat: string) => eventLoopLagMs(text, 'vncdispatch_agent', stat);
   return `event-loop delay in this phase: p99 ${fmt(get('p99'))}, max ${fmt(get('max'))}`;
 }
 

@@ -17,6 +17,7 @@ import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { freeLoopbackPort } from '../helpers/ports.js';
 import { checkInvariants, rssBytes } from '../helpers/invariants.js';
+import { cpuSeconds, eventLoopLagMs, mainThreadSched } from '../helpers/process-figures.js';
 import { ensureLoadUsers, testUser } from '../helpers/users.js';
 
 const FULL = process.env.VD_FAULTS === 'full';
@@ -61,29 +62,15 @@ function postOnNewConnection(c: ControllerProcess, username: string):
 
 const agentMetricsUrls: string[] = [];
 
-/** A process's main thread: CPU time it ran and time it waited for a CPU, in ms (/proc/PID/schedstat). */
-function sched(pid: number): { ran: number; waited: number } {
-  const [ran, waited] = readFileSync(`/proc/${pid}/schedstat`, 'latin1').split(' ').map(Number);
-  return { ran: ran! / 1e6, waited: waited! / 1e6 };
-}
-
 /** The largest event-loop delay since the last scrape of `url` (prom-client resets it on each scrape), in ms. */
 async function loopLagMaxMs(url: string, prefix: string): Promise<number> {
-  const text = await (await fetch(url)).text();
-  return Number(new RegExp(`^${prefix}_nodejs_eventloop_lag_max_seconds (\\S+)`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+  return eventLoopLagMs(await (await fetch(url)).text(), prefix, 'max');
 }
 
 const percentile = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
 };
-
-/** CPU seconds (user + system) a process has used, from /proc/PID/stat (clock ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
 
 beforeAll(async () => {
   pki = makePki();
@@ -144,7 +131,7 @@ describe('load', () => {
     const pids = [c.pid, ...agents.map((a) => a.pid)];
     await Promise.all([loopLagMaxMs(`${c.url}/metrics`, 'vncdispatch_controller'),
       ...agentMetricsUrls.map((u) => loopLagMaxMs(u, 'vncdispatch_agent'))]);
-    const sched0 = pids.map(sched);
+    const sched0 = pids.map(mainThreadSched);
     const t0 = performance.now();
     const postMs: number[] = [];
     const results = await Promise.all(users.map(async (username) => {
@@ -157,7 +144,7 @@ describe('load', () => {
     const lags = await Promise.all([loopLagMaxMs(`${c.url}/metrics`, 'vncdispatch_controller'),
       ...agentMetricsUrls.map((u) => loopLagMaxMs(u, 'vncdispatch_agent'))]);
     const waits = pids.map((pid, i) => {
-      const now = sched(pid);
+      const now = mainThreadSched(pid);
       return `${i === 0 ? 'controller' : `agent l${i}`} ran ${(now.ran - sched0[i]!.ran).toFixed(0)} ms, waited for a CPU `
         + `${(now.waited - sched0[i]!.waited).toFixed(0)} ms, event-loop delay max ${lags[i]!.toFixed(0)} ms`;
     });

@@ -24,6 +24,7 @@ import { makePki, type Pki } from '../helpers/certs.js';
 import { api, waitForBladeStates } from '../helpers/controller-checks.js';
 import { startController, type ControllerProcess } from '../helpers/controller-process.js';
 import { checkInvariants, rssBytes } from '../helpers/invariants.js';
+import { cpuSeconds } from '../helpers/process-figures.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
 import { testUser } from '../helpers/users.js';
 
@@ -52,13 +53,6 @@ let pki: Pki;
 let agent: AgentProcess;
 let client: AgentClient;
 let controller: ControllerProcess;
-
-/** CPU seconds (user + system) a process has used, from /proc/PID/stat (clock ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
 
 /** Sum of a metric's samples (all label sets) in the controller's /metrics. */
 async function metric(name: string, labels = ''): Promise<number> {
