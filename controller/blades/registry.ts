@@ -192,8 +192,10 @@ export class BladeRegistry extends EventEmitter<RegistryEvents> {
       },
     });
     health = new HealthMonitor<GetStatusResponse>({
-      // An agent call like the others (--agent-call-timeout-ms), cut to --down-after-ms: a later answer is moot.
-      probe: () => connection.getStatus({ timeoutMs: Math.min(this.#o.config.agentCallTimeoutMs, downAfterMs) }),
+      // An agent call like the others (--agent-call-timeout-ms), cut to a probe interval past --down-after-ms: the
+      // monitor's own timeout (which first reads any answer already here) decides, not grpc-js's deadline, which
+      // would drop an answer that arrived while the loop was held up.
+      probe: () => connection.getStatus({ timeoutMs: Math.min(this.#o.config.agentCallTimeoutMs, downAfterMs + healthIntervalMs) }),
       intervalMs: healthIntervalMs,
       downAfterMs,
     });

@@ -1,3 +1,5 @@
+import { createServer, connect, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { HealthMonitor, type HealthChange } from '../../controller/blades/health.js';
 
@@ -126,5 +128,45 @@ describe('HealthMonitor (fake timers)', () => {
 
   it('rejects timings that would flap', () => {
     expect(() => new HealthMonitor({ probe: async () => 1, intervalMs: 1000, downAfterMs: 1000 })).toThrow(TypeError);
+  });
+});
+
+describe('HealthMonitor (real timers and a real socket)', () => {
+  it('an answer that reached the socket while the loop was held up is heard before the TTL decides, even when the hold ends just before the TTL is due', async () => {
+    // The blade is a TCP peer that answers each probe line when told to; the controller's held-up loop is a busy wait
+    // in this process. Nothing is mocked: the answer sits in the kernel's socket buffer, as a real agent's would.
+    let answer: (() => void) | null = null;
+    const server = createServer((s) => s.on('data', () => { answer = () => s.write('ok\n'); }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client: Socket = connect((server.address() as { port: number }).port, '127.0.0.1');
+    await once(client, 'connect');
+    const probe = () => new Promise<string>((resolve) => {
+      client.once('data', () => resolve('status'));
+      client.write('status?\n');
+    });
+    const m = new HealthMonitor({ probe, intervalMs: 1000, downAfterMs: 2500 });
+    const changes: string[] = [];
+    m.on('change', (c) => changes.push(c.to));
+    // The first probe is answered at once: UP, and the TTL is due 2.5 s later.
+    m.start();
+    await vi.waitUntil(() => answer !== null);
+    answer!();
+    await vi.waitUntil(() => m.state === 'UP');
+    const due = m.lastSeen! + 2500;
+    answer = null;
+    // The next probe (1 s later) goes unanswered until 400 ms before the TTL is due; then the blade answers while the
+    // loop is held up until 50 ms past the due time: late by less than a stall, so on time as far as the TTL knows.
+    await vi.waitUntil(() => answer !== null, { timeout: 2000 });
+    await new Promise((r) => setTimeout(r, Math.max(0, due - 400 - Date.now())));
+    expect(Date.now(), 'the machine was too slow to set up the scenario').toBeLessThan(due - 100);
+    answer!();
+    while (Date.now() < due + 50) { /* the controller's loop, held up */ }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(changes).toEqual(['UP']);
+    expect(m.state).toBe('UP');
+    m.stop();
+    client.destroy();
+    server.close();
   });
 });
