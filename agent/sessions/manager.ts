@@ -20,6 +20,7 @@ import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
 import { checkHomeUsable, checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
 import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername } from '../users/validate.js';
 import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
+import { removeKeymaps, STALE_AFTER_MS } from '../vnc/keymap-leftovers.js';
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import {
@@ -141,6 +142,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   /** How long starts take now, so a queued start whose turn comes too late is refused before it spawns anything. */
   private readonly startDurations = new StartDurations();
   private timer?: NodeJS.Timeout;
+  private keymapTimer?: NodeJS.Timeout;
   private polling = false;
   private closed = false;
 
@@ -163,12 +165,22 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     await this.adoptAll();
     this.timer = setInterval(() => void this.poll(), this.opts.config.reapIntervalMs);
     this.timer.unref();
+    await this.removeStaleKeymaps();
+    this.keymapTimer = setInterval(() => void this.removeStaleKeymaps(), STALE_AFTER_MS);
+    this.keymapTimer.unref();
+  }
+
+  /** Keymaps left by X servers killed mid-start, which would fail every later start on their display. */
+  private async removeStaleKeymaps(): Promise<void> {
+    const removed = await removeKeymaps({ writtenBefore: Date.now() - STALE_AFTER_MS });
+    if (removed.length) this.log.warn({ removed }, 'removed keymaps left in /tmp by X servers killed while starting');
   }
 
   /** Stops reaping and refuses new starts; sessions keep running (the agent may be restarting). */
   close(): void {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.keymapTimer);
   }
 
   get capacity(): number {
@@ -434,8 +446,18 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   /** Tears down a start that did not finish: its processes, its runtime directory, its intent record. */
   private async abandon(record: SessionRecord, xvnc: SpawnedProcess | undefined, script: SpawnedProcess | undefined,
     files: RuntimeFiles | undefined, why: unknown): Promise<void> {
-    if (xvnc?.pid !== undefined && xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
+    if (xvnc?.pid !== undefined) {
+      if (xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
+      // Xvnc leads a process group of its own (spawned with setsid); its keymap compiler, if one is running, is in it
+      // and would write its keymap after we clean up. The group's id is not reused while any member lives.
+      try {
+        process.kill(-xvnc.pid, 'SIGKILL');
+      } catch {
+        // The group is gone.
+      }
+    }
     if (script?.pid !== undefined) await signalSession(script.pid, record.uid, 'SIGKILL');
+    if (xvnc?.pid !== undefined) await this.removeKeymapsOf(record);
     if (files) {
       const problems = await removeRuntimeDir(files.dir, record, this.opts.config.lookupTimeoutMs);
       if (problems.length) this.log.warn({ session: record.id, problems }, 'could not remove runtime directory');
@@ -448,6 +470,15 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
     const code = why instanceof AgentError ? why.code : 'VD_AGENT_INTERNAL';
     this.log.info({ session: record.id, username: record.username, code, spawned: xvnc?.pid !== undefined },
       'start abandoned; everything it spawned was stopped');
+  }
+
+  /**
+   * A start of this user's was abandoned after its Xvnc was spawned: a keymap it left would fail the next start on
+   * that display. The user's starts here run one at a time, so no keymap of theirs belongs to a start in flight.
+   */
+  private async removeKeymapsOf(record: SessionRecord): Promise<void> {
+    const removed = await removeKeymaps({ uid: record.uid });
+    if (removed.length) this.log.info({ session: record.id, username: record.username, removed }, 'removed keymaps of an abandoned start');
   }
 
   /** Checks every session: Xvnc gone means the session is gone; session script gone means the session ends. */
@@ -533,6 +564,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       const files = r.runtimeDir ? runtimeFiles(r.runtimeDir) : undefined;
       if (r.state === 'starting') {
         const killed = files ? await killProcessesUsing(files.dir, r.uid) : [];
+        if (killed.length) await this.removeKeymapsOf(r);
         await this.cleanupFiles(r, files);
         await store.remove(r.id);
         this.log.warn({ session: r.id, username: r.username, killed }, 'dropped a start the agent did not finish');
