@@ -20,7 +20,7 @@ import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
 import { checkHomeUsable, checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
 import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername } from '../users/validate.js';
 import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
-import { removeKeymaps, STALE_AFTER_MS } from '../vnc/keymap-leftovers.js';
+import { removeKeymapsOfDeadDisplays, removeStaleKeymaps, STALE_AFTER_MS } from '../vnc/keymap-leftovers.js';
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import {
@@ -181,7 +181,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
 
   /** Keymaps left by X servers killed mid-start, which would fail every later start on their display. */
   private async removeStaleKeymaps(): Promise<void> {
-    const removed = await removeKeymaps({ writtenBefore: Date.now() - STALE_AFTER_MS });
+    const removed = await removeStaleKeymaps(Date.now() - STALE_AFTER_MS);
     if (removed.length) this.log.warn({ removed }, 'removed keymaps left in /tmp by X servers killed while starting');
   }
 
@@ -473,7 +473,11 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       }
     }
     if (script?.pid !== undefined) await signalSession(script.pid, record.uid, 'SIGKILL');
-    if (xvnc?.pid !== undefined) await this.removeKeymapsOf(record);
+    if (xvnc?.pid !== undefined) {
+      // Its X socket must be closed (the server gone) before it tells a dead display from a live one.
+      await exitWithin(xvnc, 2000);
+      await this.removeKeymapsOf(record);
+    }
     if (files) {
       const problems = await removeRuntimeDir(files.dir, record, this.opts.config.lookupTimeoutMs);
       if (problems.length) this.log.warn({ session: record.id, problems }, 'could not remove runtime directory');
@@ -490,10 +494,10 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
 
   /**
    * A start of this user's was abandoned after its Xvnc was spawned: a keymap it left would fail the next start on
-   * that display. The user's starts here run one at a time, so no keymap of theirs belongs to a start in flight.
+   * that display. Only displays whose X socket is dead are touched, so a start of theirs running elsewhere keeps its.
    */
   private async removeKeymapsOf(record: SessionRecord): Promise<void> {
-    const removed = await removeKeymaps({ uid: record.uid });
+    const removed = await removeKeymapsOfDeadDisplays(record.uid);
     if (removed.length) this.log.info({ session: record.id, username: record.username, removed }, 'removed keymaps of an abandoned start');
   }
 

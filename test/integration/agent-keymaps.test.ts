@@ -5,7 +5,10 @@
  * a killed start leaves them: same name, owner and content) and check that the agent removes them. Users vdtest129
  * (the one who wants a desktop) and vdtest130 (the owner of the leftovers).
  */
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { chownSync, existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -41,6 +44,15 @@ function plantKeymaps(user: string, displays: number[], ageMs: number): string[]
   return out;
 }
 
+/** Display numbers above any a server here takes, with neither an X socket nor a keymap (earlier runs leave some). */
+function unusedDisplays(count: number): number[] {
+  const out: number[] = [];
+  for (let n = 10 * DISPLAYS; out.length < count; n++) {
+    if (!existsSync(`/tmp/.X11-unix/X${n}`) && !existsSync(`/tmp/server-${n}.xkm`)) out.push(n);
+  }
+  return out;
+}
+
 beforeAll(() => {
   pki = makePki();
   dir = mkdtempSync(join(tmpdir(), 'vd-keymaps-'));
@@ -73,9 +85,21 @@ describe('keymaps left in /tmp by an Xvnc killed while starting', () => {
     }
   });
 
-  it('a recent one is left alone (it may belong to a start in flight), unless its owner\'s own start was just abandoned', async () => {
-    const other = plantKeymaps(U_LEFT, [DISPLAYS + 1], 0);
-    const own = plantKeymaps(U_WANTS, [DISPLAYS + 2], 0);
+  it('a recent one is left alone (it may belong to a start in flight), unless it is its owner\'s and its display died with their abandoned start', async () => {
+    const [dead, live, others] = unusedDisplays(3) as [number, number, number];
+    // The abandoned start's display: its X socket is left with nobody listening, as a killed server leaves it.
+    const deadSocket = `/tmp/.X11-unix/X${dead}`;
+    execFileSync('python3', ['-c', `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(deadSocket)})`]);
+    chownSync(deadSocket, idsOf(U_WANTS).uid, idsOf(U_WANTS).gid);
+    planted.push(deadSocket);
+    // Another start of the same user, still running (on another agent of this host): its server listens.
+    const liveSocket = `/tmp/.X11-unix/X${live}`;
+    const server = createServer().listen(liveSocket);
+    await once(server, 'listening');
+    chownSync(liveSocket, idsOf(U_WANTS).uid, idsOf(U_WANTS).gid);
+    planted.push(liveSocket);
+    const [deadKeymap, liveKeymap] = plantKeymaps(U_WANTS, [dead, live], 0);
+    const othersKeymap = plantKeymaps(U_LEFT, [others], 0);
     // /bin/false stands for a session that fails: the start is abandoned after its Xvnc was spawned.
     const agent = await startAgent({ pki, args: ['--session-script', '/bin/false', '--start-settle-ms', '2000'] });
     agents.push(agent);
@@ -84,10 +108,11 @@ describe('keymaps left in /tmp by an Xvnc killed while starting', () => {
       const err = await call(client, client.startSession, { username: U_WANTS, password: 'keym1234' }).catch((e) => e);
       expect(err).toMatchObject({ code: status.UNAVAILABLE });
       expect(pidsOfUid(idsOf(U_WANTS).uid)).toEqual([]);
-      expect(own.filter((p) => existsSync(p))).toEqual([]);
-      expect(other.filter((p) => existsSync(p))).toEqual(other);
+      expect([deadKeymap, deadSocket].filter((p) => existsSync(p!))).toEqual([]);
+      expect([liveKeymap, liveSocket, ...othersKeymap].filter((p) => existsSync(p!))).toEqual([liveKeymap, liveSocket, ...othersKeymap]);
     } finally {
       client.close();
+      server.close();
     }
   });
 });
