@@ -24,7 +24,8 @@ import { removeKeymapsOfDeadDisplays, removeStaleKeymaps, STALE_AFTER_MS } from 
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
 import {
-  createRuntimeDir, desktopSocketPath, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir, type RuntimeFiles,
+  createRuntimeDir, desktopSocketPath, readLogTail, removeRuntimeDir, replacePasswordFile, runtimeFiles, sessionRuntimeDir,
+  type RuntimeFiles,
 } from '../vnc/runtime-dir.js';
 import { spawnAsUser, USER_PATH } from '../vnc/spawn-as-user.js';
 import type { SpawnedProcess } from '../vnc/spawner.js';
@@ -406,16 +407,16 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
         cwd: files.dir,
       });
       scriptChild.on('error', (err) => this.log.error({ err, username: user.name }, 'session script error'));
-      await log.close();
-      log = undefined;
       timer.mark('session');
       // A session that cannot run (a typo, a missing program) exits at once: a failed start, not a desktop.
       const exit = await exitWithin(scriptChild, config.startSettleMs);
       timer.mark('settle');
       if (exit !== null) {
         throw new AgentError('VD_AGENT_SESSION_SCRIPT_FAILED',
-          `the session exited (${exit}) right after it started; see the desktop log ${files.log}`);
+          `the session exited (${exit}) right after it started; the agent's log has the last lines of its desktop log`);
       }
+      await log.close();
+      log = undefined;
       const xvncStat = await readProcStat(xvnc.pid);
       if (!xvncStat || xvncStat.state === 'Z') {
         throw new AgentError('VD_AGENT_XVNC_FAILED', `Xvnc for ${user.name} exited right after starting`);
@@ -436,8 +437,9 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       }
       timer.mark('record');
     } catch (err) {
+      const desktopLog = log ? await readLogTail(log) : [];
       await log?.close().catch(() => undefined);
-      await this.abandon(record, xvncChild, scriptChild, files, err);
+      await this.abandon(record, xvncChild, scriptChild, files, err, desktopLog);
       throw err;
     }
     const live: Live = { record, files, watched: true };
@@ -461,7 +463,7 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
 
   /** Tears down a start that did not finish: its processes, its runtime directory, its intent record. */
   private async abandon(record: SessionRecord, xvnc: SpawnedProcess | undefined, script: SpawnedProcess | undefined,
-    files: RuntimeFiles | undefined, why: unknown): Promise<void> {
+    files: RuntimeFiles | undefined, why: unknown, desktopLog: string[] = []): Promise<void> {
     if (xvnc?.pid !== undefined) {
       if (xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
       // Xvnc leads a process group of its own (spawned with setsid); its keymap compiler, if one is running, is in it
@@ -488,8 +490,8 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
       this.log.error({ err, session: record.id }, 'could not remove the record of an abandoned start');
     }
     const code = why instanceof AgentError ? why.code : 'VD_AGENT_INTERNAL';
-    this.log.info({ session: record.id, username: record.username, code, spawned: xvnc?.pid !== undefined },
-      'start abandoned; everything it spawned was stopped');
+    this.log.info({ session: record.id, username: record.username, code, spawned: xvnc?.pid !== undefined,
+      ...(desktopLog.length > 0 && { desktopLog }) }, 'start abandoned; everything it spawned was stopped');
   }
 
   /**

@@ -91,9 +91,9 @@ export function xauthEntry(cookie: Buffer): Buffer {
   ]);
 }
 
-const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
-async function createOwned(path: string, owner: RuntimeOwner, data: Buffer | undefined, extraFlags = 0):
+async function createOwned(path: string, owner: RuntimeOwner, data: Buffer | undefined, extraFlags = constants.O_WRONLY):
   Promise<FileHandle> {
   const fh = await open(path, CREATE_FLAGS | extraFlags, 0o600);
   try {
@@ -124,7 +124,8 @@ export async function createRuntimeDir(base: string, sessionId: string, owner: R
   }
   let log: FileHandle | undefined;
   try {
-    log = await createOwned(files.log, owner, undefined, constants.O_APPEND);
+    // Readable too: a failed start's last lines go to the agent's log from this handle (the file is gone by then).
+    log = await createOwned(files.log, owner, undefined, constants.O_RDWR | constants.O_APPEND);
     (await createOwned(files.passwd, owner, obfuscated)).close().catch(() => undefined);
     (await createOwned(files.xauth, owner, xauthEntry(randomBytes(16)))).close().catch(() => undefined);
     await chown(files.dir, owner.uid, owner.gid);
@@ -183,5 +184,26 @@ export async function removeRuntimeDir(dir: string, owner: RuntimeOwner, timeout
     return [];
   } catch (err) {
     return [`${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`];
+  }
+}
+
+/** Most bytes and lines of a desktop log that a failed start copies into the agent's log. */
+const LOG_TAIL_BYTES = 2048;
+const LOG_TAIL_LINES = 8;
+
+/**
+ * The last lines of a desktop log, read through the agent's own handle (never the path, which the user can replace),
+ * for the agent's log line about a failed start: why Xvnc or the session script gave up. Empty if unreadable.
+ */
+export async function readLogTail(log: FileHandle): Promise<string[]> {
+  try {
+    const { size } = await log.stat();
+    const length = Math.min(size, LOG_TAIL_BYTES);
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await log.read(buf, 0, length, size - length);
+    return buf.subarray(0, bytesRead).toString('utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '')
+      .slice(-LOG_TAIL_LINES);
+  } catch {
+    return [];
   }
 }

@@ -88,7 +88,7 @@ export async function startXvnc(user: SpawnUser, opts: XvncOptions): Promise<Sta
       }
     };
     const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      fail(`exited (${signal ?? `code ${code}`}) before it was ready; see the desktop log`);
+      fail(`exited (${signal ?? `code ${code}`}) before it was ready; the agent's log has the last lines of its desktop log`);
     const onError = (err: Error) => fail(err.message, err);
     const onAbort = () => fail('abandoned', undefined, opts.signal.reason as Error);
     function cleanup() {

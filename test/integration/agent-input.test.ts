@@ -2,7 +2,8 @@
  * Bad input gets the right gRPC status, a message a person understands, and spawns and writes nothing.
  * Users vdtest10..vdtest12 (and vdoutsider, root, daemon, which never get a desktop).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -155,6 +156,24 @@ describe('policy flags', () => {
     expect(readdirSync(agent.runtimeDir)).toEqual([]);
     expect(sessionFiles(agent)).toEqual([]);
     expect((await call(client, client.listSessions, {})).sessions).toEqual([]);
+  });
+
+  it('a failed start says why in the agent\'s log: the last lines its desktop wrote, though its runtime directory is gone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vd-failing-session-'));
+    chmodSync(dir, 0o755);
+    const script = join(dir, 'session');
+    writeFileSync(script, '#!/bin/sh\necho "first line" >&2\necho "the reason this session gave up" >&2\nexit 3\n', { mode: 0o755 });
+    try {
+      const { agent, client } = await agentWith(['--session-script', script, '--start-settle-ms', '2000']);
+      const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
+      expect((err as { details: string }).details).toMatch(/exited \(code 3\) right after it started; the agent's log has the last lines/);
+      expect(readdirSync(agent.runtimeDir)).toEqual([]);
+      const line = agent.logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; desktopLog?: string[] })
+        .find((l) => l.msg === 'start abandoned; everything it spawned was stopped');
+      expect(line?.desktopLog?.slice(-2)).toEqual(['first line', 'the reason this session gave up']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a session that exits right after it starts is a failed start, not a desktop: no Xvnc is left running', async () => {
