@@ -464,10 +464,11 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
   /** Tears down a start that did not finish: its processes, its runtime directory, its intent record. */
   private async abandon(record: SessionRecord, xvnc: SpawnedProcess | undefined, script: SpawnedProcess | undefined,
     files: RuntimeFiles | undefined, why: unknown, desktopLog: string[] = []): Promise<void> {
-    if (xvnc?.pid !== undefined) {
-      if (xvnc.exitCode === null && xvnc.signalCode === null) xvnc.kill('SIGKILL');
-      // Xvnc leads a process group of its own (spawned with setsid); its keymap compiler, if one is running, is in it
-      // and would write its keymap after we clean up. The group's id is not reused while any member lives.
+    if (xvnc?.pid !== undefined && xvnc.exitCode === null && xvnc.signalCode === null) {
+      xvnc.kill('SIGKILL');
+      // Xvnc, still running, leads a process group of its own (spawned with setsid); its keymap compiler, if one is
+      // running, is in it and would write its keymap after we clean up. (An Xvnc that exited by itself had waited
+      // for its compiler; its group id may already be free, so it is not signalled.)
       try {
         process.kill(-xvnc.pid, 'SIGKILL');
       } catch {
