@@ -26,6 +26,7 @@
  * agent's loop stayed under 400 ms.
  */
 import { EventEmitter } from 'node:events';
+import { withTimeout } from '../../shared/timeout.js';
 
 /** A TTL that fires more than this fraction of a probe interval late was held up by the controller, not the blade. */
 const STALL_LATE_FRACTION = 0.25;
@@ -110,8 +111,8 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
     if (this.#inFlight || !this.#running) return;
     this.#inFlight = true;
     try {
-      const result = await afterPendingIo(this.#o.probe(), this.#o.probeTimeoutMs,
-        () => new Error(`probe timed out after ${this.#o.probeTimeoutMs} ms`));
+      const result = await withTimeout(this.#o.probe(), this.#o.probeTimeoutMs,
+        () => new Error(`probe timed out after ${this.#o.probeTimeoutMs} ms`), { afterPendingIo: true });
       if (!this.#running) return;
       this.success('probe answered');
       this.emit('probe', result);
@@ -166,22 +167,4 @@ export class HealthMonitor<T> extends EventEmitter<HealthMonitorEvents<T>> {
     this.#state = to;
     this.emit('change', { from, to, reason });
   }
-}
-
-/**
- * `p`, or a rejection with `onTimeout()` if `p` has not settled within `ms` and by the end of that loop turn, so an
- * answer that arrived while the loop was held up is read before the timeout counts.
- */
-function afterPendingIo<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  let immediate: NodeJS.Immediate | undefined;
-  const timedOut = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      immediate = setImmediate(() => reject(onTimeout()));
-    }, ms);
-  });
-  return Promise.race([p, timedOut]).finally(() => {
-    clearTimeout(timer);
-    clearImmediate(immediate);
-  });
 }

@@ -16,13 +16,16 @@ export async function api(c: ControllerHandle, method: string, path: string, bod
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(`${c.url}${path}`, { method, headers, ...(body !== undefined && { body: JSON.stringify(body) }) });
   const text = await res.text();
-  let parsed: unknown = null;
+  return { status: res.status, body: jsonOrNull(text), text, headers: res.headers };
+}
+
+/** `text` parsed as JSON, or null if it is not JSON (an answer's body as tests read it). */
+export function jsonOrNull(text: string): any {
   try {
-    parsed = JSON.parse(text);
+    return JSON.parse(text);
   } catch {
-    // not JSON
+    return null;
   }
-  return { status: res.status, body: parsed, text, headers: res.headers };
 }
 
 /** Polls GET /api/v1/blades until every named blade has the state. */

@@ -3,6 +3,7 @@
  * passed, until the user is served or a deadline passes.
  */
 import { request as httpRequest } from 'node:http';
+import { jsonOrNull } from './controller-checks.js';
 import type { ControllerHandle } from './controller-process.js';
 
 export interface PostAnswer {
@@ -27,14 +28,7 @@ export function postOnNewConnection(c: ControllerHandle, username: string): Prom
       res.on('data', (b: Buffer) => chunks.push(b));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let body: any = null;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        const retryAfter = res.headers['retry-after'];
-        resolve({ status: res.statusCode ?? 0, body, text, retryAfter });
+        resolve({ status: res.statusCode ?? 0, body: jsonOrNull(text), text, retryAfter: res.headers['retry-after'] });
       });
       res.on('error', reject);
     });
