@@ -9,7 +9,7 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Session } from '../../proto/gen/vncdispatch/agent/v1/agent.js';
 import {
-  agentClient, call, descendants, endDesktop, pidsOfUid, startAgent, type AgentClient, type AgentProcess,
+  agentClient, call, descendants, endDesktop, pidsOfUid, startAgent, waitFor, type AgentClient, type AgentProcess,
 } from '../helpers/agent-process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { openRelay } from '../helpers/relay-client.js';
@@ -168,8 +168,13 @@ describe('policy flags', () => {
       const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
       expect((err as { details: string }).details).toMatch(/exited \(code 3\) right after it started; the agent's log has the last lines/);
       expect(readdirSync(agent.runtimeDir)).toEqual([]);
-      const line = agent.logs.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; desktopLog?: string[] })
+      // The agent writes the line before it answers, but its stdout pipe and the gRPC answer reach this process in
+      // either order: wait for the line to arrive.
+      const abandoned = () => agent.logs.filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg?: string; desktopLog?: string[] })
         .find((l) => l.msg === 'start abandoned; everything it spawned was stopped');
+      await waitFor(() => abandoned() !== undefined, 'the agent\'s "start abandoned" line');
+      const line = abandoned();
       expect(line?.desktopLog?.slice(-2)).toEqual(['first line', 'the reason this session gave up']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
