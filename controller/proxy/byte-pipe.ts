@@ -15,7 +15,7 @@
  * fewer system calls, fewer frames for the browser to handle) and shrinks when they are small again (an idle
  * connection holds ~1 KiB).
  *
- * Upstream, the browser's socket is paused while the VNC socket's write buffer is full.
+ * Upstream, the browser's socket is paused while the VNC socket holds more than UP_MAX_QUEUED unwritten.
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -25,6 +25,18 @@ import type { WebSocket } from 'ws';
 const MIN_READ = 1024;
 /** Growth/shrink factor between buffers. */
 const STEP = 4;
+/**
+ * Upstream, the browser's socket pauses only while the desktop's socket holds more than this unwritten. Not at
+ * write()'s false: that comes at its 16 KiB highWaterMark, and a TLS socket (the agent's relay) completes every write
+ * a loop turn later, so each browser message of more than 16 KiB paused and resumed the browser's socket (a nextTick,
+ * a stream flow and two epoll_ctl calls per message; bench:proxy's 64 KiB upstream spent a third of the controller's
+ * time there).
+ */
+const UP_MAX_QUEUED = 256 * 1024;
+/** Messages in a row that would fit a smaller buffer before the buffer shrinks. */
+const SHRINK_AFTER = 16;
+/** Spare buffers a connection keeps for reuse (see `spares`). */
+const MAX_SPARES = 3;
 /** Largest plaintext a TLS record carries (RFC 8446 §5.1): one TLS read is never longer. */
 const TLS_RECORD = 16 * 1024;
 
@@ -71,14 +83,20 @@ export class VncReader {
   /** Sequence number of the last message sent out of `buf`. */
   private bufSeq = 0;
   /**
-   * The buffer used before `buf`, kept for reuse once its last message is written (`retiredSeq`): a stream that
-   * outruns its browser alternates between two buffers instead of allocating one per switch (each a fresh mapping
-   * of up to 1 MiB, paid in page faults).
+   * Buffers used before `buf`, each with the sequence number of its last message, kept for reuse once that message
+   * is written: a stream that outruns its browser cycles through a few buffers instead of allocating one per switch.
+   * Each fresh buffer (up to 1 MiB) counts as external memory, and V8 runs a full mark-compact every few tens of MB
+   * of it: through the agent's relay, whose 16 KiB TLS reads keep arriving for a moment after the socket is paused,
+   * one spare was often still queued, and bench:proxy's controller allocated 833 buffers and ran 16 mark-compacts
+   * (~20 ms each) per 512 MiB downstream.
    */
-  private retired: Buffer | null = null;
-  private retiredSeq = 0;
+  private readonly spares: Array<{ buf: Buffer; seq: number }> = [];
   /** Size of the last message sent, to pick the next buffer's size. */
   private lastSent = 0;
+  /** Messages in a row that would have fitted a buffer a STEP smaller. */
+  private smallRun = 0;
+  /** trim() was called: the next fresh start takes the smallest buffer. */
+  private quiet = false;
   private sendQueued = false;
   private sink: VncSink | null = null;
 
@@ -102,23 +120,29 @@ export class VncReader {
       // follows the last message (larger while they fill it, smaller when they are small; a quiet connection then
       // keeps only a small buffer).
       const size = this.buf.length;
-      if (this.filled() && size < this.maxReadBytes) this.replace(Math.min(this.maxReadBytes, size * STEP));
-      else if (this.lastSent * STEP <= size && size > MIN_READ) {
-        this.retired = null;
+      if (this.quiet) {
+        if (size > MIN_READ) this.replace(MIN_READ);
+      } else if (this.filled() && size < this.maxReadBytes) this.replace(Math.min(this.maxReadBytes, size * STEP));
+      else if (this.smallRun >= SHRINK_AFTER && size > MIN_READ) {
+        // Quieter for a while, not for one message (a flood read through TLS alternates full and partial messages,
+        // and shrinking on each partial one reallocated on the next): let the larger buffers go.
+        this.spares.length = 0;
         this.replace(Math.max(MIN_READ, Math.floor(size / STEP)));
+        this.smallRun = 0;
       }
+      this.quiet = false;
       this.start = this.end = 0;
     } else if (sink !== null && this.buf.length - this.end < this.slack()) {
-      // Too little room left, and the front is still queued for the browser: the other buffer if its last message
-      // has been written, else a fresh one; larger if the last message filled this one. Pending bytes were sent
-      // before we got here (onRead sends when room runs short), so nothing is carried over.
+      // Too little room left, and the front is still queued for the browser: a spare whose last message has been
+      // written, else a fresh one; larger if the last message filled this one. Pending bytes were sent before we got
+      // here (onRead sends when room runs short), so nothing is carried over.
       const size = Math.min(this.maxReadBytes, this.buf.length * (this.filled() ? STEP : 1));
-      const old = this.buf;
-      const oldSeq = this.bufSeq;
-      if (this.retired !== null && this.retired.length === size && sink.completed() >= this.retiredSeq) this.buf = this.retired;
-      else this.buf = Buffer.allocUnsafe(size);
-      this.retired = old;
-      this.retiredSeq = oldSeq;
+      const done = sink.completed();
+      const free = this.spares.findIndex((s) => s.buf.length === size && done >= s.seq);
+      const next = free >= 0 ? this.spares.splice(free, 1)[0]!.buf : Buffer.allocUnsafe(size);
+      this.spares.push({ buf: this.buf, seq: this.bufSeq });
+      if (this.spares.length > MAX_SPARES) this.spares.shift();
+      this.buf = next;
       this.bufSeq = 0;
       this.start = this.end = 0;
     }
@@ -160,6 +184,7 @@ export class VncReader {
     const data = this.buf.subarray(this.start, this.end);
     this.start = this.end;
     this.lastSent = data.length;
+    this.smallRun = data.length * STEP <= this.buf.length ? this.smallRun + 1 : 0;
     const seq = this.sink.send(data);
     if (seq > 0) this.bufSeq = seq;
   }
@@ -174,10 +199,20 @@ export class VncReader {
     return this.lastSent > this.buf.length - this.slack();
   }
 
+  /**
+   * The connection moved no bytes for a while: drop the spares now, and make the next read's buffer the smallest
+   * (the current one is where net puts the next read, so it stays until then). A viewer that carried a flood and
+   * went quiet holds at most one buffer, not four.
+   */
+  trim(): void {
+    this.spares.length = 0;
+    this.quiet = true;
+  }
+
   /** A new buffer while the current one is free (nothing queued points into it). */
   private replace(size: number): void {
-    this.buf = this.retired !== null && this.retired.length === size ? this.retired : Buffer.allocUnsafe(size);
-    this.retired = null;
+    const free = this.spares.findIndex((s) => s.buf.length === size);
+    this.buf = free >= 0 ? this.spares.splice(free, 1)[0]!.buf : Buffer.allocUnsafe(size);
     this.bufSeq = 0;
   }
 
@@ -234,7 +269,9 @@ export function pipeBytes(ws: WebSocket, wsSocket: Duplex, tcp: Socket, reader: 
     // our close frame, and the browser would report the close only after its own timeout (2 s in Chromium).
     if (tcp.destroyed) return;
     counters.up += data.length;
-    if (!tcp.write(data) && !wsPaused) {
+    tcp.write(data);
+    // Past UP_MAX_QUEUED (above the desktop socket's highWaterMark) the write returned false, so 'drain' will come.
+    if (!wsPaused && tcp.writableLength > UP_MAX_QUEUED) {
       wsPaused = true;
       ws.pause();
       tcp.once('drain', resumeWs);

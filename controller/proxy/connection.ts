@@ -196,6 +196,11 @@ export class ProxyConnection implements ByteCounters {
     this.close(reason, code, err.code, err);
   }
 
+  /** No bytes moved since the last sweep: let the reader give back its spare buffers. */
+  quiet(): void {
+    this.reader.trim();
+  }
+
   /** One heartbeat round: terminate if the previous ping went unanswered, else ping again. */
   ping(): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;

@@ -338,7 +338,7 @@ export class VncProxy {
     return { open: this.live.size, bytesDown: down, bytesUp: up };
   }
 
-  /** Idle check (no bytes either way since the last change) and back-off table pruning. */
+  /** Idle check (no bytes either way since the last change), buffers of quiet connections, back-off table pruning. */
   private sweep(): void {
     const now = Date.now();
     for (const conn of [...this.live]) {
@@ -348,6 +348,8 @@ export class VncProxy {
         conn.lastActivityAt = now;
       } else if (now - conn.lastActivityAt >= this.options.idleTimeoutMs) {
         conn.shutdown('idle-timeout', 'idle timeout');
+      } else {
+        conn.quiet();
       }
     }
     this.backoff.prune(now);
