@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AgentErrorCode } from '../errors.js';
 import type { SessionEnded, SessionManager } from '../sessions/manager.js';
-import { relayOneWay } from './relay-pipe.js';
+import { DesktopReads, relayOneWay } from './relay-pipe.js';
 import { encodeRelayOpened, parseRelayOpen } from './relay-wire.js';
 
 const SESSION_ID = /^[0-9a-f-]{36}$/;
@@ -97,7 +97,8 @@ export class DesktopRelay {
     accepted: () => void, refuse: (code: AgentErrorCode, message: string) => void, attempt = 0): void {
     // Refused (the handshake deadline passed) or gone while we waited to retry.
     if (client.destroyed || client.writableEnded) return;
-    const desktop = connect({ path });
+    const reads = new DesktopReads(this.opts.maxQueuedBytes);
+    const desktop = connect({ path, onread: reads });
     // Node clears `connecting` before it emits a failed connect's error, so whether the connect succeeded is ours to track.
     let connected = false;
     desktop.once('error', (err: NodeJS.ErrnoException) => {
@@ -143,7 +144,7 @@ export class DesktopRelay {
       client.write(encodeRelayOpened({ ok: true, code: '', message: '' }));
       if (early.length > 0) desktop.write(early);
       relayOneWay(client, desktop, this.opts.maxQueuedBytes);
-      relayOneWay(desktop, client, this.opts.maxQueuedBytes);
+      reads.attach(desktop, client);
       client.once('close', () => this.log.debug({ peer, session: id, ms: Date.now() - t0 }, 'relay closed'));
     });
   }
