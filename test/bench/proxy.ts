@@ -51,6 +51,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { maskedFrame, openRawWebSocket, type RawWs } from './raw-ws-client.js';
+import { controllerAllocatorEnv } from '../../controller/allocator.js';
 import { CONTROLLER_NODE_FLAGS } from '../../controller/proxy/node-flags.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { freeLoopbackPort } from '../helpers/ports.js';
@@ -73,6 +74,12 @@ const PIN = process.env.BENCH_PIN !== '0' && availableParallelism() >= 2;
 const CLK_TCK = 100; // Linux USER_HZ; /proc/PID/stat times are in these ticks
 /** The proxy child runs with the controller's production V8 flags (see node-flags.ts for why). */
 const PROXY_NODE_FLAGS = CONTROLLER_NODE_FLAGS;
+/**
+ * ... and on the malloc the systemd unit and `vncdispatch up` give it (jemalloc where installed, allocator.ts): the
+ * proxy's CPU per GB depends on it (bench:proxy, same code: jemalloc 1,602 ms/GB down and 6,519 up, glibc 1,192 and
+ * 4,955), so the bench measures what is deployed. The run prints which.
+ */
+const PROXY_ENV = controllerAllocatorEnv();
 
 // ---------------------------------------------------------------------------------------------------------------
 // Role: the target (minimal RFB server + command protocol)
@@ -648,8 +655,10 @@ async function openIdle(path: Path, n: number, response: (c: Buffer) => Buffer):
   return { conns, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
 }
 
-function forkSelf(args: string[], execArgv: string[] = []): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(fileURLToPath(import.meta.url), args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function forkSelf(args: string[], execArgv: string[] = [], env: Record<string, string> = {}): Promise<{ child: ChildProcess; port: number }> {
+  const child = fork(fileURLToPath(import.meta.url), args, {
+    execArgv, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   return new Promise((resolve, reject) => {
     child.once('message', (m: { port: number }) => resolve({ child, port: m.port }));
     child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
@@ -703,7 +712,7 @@ async function bench(): Promise<void> {
     children.push(target.child);
     targetPid = target.child.pid!;
     pin(targetPid, 0);
-    let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
+    let proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS], PROXY_ENV);
     children.push(proxy.child);
     pin(proxy.child.pid!, 1);
     const pki = makePki();
@@ -712,7 +721,7 @@ async function bench(): Promise<void> {
     children.push(agent.child);
     pin(agent.child.pid!, 0);
     const controller = await forkSelf(['serve-proxy', String(target.port), String(agent.port), JSON.stringify(pki)],
-      ['--expose-gc', ...PROXY_NODE_FLAGS]);
+      ['--expose-gc', ...PROXY_NODE_FLAGS], PROXY_ENV);
     children.push(controller.child);
     pin(controller.child.pid!, 1);
 
@@ -741,6 +750,9 @@ async function bench(): Promise<void> {
         ? '  pinned: CPU 0 runs the bench client, the target and the agent relay; CPU 1 runs the proxy under test (our controller, the TCP-dialer proxy, websockify and its forks), one at a time (BENCH_PIN=0 to let the scheduler place them)'
         : '  not pinned: the scheduler places every process (figures vary more between runs)',
     );
+    console.log(PROXY_ENV.LD_PRELOAD
+      ? `  our proxies run on jemalloc (${PROXY_ENV.LD_PRELOAD}, MALLOC_CONF=${PROXY_ENV.MALLOC_CONF}), as the controller is deployed`
+      : "  our proxies run on glibc's malloc (libjemalloc2 is not installed; the deployed controller would be too)");
     for (const p of Object.values(paths)) await measure(p, response, WARMUP);
     await roundTrips(Object.values(paths), response, WARMUP.rounds, 0);
     console.log(`  warmed up every path (${((Date.now() - started) / 1000).toFixed(0)} s)`);
@@ -765,7 +777,7 @@ async function bench(): Promise<void> {
 
     // Idle connections through a fresh proxy process (so earlier transfers' buffers do not hide per-connection cost).
     proxy.child.kill();
-    proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS]);
+    proxy = await forkSelf(['serve-proxy', String(target.port)], ['--expose-gc', ...PROXY_NODE_FLAGS], PROXY_ENV);
     children.push(proxy.child);
     pin(proxy.child.pid!, 1);
     const proxyPath = wsPath('vncdispatch proxy', `ws://127.0.0.1:${proxy.port}/websockify?token=bench`, proxy.child.pid!, false);
