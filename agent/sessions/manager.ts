@@ -19,7 +19,7 @@ import { AgentError } from '../errors.js';
 import { loginEnvironment, loginShellArgv } from '../users/login-env.js';
 import { checkHomeUsable, checkUserAllowed, lookupUser, type UnixUser } from '../users/lookup.js';
 import { checkDepth, checkGeometry, checkPassword, checkSessionId, checkUsername } from '../users/validate.js';
-import { killProcessesUsing, signalProcess, signalSession, sessionMembers } from '../vnc/kill.js';
+import { killProcessesUsing, signalPids, signalProcess, signalSession, sessionMembers, stillMembers } from '../vnc/kill.js';
 import { removeKeymapsOfDeadDisplays, removeStaleKeymaps, STALE_AFTER_MS } from '../vnc/keymap-leftovers.js';
 import { obfuscateVncPassword } from '../../shared/vnc-des.js';
 import { isSameProcess, readProcExeName, readProcStat, readProcUid } from '../vnc/proc.js';
@@ -82,6 +82,8 @@ interface Live {
 
 /** poll() checks watched sessions too on every this-many-th round, in case an exit report was ever lost. */
 const SWEEP_EVERY_POLLS = 20;
+/** While a desktop ends (25 ms rounds), every this-many-th round reads all of /proc for its session's processes. */
+const FULL_SCAN_ROUNDS = 8;
 
 
 /**
@@ -546,19 +548,39 @@ export class SessionManager extends EventEmitter<SessionManagerEvents> {
 
   private async doTerminate(live: Live, reason: string, how: 'stopped' | 'reaped'): Promise<void> {
     const r = live.record;
-    const alive = async () => (await isSameProcess(r.pid, r.pidStartTime)) ||
-      (r.scriptPid > 1 && (await sessionMembers(r.scriptPid, r.uid)).length > 0);
+    const sid = r.scriptPid > 1 ? r.scriptPid : 0;
+    // The session's processes as last found. Between full scans of /proc (every FULL_SCAN_ROUNDS rounds, and whenever
+    // the known ones are all gone) only these are looked at: a full scan every 25 ms per ending desktop read every
+    // process on the blade, heavy when many desktops end at once. A desktop is over only when a full scan says so,
+    // so a process forked during the teardown is still found.
+    let members: number[] = [];
+    const scan = async () => {
+      members = sid ? await sessionMembers(sid, r.uid) : [];
+    };
+    const alive = async (full: boolean) => {
+      if (await isSameProcess(r.pid, r.pidStartTime)) return true;
+      if (!full && members.length > 0) {
+        members = await stillMembers(members, sid, r.uid);
+        if (members.length > 0) return true;
+      }
+      await scan();
+      return members.length > 0;
+    };
     const signal = async (sig: NodeJS.Signals) => {
       await signalProcess(r.pid, r.pidStartTime, sig);
-      if (r.scriptPid > 1) await signalSession(r.scriptPid, r.uid, sig);
+      members = sid ? await signalSession(sid, r.uid, sig) : [];
     };
     await signal('SIGTERM');
     const deadline = Date.now() + this.opts.config.stopGraceMs;
-    while ((await alive()) && Date.now() < deadline) await sleep(25);
-    if (await alive()) {
+    for (let round = 1; (await alive(round % FULL_SCAN_ROUNDS === 0)) && Date.now() < deadline; round++) await sleep(25);
+    if (await alive(true)) {
       this.log.warn({ session: r.id }, 'session did not end after SIGTERM; sending SIGKILL');
       await signal('SIGKILL');
-      for (let i = 0; i < 40 && (await alive()); i++) await sleep(25);
+      // What the session forked between the scan and the kill is found by the next full scan, and killed too.
+      for (let round = 1; round <= 40 && (await alive(round % FULL_SCAN_ROUNDS === 0)); round++) {
+        signalPids(members, 'SIGKILL');
+        await sleep(25);
+      }
     }
     await this.cleanupFiles(r, live.files);
     await this.opts.store.remove(r.id);

@@ -32,11 +32,29 @@ export async function sessionMembers(sid: number, uid: number): Promise<number[]
   return found;
 }
 
-/** Signals every process of session `sid` owned by `uid`; returns how many were signalled. */
-export async function signalSession(sid: number, uid: number, signal: NodeJS.Signals): Promise<number> {
-  const pids = await sessionMembers(sid, uid);
+/**
+ * Which of `pids` are still live members of session `sid` owned by `uid`: a look at those processes only, where
+ * sessionMembers reads every process on the blade.
+ */
+export async function stillMembers(pids: readonly number[], sid: number, uid: number): Promise<number[]> {
+  const live: number[] = [];
+  for (const pid of pids) {
+    const st = await readProcStat(pid);
+    if (st && st.session === sid && st.state !== 'Z' && (await readProcUid(pid)) === uid) live.push(pid);
+  }
+  return live;
+}
+
+/** Signals each of `pids` (members found by sessionMembers or stillMembers), ignoring those already gone. */
+export function signalPids(pids: readonly number[], signal: NodeJS.Signals): void {
   for (const pid of pids) trySignal(pid, signal);
-  return pids.length;
+}
+
+/** Signals every process of session `sid` owned by `uid`; returns their pids. */
+export async function signalSession(sid: number, uid: number, signal: NodeJS.Signals): Promise<number[]> {
+  const pids = await sessionMembers(sid, uid);
+  signalPids(pids, signal);
+  return pids;
 }
 
 /**

@@ -181,6 +181,25 @@ describe('policy flags', () => {
     }
   });
 
+  it('a desktop whose processes ignore SIGTERM and keep forking is still ended by StopSession, with nothing of it left', async () => {
+    // A user's session can trap TERM; its background loop starts another long-lived process every 20 ms, so some are
+    // born after the agent's first scan of the session, and one may be born between that scan and the SIGKILL.
+    const dir = mkdtempSync(join(tmpdir(), 'vd-stubborn-session-'));
+    chmodSync(dir, 0o755);
+    const script = join(dir, 'session');
+    writeFileSync(script, "#!/bin/sh\ntrap '' TERM\n( while :; do sleep 1000 & sleep 0.02; done ) &\nexec sleep 1000\n", { mode: 0o755 });
+    try {
+      const { agent, client } = await agentWith(['--session-script', script, '--stop-grace-ms', '300']);
+      const s = (await call(client, client.startSession, { username: U3, password: 'abcd1234' })).session!;
+      await call(client, client.stopSession, { id: s.id });
+      expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
+      expect(agent.logs.some((l) => l.includes('session did not end after SIGTERM; sending SIGKILL'))).toBe(true);
+      expect(readdirSync(agent.runtimeDir)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a session that exits right after it starts is a failed start, not a desktop: no Xvnc is left running', async () => {
     // /bin/false stands for a session script with a typo: the launcher execs it and it exits at once.
     const { agent, client } = await agentWith(['--session-script', '/bin/false', '--start-settle-ms', '2000']);
