@@ -35,8 +35,12 @@ const STEP = 4;
 const UP_MAX_QUEUED = 256 * 1024;
 /** Messages in a row that would fit a smaller buffer before the buffer shrinks. */
 const SHRINK_AFTER = 16;
-/** Spare buffers a connection keeps for reuse (see `spares`). */
-const MAX_SPARES = 3;
+/**
+ * Spare buffers a connection keeps for reuse (see `spares`): with one, a flood through TLS still allocated per switch
+ * (test/unit/proxy-read-buffers.test.ts: 1,027 buffers for 64 MiB); two are enough there (6). A flooding connection
+ * holds at most three buffers of up to maxReadBytes, the spares only until it goes quiet for a sweep.
+ */
+const MAX_SPARES = 2;
 /** Largest plaintext a TLS record carries (RFC 8446 §5.1): one TLS read is never longer. */
 const TLS_RECORD = 16 * 1024;
 
@@ -202,7 +206,7 @@ export class VncReader {
   /**
    * The connection moved no bytes for a while: drop the spares now, and make the next read's buffer the smallest
    * (the current one is where net puts the next read, so it stays until then). A viewer that carried a flood and
-   * went quiet holds at most one buffer, not four.
+   * went quiet holds at most one buffer, not three.
    */
   trim(): void {
     this.spares.length = 0;
