@@ -14,23 +14,33 @@
 import type { Socket } from 'node:net';
 
 export function relayOneWay(from: Socket, to: Socket, maxQueued: number): void {
+  const afterWrite = pauseWhileQueued(from, to, maxQueued);
+  from.on('data', (chunk: Buffer) => {
+    to.write(chunk);
+    afterWrite();
+  });
+  from.on('end', () => to.end());
+  // The relay paused the client while it reached the desktop; a paused socket stays paused with a 'data' listener.
+  from.resume();
+}
+
+/**
+ * Returns what to call after each write to `to`: it pauses `from` while `to` holds more than `maxQueued` unwritten,
+ * until `to` drains. Past maxQueued (above any highWaterMark) the write returned false, so 'drain' will come.
+ */
+function pauseWhileQueued(from: Socket, to: Socket, maxQueued: number): () => void {
   let paused = false;
   const resume = () => {
     paused = false;
-    from.resume();
+    if (!from.destroyed) from.resume();
   };
-  from.on('data', (chunk: Buffer) => {
-    to.write(chunk);
-    // Past maxQueued (above any highWaterMark) the write returned false, so 'drain' will come.
+  return () => {
     if (!paused && to.writableLength > maxQueued) {
       paused = true;
       from.pause();
       to.once('drain', resume);
     }
-  });
-  from.on('end', () => to.end());
-  // The relay paused the client while it reached the desktop; a paused socket stays paused with a 'data' listener.
-  from.resume();
+  };
 }
 
 /** Size of the buffers a desktop's reads land in (the most one read takes). */
@@ -53,8 +63,7 @@ export class DesktopReads {
   private readonly free: Buffer[] = [];
   private readonly maxFree: number;
   private to: Socket | null = null;
-  private from: Socket | null = null;
-  private paused = false;
+  private afterWrite: () => void = () => undefined;
   private smallRun = 0;
 
   constructor(private readonly maxQueued: number) {
@@ -74,23 +83,14 @@ export class DesktopReads {
     // Interactive traffic for a while (not one short read: a flood has those too) gives the spares back.
     this.smallRun = n < SMALL_READ ? this.smallRun + 1 : 0;
     if (this.smallRun >= SMALL_RUN && this.free.length > 1) this.free.length = 1;
-    if (!this.paused && to.writableLength > this.maxQueued) {
-      this.paused = true;
-      this.from?.pause();
-      to.once('drain', this.resume);
-    }
+    this.afterWrite();
     return true;
-  };
-
-  private readonly resume = (): void => {
-    this.paused = false;
-    if (this.from && !this.from.destroyed) this.from.resume();
   };
 
   /** From now on reads of `from` go to `to`; the end of `from` ends `to`. */
   attach(from: Socket, to: Socket): void {
-    this.from = from;
     this.to = to;
+    this.afterWrite = pauseWhileQueued(from, to, this.maxQueued);
     from.on('end', () => to.end());
   }
 }

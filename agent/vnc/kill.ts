@@ -24,17 +24,12 @@ async function procPids(): Promise<number[]> {
  * this finds what it started even after it exited; a reused id would also need the same owner to match.
  */
 export async function sessionMembers(sid: number, uid: number): Promise<number[]> {
-  const found: number[] = [];
-  for (const pid of await procPids()) {
-    const st = await readProcStat(pid);
-    if (st && st.session === sid && st.state !== 'Z' && (await readProcUid(pid)) === uid) found.push(pid);
-  }
-  return found;
+  return stillMembers(await procPids(), sid, uid);
 }
 
 /**
- * Which of `pids` are still live members of session `sid` owned by `uid`: a look at those processes only, where
- * sessionMembers reads every process on the blade.
+ * Which of `pids` are live members of session `sid` owned by `uid`. Given the processes found before, a look at those
+ * only, where sessionMembers reads every process on the blade.
  */
 export async function stillMembers(pids: readonly number[], sid: number, uid: number): Promise<number[]> {
   const live: number[] = [];

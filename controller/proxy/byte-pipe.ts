@@ -141,9 +141,7 @@ export class VncReader {
       // written, else a fresh one; larger if the last message filled this one. Pending bytes were sent before we got
       // here (onRead sends when room runs short), so nothing is carried over.
       const size = Math.min(this.maxReadBytes, this.buf.length * (this.filled() ? STEP : 1));
-      const done = sink.completed();
-      const free = this.spares.findIndex((s) => s.buf.length === size && done >= s.seq);
-      const next = free >= 0 ? this.spares.splice(free, 1)[0]!.buf : Buffer.allocUnsafe(size);
+      const next = this.takeSpare(size, sink.completed());
       this.spares.push({ buf: this.buf, seq: this.bufSeq });
       if (this.spares.length > MAX_SPARES) this.spares.shift();
       this.buf = next;
@@ -215,9 +213,15 @@ export class VncReader {
 
   /** A new buffer while the current one is free (nothing queued points into it). */
   private replace(size: number): void {
-    const free = this.spares.findIndex((s) => s.buf.length === size);
-    this.buf = free >= 0 ? this.spares.splice(free, 1)[0]!.buf : Buffer.allocUnsafe(size);
+    // Only called while nothing is queued for the browser: every spare's message has been written.
+    this.buf = this.takeSpare(size, Infinity);
     this.bufSeq = 0;
+  }
+
+  /** A spare of `size` whose last message is written (sequence number <= `completed`), else a fresh buffer. */
+  private takeSpare(size: number, completed: number): Buffer {
+    const i = this.spares.findIndex((s) => s.buf.length === size && s.seq <= completed);
+    return i >= 0 ? this.spares.splice(i, 1)[0]!.buf : Buffer.allocUnsafe(size);
   }
 
   /** From now on reads go to `sink`, gathered as above. */
