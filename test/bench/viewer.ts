@@ -140,24 +140,13 @@ async function measureDesktopFloor(c: ControllerProcess): Promise<number> {
 
 /** One non-incremental update of the 4x4 top-left corner (Raw, the server's 32 bpp): is any pixel not black? */
 async function cornerLit(client: RfbWsClient): Promise<boolean> {
-  const req = Buffer.alloc(10);
-  req.writeUInt8(3, 0);
-  req.writeUInt16BE(4, 6);
-  req.writeUInt16BE(4, 8);
-  client.write(req);
-  for (;;) {
-    const head = await client.read(4);
-    if (head[0] === 2) continue; // Bell
-    if (head[0] !== 0) throw new Error(`desktop floor: unexpected RFB message ${head[0]}`);
-    let lit = false;
-    for (let i = 0, n = head.readUInt16BE(2); i < n; i++) {
-      const rect = await client.read(12);
-      if (rect.readInt32BE(8) !== 0) throw new Error(`desktop floor: encoding ${rect.readInt32BE(8)}, not Raw`);
-      const px = await client.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4);
-      for (let k = 0; k < px.length; k += 4) if (px[k]! + px[k + 1]! + px[k + 2]! > 24) lit = true;
-    }
-    return lit;
-  }
+  const u = await client.smallUpdate();
+  if (u.type !== 0) throw new Error(`desktop floor: unexpected RFB message ${u.type}`);
+  if (u.encodings.some((e) => e !== 0)) throw new Error(`desktop floor: encodings ${u.encodings.join(', ')}, not Raw`);
+  return u.pixels.some((px) => {
+    for (let k = 0; k < px.length; k += 4) if (px[k]! + px[k + 1]! + px[k + 2]! > 24) return true;
+    return false;
+  });
 }
 
 /** The pre-bundling viewer on its own port, as commit 6859748 served it; /websockify tunnels to the controller. */

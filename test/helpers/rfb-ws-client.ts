@@ -111,9 +111,9 @@ export class RfbWsClient {
   /**
    * Asks for a 4x4 corner (non-incremental FramebufferUpdateRequest) and reads the answer through, with no
    * SetEncodings sent, so Raw at 32 bpp. Returns the message type (0 for a FramebufferUpdate; nothing more is read
-   * otherwise) and each rectangle's encoding.
+   * otherwise), each rectangle's encoding, and the Raw rectangles' pixels (4 bytes each, the server's format).
    */
-  async smallUpdate(): Promise<{ type: number; encodings: number[] }> {
+  async smallUpdate(): Promise<{ type: number; encodings: number[]; pixels: Buffer[] }> {
     const req = Buffer.alloc(10);
     req.writeUInt8(3, 0);
     req.writeUInt16BE(4, 6);
@@ -121,14 +121,15 @@ export class RfbWsClient {
     this.write(req);
     const head = await this.read(4);
     const encodings: number[] = [];
-    if (head[0] !== 0) return { type: head[0]!, encodings };
+    const pixels: Buffer[] = [];
+    if (head[0] !== 0) return { type: head[0]!, encodings, pixels };
     for (let i = 0, n = head.readUInt16BE(2); i < n; i++) {
       const rect = await this.read(12);
       encodings.push(rect.readInt32BE(8));
       if (rect.readInt32BE(8) !== 0) break;
-      await this.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4);
+      pixels.push(await this.read(rect.readUInt16BE(4) * rect.readUInt16BE(6) * 4));
     }
-    return { type: 0, encodings };
+    return { type: 0, encodings, pixels };
   }
 
   close(): void {

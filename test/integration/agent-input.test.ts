@@ -44,6 +44,19 @@ function stamp(path: string): string {
   }
 }
 
+/** Runs `fn` with an executable session script holding `text`, in a directory every user can read; removes it after. */
+async function withSessionScript(text: string, fn: (script: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'vd-session-script-'));
+  try {
+    chmodSync(dir, 0o755);
+    const script = join(dir, 'session');
+    writeFileSync(script, text, { mode: 0o755 });
+    await fn(script);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 beforeAll(() => {
   pki = makePki();
 });
@@ -159,11 +172,8 @@ describe('policy flags', () => {
   });
 
   it('a failed start says why in the agent\'s log: the last lines its desktop wrote, though its runtime directory is gone', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vd-failing-session-'));
-    chmodSync(dir, 0o755);
-    const script = join(dir, 'session');
-    writeFileSync(script, '#!/bin/sh\necho "first line" >&2\necho "the reason this session gave up" >&2\nexit 3\n', { mode: 0o755 });
-    try {
+    const text = '#!/bin/sh\necho "first line" >&2\necho "the reason this session gave up" >&2\nexit 3\n';
+    await withSessionScript(text, async (script) => {
       const { agent, client } = await agentWith(['--session-script', script, '--start-settle-ms', '2000']);
       const err = await call(client, client.startSession, { username: U3, password: 'abcd1234' }).catch((e) => e);
       expect((err as { details: string }).details).toMatch(/exited \(code 3\) right after it started; the agent's log has the last lines/);
@@ -176,28 +186,21 @@ describe('policy flags', () => {
       await waitFor(() => abandoned() !== undefined, 'the agent\'s "start abandoned" line');
       const line = abandoned();
       expect(line?.desktopLog?.slice(-2)).toEqual(['first line', 'the reason this session gave up']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('a desktop whose processes ignore SIGTERM and keep forking is still ended by StopSession, with nothing of it left', async () => {
     // A user's session can trap TERM; its background loop starts another long-lived process every 20 ms, so some are
     // born after the agent's first scan of the session, and one may be born between that scan and the SIGKILL.
-    const dir = mkdtempSync(join(tmpdir(), 'vd-stubborn-session-'));
-    chmodSync(dir, 0o755);
-    const script = join(dir, 'session');
-    writeFileSync(script, "#!/bin/sh\ntrap '' TERM\n( while :; do sleep 1000 & sleep 0.02; done ) &\nexec sleep 1000\n", { mode: 0o755 });
-    try {
+    const text = "#!/bin/sh\ntrap '' TERM\n( while :; do sleep 1000 & sleep 0.02; done ) &\nexec sleep 1000\n";
+    await withSessionScript(text, async (script) => {
       const { agent, client } = await agentWith(['--session-script', script, '--stop-grace-ms', '300']);
       const s = (await call(client, client.startSession, { username: U3, password: 'abcd1234' })).session!;
       await call(client, client.stopSession, { id: s.id });
       expect(pidsOfUid(idsOf(U3).uid)).toEqual([]);
       expect(agent.logs.some((l) => l.includes('session did not end after SIGTERM; sending SIGKILL'))).toBe(true);
       expect(readdirSync(agent.runtimeDir)).toEqual([]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('a session that exits right after it starts is a failed start, not a desktop: no Xvnc is left running', async () => {

@@ -26,7 +26,9 @@ import { createAgentCredentials } from '../../controller/agent-client/agent-clie
 import { openDesktopRelay } from '../../controller/agent-client/desktop-relay.js';
 import type { ProxyTarget } from '../../controller/proxy/index.js';
 import { makePki, type Pki } from '../helpers/certs.js';
+import { waitFor } from '../helpers/agent-process.js';
 import { startFakeVncServer, type FakeVncServer } from '../helpers/fake-vnc-server.js';
+import { stalled } from '../helpers/stalled.js';
 import { tcpDesktop } from '../helpers/tcp-desktop.js';
 import { startMapProxy, type MapProxy } from '../helpers/map-proxy.js';
 import { isRefused, openWebSocket, type RfbWsClient } from '../helpers/rfb-ws-client.js';
@@ -89,28 +91,6 @@ function verifier() {
   return v;
 }
 
-/** Resolves once `value()` has not changed for `quietMs` (the flow has stalled), with that value. */
-async function stalled(value: () => number, quietMs = 600): Promise<number> {
-  let last = value();
-  let since = Date.now();
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 50));
-    const v = value();
-    if (v !== last) {
-      last = v;
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs) return v;
-  }
-}
-
-async function until(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 async function connect(viaRelay = false): Promise<{ browser: RfbWsClient; desktop: NonNullable<FakeVncServer['lastSocket']>; proxySide: Duplex }> {
   const token = randomBytes(16).toString('hex');
   const server = viaRelay ? relayFake : fake;
@@ -128,7 +108,7 @@ async function connect(viaRelay = false): Promise<{ browser: RfbWsClient; deskto
   await browser.handshakeNone();
   // From here on the test reads the messages itself (the helper would concatenate 192 MiB).
   browser.ws.removeAllListeners('message');
-  await until(() => server.lastSocket !== null && server.lastSocket !== before);
+  await waitFor(() => server.lastSocket !== null && server.lastSocket !== before, 'the desktop\'s connection', 30_000);
   return { browser, desktop: server.lastSocket!, proxySide: mp.browserSockets.at(-1)! };
 }
 
@@ -174,7 +154,7 @@ describe('byte pipe', () => {
       v.push(d);
     });
     browser.ws.resume();
-    await until(() => v.offset >= TOTAL || browser.closed !== null);
+    await waitFor(() => v.offset >= TOTAL || browser.closed !== null, 'the whole stream', 30_000);
     expect(browser.closed).toBeNull();
     expect(v.offset).toBe(TOTAL);
     expect(v.bad).toBe(-1);
@@ -201,7 +181,7 @@ describe('byte pipe', () => {
     expect(v.offset).toBe(0);
 
     desktop.resume();
-    await until(() => v.offset >= TOTAL || browser.closed !== null);
+    await waitFor(() => v.offset >= TOTAL || browser.closed !== null, 'the whole stream', 30_000);
     expect(browser.closed).toBeNull();
     expect(v.offset).toBe(TOTAL);
     expect(v.bad).toBe(-1);
@@ -225,7 +205,7 @@ describe('byte pipe', () => {
     });
     const flap = setInterval(() => (browser.ws.isPaused ? browser.ws.resume() : browser.ws.pause()), 3);
     try {
-      await until(() => v.offset >= total || browser.closed !== null, 60_000);
+      await waitFor(() => v.offset >= total || browser.closed !== null, 'the whole stream', 60_000);
     } finally {
       clearInterval(flap);
       browser.ws.resume();
@@ -246,7 +226,7 @@ describe('byte pipe', () => {
     browser.ws.on('message', (d: Buffer) => v.push(d));
     const flap = setInterval(() => (browser.ws.isPaused ? browser.ws.resume() : browser.ws.pause()), 2);
     try {
-      await until(() => v.offset >= total || browser.closed !== null);
+      await waitFor(() => v.offset >= total || browser.closed !== null, 'the whole stream', 30_000);
     } finally {
       clearInterval(flap);
       browser.ws.resume();

@@ -12,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DesktopReads } from '../../agent/relay/relay-pipe.js';
+import { waitFor } from '../helpers/agent-process.js';
+import { stalled } from '../helpers/stalled.js';
 
 const BLOCK = randomBytes(1024 * 1024 + 7);
 const MAX_QUEUED = 256 * 1024;
@@ -99,31 +101,13 @@ async function rig(total: number): Promise<Rig> {
   return { written: () => written, controller, received, buffers };
 }
 
-async function until(cond: () => boolean, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Waits until `value` stops growing for 200 ms; returns it. */
-async function stalled(value: () => number): Promise<number> {
-  let last = -1;
-  while (value() !== last) {
-    last = value();
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return last;
-}
-
 describe('agent relay: desktop reads', () => {
   it('a 64 MiB flood to a reader that keeps pausing arrives whole and in order, through a few reused buffers', async () => {
     const total = 64 * 1024 * 1024;
     const r = await rig(total);
     const flap = setInterval(() => (r.controller.isPaused() ? r.controller.resume() : r.controller.pause()), 3);
     try {
-      await until(() => r.received.offset >= total);
+      await waitFor(() => r.received.offset >= total, 'the whole stream', 30_000);
     } finally {
       clearInterval(flap);
       r.controller.resume();
@@ -141,7 +125,7 @@ describe('agent relay: desktop reads', () => {
     const stuck = await stalled(r.written);
     expect(stuck).toBeLessThan(total);
     r.controller.resume();
-    await until(() => r.received.offset >= total, 60_000);
+    await waitFor(() => r.received.offset >= total, 'the whole stream', 60_000);
     expect(r.received.bad).toBe(-1);
   });
 });

@@ -78,6 +78,15 @@ async function flood(reader: VncReader, sink: LaggingSink, total: number, perTur
   return seen;
 }
 
+/** A reader piped to a sink that completes writes `lag` turns late, after an 8 MiB flood. */
+async function afterFlood(lag: number): Promise<{ reader: VncReader; sink: LaggingSink }> {
+  const sink = new LaggingSink(lag);
+  const reader = new VncReader(MAX_READ, () => undefined);
+  reader.pipeTo(sink);
+  await flood(reader, sink, 8 * 1024 * 1024);
+  return { reader, sink };
+}
+
 describe('proxy read buffers', () => {
   it('a 64 MiB flood in TLS-record reads cycles through a few buffers, and no byte changes before its write completes', async () => {
     const sink = new LaggingSink(2);
@@ -92,10 +101,7 @@ describe('proxy read buffers', () => {
   });
 
   it('a connection that goes quiet gives its large buffers back: after trim(), the next read lands in a 1 KiB buffer', async () => {
-    const sink = new LaggingSink(1);
-    const reader = new VncReader(MAX_READ, () => undefined);
-    reader.pipeTo(sink);
-    await flood(reader, sink, 8 * 1024 * 1024);
+    const { reader, sink } = await afterFlood(1);
     // The flood grew the buffer (to 64 KiB: a turn's four records are sent together).
     let b = reader.buffer();
     expect(b.length).toBeGreaterThanOrEqual(64 * 1024);
@@ -110,10 +116,7 @@ describe('proxy read buffers', () => {
   });
 
   it('small interactive updates between floods do not shrink the buffer at once (a flood would reallocate it)', async () => {
-    const sink = new LaggingSink(1);
-    const reader = new VncReader(MAX_READ, () => undefined);
-    reader.pipeTo(sink);
-    await flood(reader, sink, 8 * 1024 * 1024);
+    const { reader, sink } = await afterFlood(1);
     const large = reader.buffer();
     // One short read (a partial TLS record: the desktop paused), sent at once and completed.
     fill(large, 100, 8 * 1024 * 1024);
